@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/internal/store/sqlstore"
+	"github.com/berth-dev/berth/registry"
+	regauth "github.com/berth-dev/berth/registry/auth"
+	"github.com/berth-dev/berth/registry/storage"
+	"github.com/berth-dev/berth/registry/storage/filesystem"
+)
+
+// commonFlags are shared by every command that opens berth's state.
+type commonFlags struct {
+	configPath string
+	dataDir    string
+	logLevel   string
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.configPath, "config", "", "Quay-style config.yaml (optional)")
+	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory for the embedded database, blobs and keys")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+// load reads the configuration file, if any, and applies the flags.
+func (c *commonFlags) load(log *slog.Logger) (*config.Config, error) {
+	dataDir, err := filepath.Abs(c.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg := config.Defaults(dataDir)
+	if c.configPath != "" {
+		var unknown []string
+		cfg, unknown, err = config.Load(c.configPath, dataDir)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range unknown {
+			log.Warn("unknown config key ignored", "key", k)
+		}
+	}
+	return cfg, nil
+}
+
+func runServe(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var common commonFlags
+	common.register(fs)
+	listen := fs.String("listen", "", "address to listen on (default :8080)")
+	tlsCert := fs.String("tls-cert", "", "TLS certificate (PEM); serve HTTPS with --tls-key")
+	tlsKey := fs.String("tls-key", "", "TLS private key (PEM)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(common.logLevel)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+	cfg, err := common.load(log)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *tlsCert != "" || *tlsKey != "" {
+		cfg.TLSCert, cfg.TLSKey = *tlsCert, *tlsKey
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+
+	// The listener comes up first so that /health/instance can say "not yet"
+	// while migrations run; every other route waits for readiness.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	var app atomic.Pointer[http.Handler]
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health/instance", func(w http.ResponseWriter, r *http.Request) {
+		if app.Load() == nil {
+			http.Error(w, `{"status":"starting"}`, http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"data":{"services":{"registry_gunicorn":true,"database":true}},"status_code":200}`))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		h := app.Load()
+		if h == nil {
+			http.Error(w, "berth is starting", http.StatusServiceUnavailable)
+			return
+		}
+		(*h).ServeHTTP(w, r)
+	})
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() {
+		if cfg.TLSCert != "" {
+			serveErr <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		} else {
+			serveErr <- srv.Serve(ln)
+		}
+	}()
+	log.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLSCert != "")
+
+	st, handler, err := build(ctx, cfg, log)
+	if err != nil {
+		_ = srv.Close()
+		return err
+	}
+	defer st.Close()
+	app.Store(&handler)
+	log.Info("ready", "data_dir", cfg.DataDir, "database", st.Dialect())
+
+	select {
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+	case <-ctx.Done():
+		log.Info("shutting down")
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			log.Warn("shutdown incomplete", "err", err)
+		}
+	}
+	return nil
+}
+
+// build opens the state and composes the HTTP application.
+func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.Store, http.Handler, error) {
+	st, err := sqlstore.Open(ctx, cfg.DatabaseURI())
+	if err != nil {
+		return nil, nil, fmt.Errorf("open database: %w", err)
+	}
+	blobs, err := openStorage(cfg)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	if err := bootstrapAdmin(ctx, st, cfg, log); err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	key, err := auth.LoadOrCreateKey(filepath.Join(cfg.DataDir, "token-signing.pem"))
+	if err != nil {
+		st.Close()
+		return nil, nil, fmt.Errorf("token signing key: %w", err)
+	}
+	external := externalURL(cfg)
+	policy := &auth.Policy{Store: st}
+	authServer := regauth.NewServer(regauth.ServerOptions{
+		Policy:        policy,
+		Authenticator: auth.NewAuthenticator(st),
+		Tokens:        auth.NewTokenService(key, cfg.TokenLifetime),
+		ExternalURL:   external,
+		Service: func(r *http.Request) string {
+			if cfg.ServerHostname != "" {
+				return cfg.ServerHostname
+			}
+			return r.Host
+		},
+	})
+	reg := registry.New(registry.Options{
+		Store:       st,
+		Blobs:       blobs,
+		Authorizer:  authServer,
+		Policy:      policy,
+		Logger:      log,
+		ExternalURL: external,
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/v2/auth", authServer.TokenHandler())
+	mux.Handle("/v2/", reg)
+	mux.Handle("/v2", reg)
+	return st, mux, nil
+}
+
+func openStorage(cfg *config.Config) (storage.Driver, error) {
+	name, params, err := cfg.StorageDriver()
+	if err != nil {
+		return nil, err
+	}
+	switch name {
+	case "LocalStorage":
+		path, _ := params["storage_path"].(string)
+		if path == "" {
+			return nil, errors.New("LocalStorage needs storage_path")
+		}
+		d, err := filesystem.New(path)
+		if err != nil {
+			return nil, fmt.Errorf("storage %s: %w", path, err)
+		}
+		return d, nil
+	}
+	return nil, fmt.Errorf("storage driver %q is not supported", name)
+}
+
+// externalURL returns how clients reach this server: SERVER_HOSTNAME when
+// configured, otherwise the scheme and Host of each request.
+func externalURL(cfg *config.Config) func(r *http.Request) string {
+	if cfg.ServerHostname != "" {
+		scheme := cfg.PreferredURLScheme
+		if scheme == "" {
+			scheme = "http"
+			if cfg.TLSCert != "" {
+				scheme = "https"
+			}
+		}
+		u := scheme + "://" + cfg.ServerHostname
+		return func(*http.Request) string { return u }
+	}
+	return func(r *http.Request) string {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		return scheme + "://" + r.Host
+	}
+}
+
+// bootstrapAdmin creates the superuser named by BERTH_ADMIN_USER, once.
+func bootstrapAdmin(ctx context.Context, st store.Store, cfg *config.Config, log *slog.Logger) error {
+	name, password := os.Getenv("BERTH_ADMIN_USER"), os.Getenv("BERTH_ADMIN_PASSWORD")
+	if name == "" {
+		return nil
+	}
+	if password == "" {
+		return errors.New("BERTH_ADMIN_USER is set but BERTH_ADMIN_PASSWORD is empty")
+	}
+	if _, err := st.GetAccountByName(ctx, name); err == nil {
+		return nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("bootstrap admin: %w", err)
+	}
+	hash, err := auth.HashPassword(password)
+	if err != nil {
+		return err
+	}
+	err = st.CreateAccount(ctx, &store.Account{Kind: store.KindUser, Name: name, PasswordHash: hash, Superuser: true, Enabled: true})
+	if errors.Is(err, store.ErrConflict) {
+		return nil // another instance created it at the same moment
+	}
+	if err != nil {
+		return fmt.Errorf("bootstrap admin: %w", err)
+	}
+	log.Info("superuser created", "user", name)
+	return nil
+}

@@ -1,0 +1,198 @@
+// Package config reads berth's configuration: a Quay-style config.yaml with
+// Quay's key names, overridden by command-line flags. With no file at all
+// every value has an embedded default (SQLite and local storage under the
+// data directory), so `berth serve` runs with zero setup.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the parsed configuration. Fields carry Quay's key names in their
+// yaml tags; Raw keeps every key of the file for features that read their own.
+type Config struct {
+	ServerHostname      string `yaml:"SERVER_HOSTNAME"`
+	PreferredURLScheme  string `yaml:"PREFERRED_URL_SCHEME"`
+	DBURI               string `yaml:"DB_URI"`
+	SuperUsers          []string `yaml:"SUPER_USERS"`
+	RegistryTitle       string `yaml:"REGISTRY_TITLE"`
+	// DistributedStorageConfig maps a location name to [DriverName, {params}],
+	// e.g. {"default": ["LocalStorage", {"storage_path": "/data"}]}.
+	DistributedStorageConfig     map[string][]any `yaml:"DISTRIBUTED_STORAGE_CONFIG"`
+	DistributedStoragePreference []string         `yaml:"DISTRIBUTED_STORAGE_PREFERENCE"`
+	// TokenLifetime is how long registry bearer tokens live (berth key).
+	TokenLifetime time.Duration `yaml:"-"`
+	// Features holds every FEATURE_* key.
+	Features map[string]bool `yaml:"-"`
+
+	// Raw is the whole file as read.
+	Raw map[string]any `yaml:"-"`
+
+	// Runtime settings: from flags, not from the file.
+	Listen  string `yaml:"-"`
+	DataDir string `yaml:"-"`
+	TLSCert string `yaml:"-"`
+	TLSKey  string `yaml:"-"`
+}
+
+// Defaults returns the embedded configuration for a data directory.
+func Defaults(dataDir string) *Config {
+	return &Config{
+		Listen:        ":8080",
+		DataDir:       dataDir,
+		TokenLifetime: 5 * time.Minute,
+		Features:      map[string]bool{},
+		Raw:           map[string]any{},
+	}
+}
+
+// knownKeys are the config.yaml keys berth reads or deliberately accepts
+// (Quay's keys that later features will read). Anything else is reported.
+var knownKeys = map[string]bool{
+	"SERVER_HOSTNAME": true, "PREFERRED_URL_SCHEME": true, "DB_URI": true,
+	"SUPER_USERS": true, "REGISTRY_TITLE": true, "REGISTRY_TITLE_SHORT": true,
+	"DISTRIBUTED_STORAGE_CONFIG": true, "DISTRIBUTED_STORAGE_PREFERENCE": true,
+	"DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS": true, "REGISTRY_TOKEN_LIFETIME_S": true,
+	"BUILD_MANAGER": true, "BUILDMAN_HOSTNAME": true, "JOB_REGISTRATION_TIMEOUT": true,
+	"ROBOTS_DISALLOW": true, "BROWSER_API_CALLS_XHR_ONLY": true,
+	"DEFAULT_SYSTEM_REJECT_QUOTA_BYTES": true, "QUOTA_BACKFILL": true,
+	"QUOTA_TOTAL_DELAY_SECONDS": true, "PERMANENTLY_DELETE_TAGS": true,
+	"RESET_CHILD_MANIFEST_EXPIRATION": true, "NOTIFICATION_TASK_RUN_MINIMUM_INTERVAL_MINUTES": true,
+	"ALLOWED_OCI_ARTIFACT_TYPES": true, "IGNORE_UNKNOWN_MEDIATYPES": true,
+	"GITHUB_TRIGGER_CONFIG": true, "GITLAB_TRIGGER_CONFIG": true, "BITBUCKET_TRIGGER_CONFIG": true,
+	"DATABASE_SECRET_KEY": true, "SECRET_KEY": true, "TAG_EXPIRATION_OPTIONS": true,
+	"DEFAULT_TAG_EXPIRATION": true, "CREATE_PRIVATE_REPO_ON_PUSH": true,
+	"CREATE_NAMESPACE_ON_PUSH": true, "AUTHENTICATION_TYPE": true,
+}
+
+// Load reads a config.yaml. Unknown keys are returned as warnings, not
+// errors; type errors in known keys are errors.
+func Load(path, dataDir string) (*Config, []string, error) {
+	cfg := Defaults(dataDir)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config: %w", err)
+	}
+	if err := yaml.Unmarshal(b, &cfg.Raw); err != nil {
+		return nil, nil, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	if cfg.Raw == nil {
+		cfg.Raw = map[string]any{}
+	}
+	if err := yaml.Unmarshal(b, cfg); err != nil {
+		return nil, nil, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	var warnings []string
+	keys := make([]string, 0, len(cfg.Raw))
+	for k := range cfg.Raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := cfg.Raw[k]
+		switch {
+		case strings.HasPrefix(k, "FEATURE_"):
+			on, ok := v.(bool)
+			if !ok {
+				return nil, nil, fmt.Errorf("config key %s: want true or false, got %v", k, v)
+			}
+			cfg.Features[k] = on
+		case k == "REGISTRY_TOKEN_LIFETIME_S":
+			n, ok := v.(int)
+			if !ok || n < 60 {
+				return nil, nil, fmt.Errorf("config key %s: want whole seconds >= 60, got %v", k, v)
+			}
+			cfg.TokenLifetime = time.Duration(n) * time.Second
+		case !knownKeys[k]:
+			warnings = append(warnings, k)
+		}
+	}
+	// Quay keeps its certificate beside config.yaml as ssl.cert / ssl.key.
+	dir := filepath.Dir(path)
+	cert, key := filepath.Join(dir, "ssl.cert"), filepath.Join(dir, "ssl.key")
+	if fileExists(cert) && fileExists(key) {
+		cfg.TLSCert, cfg.TLSKey = cert, key
+	}
+	return cfg, warnings, nil
+}
+
+// Feature reports whether FEATURE_<name> is on, with def when unset.
+func (c *Config) Feature(name string, def bool) bool {
+	if v, ok := c.Features["FEATURE_"+name]; ok {
+		return v
+	}
+	return def
+}
+
+// DatabaseURI is DB_URI or the embedded SQLite file in the data directory.
+func (c *Config) DatabaseURI() string {
+	if c.DBURI != "" {
+		return c.DBURI
+	}
+	return "sqlite://" + filepath.Join(c.DataDir, "berth.db")
+}
+
+// StorageDriver returns the name and parameters of the preferred storage
+// location, or the filesystem under the data directory when none is set.
+func (c *Config) StorageDriver() (string, map[string]any, error) {
+	if len(c.DistributedStorageConfig) == 0 {
+		return "LocalStorage", map[string]any{"storage_path": filepath.Join(c.DataDir, "storage")}, nil
+	}
+	loc := "default"
+	if len(c.DistributedStoragePreference) > 0 {
+		loc = c.DistributedStoragePreference[0]
+	}
+	entry, ok := c.DistributedStorageConfig[loc]
+	if !ok {
+		return "", nil, fmt.Errorf("DISTRIBUTED_STORAGE_CONFIG has no location %q", loc)
+	}
+	if len(entry) != 2 {
+		return "", nil, fmt.Errorf("DISTRIBUTED_STORAGE_CONFIG[%s]: want [DriverName, {params}]", loc)
+	}
+	name, ok := entry[0].(string)
+	if !ok {
+		return "", nil, fmt.Errorf("DISTRIBUTED_STORAGE_CONFIG[%s][0]: want a driver name", loc)
+	}
+	params, ok := entry[1].(map[string]any)
+	if !ok {
+		return "", nil, fmt.Errorf("DISTRIBUTED_STORAGE_CONFIG[%s][1]: want a map of parameters", loc)
+	}
+	return name, params, nil
+}
+
+// IsSuperUser reports whether name is listed in SUPER_USERS.
+func (c *Config) IsSuperUser(name string) bool {
+	for _, u := range c.SuperUsers {
+		if u == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate checks the runtime settings.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("data directory is empty")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("TLS needs both a certificate and a key")
+	}
+	if c.PreferredURLScheme != "" && c.PreferredURLScheme != "http" && c.PreferredURLScheme != "https" {
+		return fmt.Errorf("PREFERRED_URL_SCHEME must be http or https, not %q", c.PreferredURLScheme)
+	}
+	return nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}

@@ -1,0 +1,244 @@
+// Package registry serves the OCI distribution API (/v2/) over berth's
+// metadata store and a blob storage driver.
+package registry
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2/expirable"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/store"
+	regauth "github.com/berth-dev/berth/registry/auth"
+	"github.com/berth-dev/berth/registry/reference"
+	"github.com/berth-dev/berth/registry/storage"
+)
+
+// Authorizer decides whether a /v2 request may proceed. Errors of type
+// *regauth.ChallengeError are sent as the registry's 401/403 challenge.
+type Authorizer interface {
+	// AuthorizeBase checks the credentials of a request that names no repository.
+	AuthorizeBase(r *http.Request) (*auth.Principal, error)
+	// Authorize checks that the request's credentials grant actions on repo.
+	Authorize(r *http.Request, repo string, actions ...auth.Action) (*auth.Principal, error)
+}
+
+// Handler serves /v2/.
+type Handler struct {
+	store  store.Store
+	blobs  storage.Driver
+	authz  Authorizer
+	policy *auth.Policy
+	log    *slog.Logger
+	// externalURL returns scheme://host for absolute URLs in responses.
+	externalURL func(r *http.Request) string
+
+	// repos caches repository rows by full name. Entries are dropped when a
+	// repository is created or deleted through this handler; a short TTL
+	// bounds staleness from changes made elsewhere (the REST API, another
+	// instance).
+	repos *lru.LRU[string, *store.Repository]
+	// manifests caches manifests by repository ID and digest. Content is
+	// immutable; deletions drop the entry.
+	manifests *lru.LRU[manifestKey, *store.Manifest]
+	// tags caches tag → digest with a short TTL, dropped on tag writes.
+	tags *lru.LRU[tagKey, string]
+
+	// uploadLocks serializes requests on one upload within this process;
+	// the store's compare-and-set guards across processes.
+	uploadLocks sync.Map
+}
+
+type manifestKey struct {
+	repo   int64
+	digest string
+}
+
+type tagKey struct {
+	repo int64
+	tag  string
+}
+
+// Options configures a Handler.
+type Options struct {
+	Store       store.Store
+	Blobs       storage.Driver
+	Authorizer  Authorizer
+	Policy      *auth.Policy
+	Logger      *slog.Logger
+	ExternalURL func(r *http.Request) string
+	// CacheTTL bounds how long repository and tag lookups may be served
+	// from memory after a change made outside this handler. Default 2 s.
+	CacheTTL time.Duration
+}
+
+// New builds the /v2 handler.
+func New(o Options) *Handler {
+	ttl := o.CacheTTL
+	if ttl == 0 {
+		ttl = 2 * time.Second
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Handler{
+		store:       o.Store,
+		blobs:       o.Blobs,
+		authz:       o.Authorizer,
+		policy:      o.Policy,
+		log:         log.With("component", "registry"),
+		externalURL: o.ExternalURL,
+		repos:       lru.NewLRU[string, *store.Repository](4096, nil, ttl),
+		manifests:   lru.NewLRU[manifestKey, *store.Manifest](8192, nil, time.Hour),
+		tags:        lru.NewLRU[tagKey, string](16384, nil, ttl),
+	}
+}
+
+// InvalidateRepository drops cached state for a repository; the REST API
+// calls it after changing or deleting one.
+func (h *Handler) InvalidateRepository(fullName string) { h.repos.Remove(fullName) }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	rt, err := reference.SplitV2Path(r.URL.EscapedPath())
+	if err != nil {
+		if errors.Is(err, reference.ErrNameInvalid) {
+			writeError(w, r, newError(CodeNameInvalid, http.StatusBadRequest, "invalid repository name"))
+			return
+		}
+		writeError(w, r, newError(CodeUnsupported, http.StatusNotFound, "no such endpoint"))
+		return
+	}
+	var herr *Error
+	switch rt.Kind {
+	case reference.KindBase:
+		h.serveBase(w, r)
+	case reference.KindCatalog:
+		h.serveCatalog(w, r)
+	case reference.KindManifests:
+		herr = h.serveManifest(w, r, rt.Name, rt.Rest)
+	case reference.KindBlobs:
+		herr = h.serveBlob(w, r, rt.Name, rt.Rest)
+	case reference.KindUploads:
+		herr = h.serveUpload(w, r, rt.Name, rt.Rest)
+	case reference.KindTagsList:
+		herr = h.serveTags(w, r, rt.Name)
+	case reference.KindReferrers:
+		herr = h.serveReferrers(w, r, rt.Name, rt.Rest)
+	default:
+		herr = newError(CodeUnsupported, http.StatusNotFound, "no such endpoint")
+	}
+	if herr != nil && herr != errAuthWritten {
+		if herr.Status >= 500 {
+			h.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", herr)
+		}
+		writeError(w, r, herr)
+	}
+}
+
+func (h *Handler) serveBase(w http.ResponseWriter, r *http.Request) {
+	if _, err := h.authz.AuthorizeBase(r); err != nil {
+		h.writeAuthError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", "2")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write([]byte("{}"))
+	}
+}
+
+// errAuthWritten is returned by handlers after the challenge has been written.
+var errAuthWritten = &Error{Code: CodeUnauthorized, Status: 0}
+
+func (h *Handler) writeAuthError(w http.ResponseWriter, r *http.Request, err error) {
+	var ce *regauth.ChallengeError
+	if errors.As(err, &ce) {
+		regauth.WriteChallenge(w, ce)
+		return
+	}
+	h.log.ErrorContext(r.Context(), "authorization failed", "err", err)
+	writeError(w, r, errInternal(err))
+}
+
+// access authorizes actions on name and returns the repository, or nil
+// when it does not exist yet. It writes the challenge itself on denial and
+// then returns errAuthWritten.
+func (h *Handler) access(w http.ResponseWriter, r *http.Request, name string, actions ...auth.Action) (*store.Repository, *Error) {
+	if _, err := h.authz.Authorize(r, name, actions...); err != nil {
+		h.writeAuthError(w, r, err)
+		return nil, errAuthWritten
+	}
+	return h.lookupRepo(r.Context(), name)
+}
+
+// lookupRepo returns the repository or nil if it does not exist.
+func (h *Handler) lookupRepo(ctx context.Context, name string) (*store.Repository, *Error) {
+	if repo, ok := h.repos.Get(name); ok {
+		return repo, nil
+	}
+	ns, rest, ok := strings.Cut(name, "/")
+	if !ok {
+		return nil, newError(CodeNameInvalid, http.StatusBadRequest, "repository name needs a namespace")
+	}
+	repo, err := h.store.GetRepository(ctx, ns, rest)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, errInternal(err)
+	}
+	h.repos.Add(name, repo)
+	return repo, nil
+}
+
+// requireRepo is lookupRepo for reads: a missing repository is NAME_UNKNOWN.
+func (h *Handler) requireRepo(w http.ResponseWriter, r *http.Request, name string) (*store.Repository, *Error) {
+	repo, herr := h.access(w, r, name, regauth.ActionsFor(r.Method)...)
+	if herr != nil {
+		return nil, herr
+	}
+	if repo == nil {
+		return nil, errNameUnknown(name)
+	}
+	return repo, nil
+}
+
+// ensureRepo is lookupRepo for writes: a push to a repository that does not
+// exist creates it, private, in its namespace. Authorization already
+// decided the principal may create it.
+func (h *Handler) ensureRepo(w http.ResponseWriter, r *http.Request, name string) (*store.Repository, *Error) {
+	repo, herr := h.access(w, r, name, auth.Pull, auth.Push)
+	if herr != nil || repo != nil {
+		return repo, herr
+	}
+	ctx := r.Context()
+	nsName, rest, _ := strings.Cut(name, "/")
+	ns, err := h.store.GetAccountByName(ctx, nsName)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errNameUnknown(name)
+	}
+	if err != nil {
+		return nil, errInternal(err)
+	}
+	repo = &store.Repository{NamespaceID: ns.ID, Namespace: ns.Name, Name: rest, Visibility: store.Private}
+	err = h.store.CreateRepository(ctx, repo)
+	if errors.Is(err, store.ErrConflict) {
+		// Another request created it first.
+		repo, err = h.store.GetRepository(ctx, nsName, rest)
+	}
+	if err != nil {
+		return nil, errInternal(err)
+	}
+	h.log.InfoContext(ctx, "repository created on push", "repository", name)
+	h.repos.Add(name, repo)
+	return repo, nil
+}
