@@ -33,14 +33,17 @@ help:
 	@echo 'make e2e     end-to-end tests only (builds bin/berth first)'
 	@echo 'make bench   Go benchmarks, then registry throughput: berth vs distribution'
 	@echo 'make fuzz    every Fuzz* target for $(FUZZ_TIME)'
-	@echo 'make tools   build the test tools into .tools/bin'
+	@echo 'make tools   install packages and build every test tool into .tools/bin'
 
-.PHONY: deps
-deps:
-	@scripts/install-deps.sh
+# test-deps leaves out the benchmark baseline (distribution), the slowest
+# tool to build; tools and bench build everything.
+.PHONY: test-deps
+test-deps:
+	@scripts/install-deps.sh --test
 
 .PHONY: tools
-tools: deps
+tools:
+	@scripts/install-deps.sh
 
 .PHONY: build
 build:
@@ -53,7 +56,7 @@ run:
 	$(BIN) serve $(RUN_FLAGS)
 
 .PHONY: test
-test: deps vet unit e2e
+test: test-deps vet unit e2e
 
 .PHONY: vet
 vet:
@@ -75,7 +78,7 @@ e2e:
 	$(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) ./test/...
 
 .PHONY: bench
-bench: deps
+bench: tools
 	@$(set_unit_pkgs); \
 	if [[ -n $$pkgs ]]; then $(GO) test -run '^$$' -bench . -benchmem $$pkgs; fi
 	@if compgen -G 'cmd/berth/*.go' >/dev/null; then $(MAKE) --no-print-directory build; fi

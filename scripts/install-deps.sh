@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # install-deps.sh: make a Debian machine able to build, run and test berth.
 #
-#   scripts/install-deps.sh          everything `make test` needs (packages and test tools)
+#   scripts/install-deps.sh          everything: packages, test tools, benchmark baseline
+#   scripts/install-deps.sh --test   what `make test` needs: all but the benchmark baseline
 #   scripts/install-deps.sh --run    only what `make run` needs (a Go toolchain)
+#
+# The benchmark baseline (distribution's registry) is the slowest build by far,
+# so `make test` and CI leave it out; `make bench` and `make tools` build it.
 #
 # Idempotent: every step first checks whether its result is already there, so a
 # second run does nothing and touches no network. Needs root only when a Debian
@@ -44,8 +48,9 @@ mode=all
 case "${1:-}" in
 "") ;;
 --run) mode=run ;;
+--test) mode=test ;;
 *)
-	echo "usage: $0 [--run]" >&2
+	echo "usage: $0 [--run | --test]" >&2
 	exit 2
 	;;
 esac
@@ -155,4 +160,7 @@ fi
 apt_install "${PACKAGES[@]}"
 go_tool "$CONFORMANCE_MODULE" "$CONFORMANCE_VERSION" "$CONFORMANCE_MODULE" conformance
 go_tool "$ORAS_MODULE" "$ORAS_VERSION" "$ORAS_MODULE/cmd/oras" oras
+if [[ $mode == test ]]; then
+	exit 0
+fi
 go_tool "$DISTRIBUTION_MODULE" "$DISTRIBUTION_VERSION" "$DISTRIBUTION_MODULE/cmd/registry" registry

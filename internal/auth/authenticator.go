@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,21 @@ import (
 // ErrInvalidCredentials is returned for an unknown user, a wrong password or
 // a disabled account alike, so that callers cannot tell which.
 var ErrInvalidCredentials = errors.New("invalid username or password")
+
+// ErrRobotsDisallowed refuses a robot login when robots are disabled
+// (config ROBOTS_DISALLOW). It wraps ErrInvalidCredentials, so clients see
+// the usual "invalid username or password".
+var ErrRobotsDisallowed = fmt.Errorf("%w: Robot accounts have been disabled. Please contact your administrator.", ErrInvalidCredentials)
+
+// Usernames that carry an OAuth access token as the password, as in Quay.
+const (
+	OAuthTokenUser = "$oauthtoken"
+	TokenUser      = "$token"
+)
+
+// maxTokenCredential bounds an access token or robot token presented as a
+// password; real ones are 40 and 64 characters.
+const maxTokenCredential = 255
 
 // ErrThrottled is matched (errors.Is) by a *ThrottledError.
 var ErrThrottled = errors.New("too many failed logins")
@@ -56,8 +72,14 @@ var dummyHash = sync.OnceValue(func() string {
 	return h
 })
 
-// Authenticator checks Basic credentials (username and password) against the
-// store.
+// Authenticator checks credentials against the store: a user's password, a
+// robot's token (username "<namespace>+<name>"), or an OAuth access token
+// (username "$oauthtoken" or "$token", or AccessToken for a Bearer header).
+//
+// Robot tokens are stored encrypted (an administrator may read them back),
+// so a robot login decrypts the stored token with Secrets and compares in
+// constant time; decryption costs microseconds, so no hash is kept beside
+// it. Access tokens are stored as their SHA-256 and looked up by it.
 //
 // A bcrypt check costs tens of milliseconds, and registry clients send the
 // same credentials with every request, so a success is remembered for
@@ -67,11 +89,14 @@ var dummyHash = sync.OnceValue(func() string {
 // Changing a password or disabling an account takes effect within CacheTTL,
 // or at once after Forget.
 //
-// Failures are throttled per username: after n consecutive failures further
+// Password and robot-token failures are throttled per username: after n consecutive failures further
 // unremembered attempts for that name are spaced BaseDelay*2^(n-1) apart
 // (at most MaxDelay); an attempt that would have to wait longer than MaxDelay
 // is refused with a *ThrottledError instead of being queued. Successes reset
-// the count.
+// the count. Access tokens are not throttled: they carry 238 bits of
+// randomness, a lookup costs one indexed query, and a shared "$oauthtoken"
+// counter would let one guesser lock every token user out. Failures are
+// never cached, so a token created a moment ago works at once.
 //
 // The zero value is not usable; set Store. Fields must not change after the
 // first call.
@@ -80,6 +105,10 @@ type Authenticator struct {
 	CacheTTL  time.Duration // default DefaultCacheTTL
 	BaseDelay time.Duration // default DefaultBaseDelay
 	MaxDelay  time.Duration // default DefaultMaxDelay
+	// Secrets decrypts robot tokens; nil means robots cannot log in.
+	Secrets *Secrets
+	// RobotsDisallowed refuses every robot login (config ROBOTS_DISALLOW).
+	RobotsDisallowed bool
 
 	// now is time.Now outside tests.
 	now func() time.Time
@@ -87,9 +116,12 @@ type Authenticator struct {
 	once   sync.Once
 	macKey []byte
 
-	mu        sync.Mutex
-	ok        map[[sha256.Size]byte]cachedLogin
-	okSweep   int
+	mu      sync.Mutex
+	ok      map[[sha256.Size]byte]cachedLogin
+	okSweep int
+	// gen counts Forget calls: a login that read the store before a Forget
+	// must not cache what it read.
+	gen       uint64
 	fails     map[string]*failures
 	failSweep int
 }
@@ -132,14 +164,28 @@ func (a *Authenticator) init() {
 	})
 }
 
-// Basic authenticates a username and password. It returns
-// ErrInvalidCredentials for an unknown user, a wrong password or a disabled
-// account, a *ThrottledError when the username is backing off, and another
-// error only when the store fails. The returned Principal is shared between
-// callers presenting the same credentials: do not modify it.
+// Basic authenticates a username and password: a user's password, a
+// robot's name and token, or "$oauthtoken" / "$token" with an OAuth access
+// token. It returns ErrInvalidCredentials for an unknown account, a wrong
+// secret or a disabled account, ErrRobotsDisallowed (which wraps it) for a
+// robot while robots are disabled, a *ThrottledError when the username is
+// backing off, and another error only when the store fails. The returned
+// Principal is shared between callers presenting the same credentials: do
+// not modify it.
 func (a *Authenticator) Basic(ctx context.Context, username, password string) (*Principal, error) {
 	a.init()
-	if username == "" || len(username) > 255 || len(password) > maxPasswordLen {
+	if username == OAuthTokenUser || username == TokenUser {
+		return a.AccessToken(ctx, password)
+	}
+	robot := strings.Contains(username, "+")
+	if robot && a.RobotsDisallowed {
+		return nil, ErrRobotsDisallowed
+	}
+	limit := maxPasswordLen
+	if robot {
+		limit = maxTokenCredential
+	}
+	if username == "" || len(username) > 255 || len(password) > limit {
 		return nil, ErrInvalidCredentials
 	}
 	key := a.cacheKey(username, password)
@@ -150,6 +196,7 @@ func (a *Authenticator) Basic(ctx context.Context, username, password string) (*
 		a.mu.Unlock()
 		return c.principal, nil
 	}
+	gen := a.gen
 	wait, err := a.reserve(username, now)
 	a.mu.Unlock()
 	if err != nil {
@@ -174,16 +221,123 @@ func (a *Authenticator) Basic(ctx context.Context, username, password string) (*
 	case err != nil:
 		return nil, fmt.Errorf("look up account %s: %w", username, err)
 	}
-	if !CheckPassword(acct.PasswordHash, password) || !acct.Enabled {
+	var good bool
+	switch acct.Kind {
+	case store.KindUser:
+		good = CheckPassword(acct.PasswordHash, password)
+	case store.KindRobot:
+		good, err = a.checkRobot(ctx, acct, password)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if !good || !acct.Enabled {
 		a.fail(username)
 		return nil, ErrInvalidCredentials
 	}
 
 	p := &Principal{Account: acct}
-	now = a.now()
+	a.mu.Lock()
+	delete(a.fails, username)
+	a.mu.Unlock()
+	a.remember(key, p, gen, a.now().Add(a.CacheTTL))
+	return p, nil
+}
+
+// checkRobot compares a presented robot token with the stored one.
+func (a *Authenticator) checkRobot(ctx context.Context, robot *store.Account, token string) (bool, error) {
+	if a.Secrets == nil {
+		return false, nil
+	}
+	info, err := a.Store.GetRobotInfo(ctx, robot.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up robot %s: %w", robot.Name, err)
+	}
+	want, err := a.Secrets.Open(info.TokenEnc, RobotTokenPurpose(robot.Name))
+	if err != nil {
+		// Another key or a damaged row: no token can match it.
+		return false, nil
+	}
+	if !SecretEqual(string(want), token) {
+		return false, nil
+	}
+	// last_accessed is informational; a failed write must not refuse the login.
+	_ = a.Store.TouchRobot(ctx, robot.ID, a.now())
+	return true, nil
+}
+
+// AccessToken authenticates an OAuth access token (a Bearer header on the
+// API, or the password of "$oauthtoken"). The Principal carries the token's
+// scopes. It returns ErrInvalidCredentials for an unknown or expired token
+// or a disabled account, and another error only when the store fails.
+func (a *Authenticator) AccessToken(ctx context.Context, token string) (*Principal, error) {
+	a.init()
+	if token == "" || len(token) > maxTokenCredential {
+		return nil, ErrInvalidCredentials
+	}
+	key := a.cacheKey(OAuthTokenUser, token)
+	now := a.now()
+	a.mu.Lock()
+	if c, ok := a.ok[key]; ok && now.Before(c.expires) {
+		a.mu.Unlock()
+		return c.principal, nil
+	}
+	gen := a.gen
+	a.mu.Unlock()
+
+	t, err := a.Store.GetAccessTokenByHash(ctx, HashToken(token))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrInvalidCredentials
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up access token: %w", err)
+	}
+	expires := now.Add(a.CacheTTL)
+	if t.ExpiresAt != nil {
+		if !now.Before(*t.ExpiresAt) {
+			return nil, ErrInvalidCredentials
+		}
+		expires = minTime(expires, *t.ExpiresAt)
+	}
+	acct, err := a.Store.GetAccountByID(ctx, t.AccountID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrInvalidCredentials
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up token owner: %w", err)
+	}
+	if !acct.Enabled || acct.Kind != store.KindUser {
+		return nil, ErrInvalidCredentials
+	}
+	scopes, err := ParseOAuthScopes(t.Scopes)
+	if err != nil {
+		// A token whose scopes this version does not know grants nothing.
+		return nil, ErrInvalidCredentials
+	}
+	p := &Principal{Account: acct, Scopes: scopes}
+	a.remember(key, p, gen, expires)
+	return p, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// remember caches a successful login until expires, unless Forget ran since
+// the login read the store (gen).
+func (a *Authenticator) remember(key [sha256.Size]byte, p *Principal, gen uint64, expires time.Time) {
+	now := a.now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	delete(a.fails, username)
+	if gen != a.gen {
+		return
+	}
 	if len(a.ok) >= max(a.okSweep, minSweep) {
 		for k, c := range a.ok {
 			if !now.Before(c.expires) {
@@ -192,16 +346,18 @@ func (a *Authenticator) Basic(ctx context.Context, username, password string) (*
 		}
 		a.okSweep = 2 * len(a.ok)
 	}
-	a.ok[key] = cachedLogin{principal: p, expires: now.Add(a.CacheTTL)}
-	return p, nil
+	a.ok[key] = cachedLogin{principal: p, expires: expires}
 }
 
-// Forget drops every remembered success of username, so that a password
-// change or a disabled account takes effect on the next request.
+// Forget drops every remembered success of username (its password, robot
+// token or access tokens), so that a password change, a regenerated robot
+// token, a deleted token or a disabled account takes effect on the next
+// request.
 func (a *Authenticator) Forget(username string) {
 	a.init()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.gen++
 	for k, c := range a.ok {
 		if c.principal.Name() == username {
 			delete(a.ok, k)
@@ -276,4 +432,14 @@ func (a *Authenticator) delay(n int) time.Duration {
 		d *= 2
 	}
 	return min(d, a.MaxDelay)
+}
+
+// ForgetAll drops every remembered success (after deleting many tokens at
+// once, such as an OAuth application's).
+func (a *Authenticator) ForgetAll() {
+	a.init()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.gen++
+	clear(a.ok)
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -15,21 +16,32 @@ import (
 // panics through the nil embedded interface.
 type fakeStore struct {
 	store.Store
-	mu           sync.Mutex
-	accounts     map[string]*store.Account
-	repos        map[string]*store.Repository
-	fail         error // returned by every call when set
+	mu       sync.Mutex
+	accounts map[string]*store.Account
+	repos    map[string]*store.Repository
+	fail     error // returned by every call when set
+	// repoRoles maps {repoID, accountID} to the roles EffectiveRepoRoles returns.
+	repoRoles map[[2]int64][]store.Role
+	// teamRoles maps {orgID, accountID} to the roles OrgTeamRoles returns.
+	teamRoles    map[[2]int64][]store.TeamRole
+	robots       map[int64]*store.RobotInfo
+	tokens       map[string]*store.AccessToken // by hash
+	touched      atomic.Int64
 	accountCalls atomic.Int64
 	repoCalls    atomic.Int64
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{accounts: map[string]*store.Account{}, repos: map[string]*store.Repository{}}
+	return &fakeStore{accounts: map[string]*store.Account{}, repos: map[string]*store.Repository{},
+		repoRoles: map[[2]int64][]store.Role{}, teamRoles: map[[2]int64][]store.TeamRole{},
+		robots: map[int64]*store.RobotInfo{}, tokens: map[string]*store.AccessToken{}}
 }
 
 func (f *fakeStore) addUser(t testing.TB, name, password string, mod func(*store.Account)) *store.Account {
 	t.Helper()
+	f.mu.Lock()
 	a := &store.Account{ID: int64(len(f.accounts) + 1), Kind: store.KindUser, Name: name, Enabled: true}
+	f.mu.Unlock()
 	if password != "" {
 		a.PasswordHash = testHash(t, password)
 	}
@@ -44,6 +56,9 @@ func (f *fakeStore) addUser(t testing.TB, name, password string, mod func(*store
 
 func (f *fakeStore) addRepo(ns, name string, vis store.Visibility) *store.Repository {
 	r := &store.Repository{ID: int64(len(f.repos) + 1), Namespace: ns, Name: name, Visibility: vis}
+	if a, ok := f.accounts[ns]; ok {
+		r.NamespaceID = a.ID
+	}
 	f.mu.Lock()
 	f.repos[ns+"/"+name] = r
 	f.mu.Unlock()
@@ -77,6 +92,72 @@ func (f *fakeStore) GetRepository(ctx context.Context, ns, name string) (*store.
 		return nil, fmt.Errorf("repository %s/%s: %w", ns, name, store.ErrNotFound)
 	}
 	c := *r
+	return &c, nil
+}
+
+func (f *fakeStore) GetAccountByID(ctx context.Context, id int64) (*store.Account, error) {
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, a := range f.accounts {
+		if a.ID == id {
+			c := *a
+			return &c, nil
+		}
+	}
+	return nil, fmt.Errorf("account %d: %w", id, store.ErrNotFound)
+}
+
+func (f *fakeStore) EffectiveRepoRoles(ctx context.Context, repoID, accountID int64) ([]store.Role, error) {
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.repoRoles[[2]int64{repoID, accountID}], nil
+}
+
+func (f *fakeStore) OrgTeamRoles(ctx context.Context, orgID, accountID int64) ([]store.TeamRole, error) {
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.teamRoles[[2]int64{orgID, accountID}], nil
+}
+
+func (f *fakeStore) GetRobotInfo(ctx context.Context, id int64) (*store.RobotInfo, error) {
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ri, ok := f.robots[id]
+	if !ok {
+		return nil, fmt.Errorf("robot %d: %w", id, store.ErrNotFound)
+	}
+	c := *ri
+	return &c, nil
+}
+
+func (f *fakeStore) TouchRobot(ctx context.Context, id int64, at time.Time) error {
+	f.touched.Add(1)
+	return nil
+}
+
+func (f *fakeStore) GetAccessTokenByHash(ctx context.Context, hash string) (*store.AccessToken, error) {
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tokens[hash]
+	if !ok {
+		return nil, fmt.Errorf("token: %w", store.ErrNotFound)
+	}
+	c := *t
 	return &c, nil
 }
 

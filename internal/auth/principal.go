@@ -10,6 +10,11 @@ import "github.com/berth-dev/berth/internal/store"
 // nil Account is anonymous.
 type Principal struct {
 	Account *store.Account
+	// Scopes limits what the principal may do when it authenticated with an
+	// OAuth access token: the policy grants the intersection of the
+	// account's rights and the scopes. nil means the account's full rights
+	// (a password, a robot token, a web session).
+	Scopes []OAuthScope
 }
 
 // anonymous is shared by every anonymous token's claims.

@@ -148,6 +148,11 @@ type Tag struct {
 
 // Store is the metadata database.
 type Store interface {
+	// Builds (builds.go).
+	BuildStore
+	// Organizations, teams, robots, permissions, tokens, sessions (tenancy.go).
+	TenancyStore
+
 	// Close releases the database connections.
 	Close() error
 	// Dialect is "sqlite" or "postgres".

@@ -184,7 +184,10 @@ func (c *regClient) do(ctx context.Context, scope string, mk func() (*http.Reque
 			_ = resp.Body.Close()
 			continue // retry with Basic credentials
 		}
-		if ch.params["scope"] == "" {
+		// Ask for what this request's caller needs, which may be more than
+		// the challenge names (a GET of an upload is challenged for pull, but
+		// the token is cached for the PATCHes that follow).
+		if scope != "" {
 			ch.params["scope"] = scope
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)

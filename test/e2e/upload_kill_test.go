@@ -227,7 +227,13 @@ func TestKillDuringChunkedUpload(t *testing.T) {
 		patchDone <- err
 	}()
 	sent := int64(killChunkSize / 2)
-	if _, err := pw.Write(blob[offset : offset+sent]); err != nil {
+	// A server that stops reading would block the write forever.
+	stuck := time.AfterFunc(30*time.Second, func() {
+		_ = pr.CloseWithError(errors.New("the server did not read the PATCH body for 30s"))
+	})
+	_, err = pw.Write(blob[offset : offset+sent])
+	stuck.Stop()
+	if err != nil {
 		t.Fatalf("writing the first half of the interrupted chunk: %v", err)
 	}
 	if err := srv.kill(); err != nil {

@@ -12,10 +12,24 @@ const accountColumns = `id, kind, name, email, password_hash, superuser, enabled
 
 // CreateAccount inserts a, filling ID and CreatedAt.
 func (s *Store) CreateAccount(ctx context.Context, a *store.Account) error {
+	if err := s.insertAccount(ctx, s.w, a); err != nil {
+		return fmt.Errorf("sqlstore: create account %q: %w", a.Name, err)
+	}
+	return nil
+}
+
+// rowQuerier is what insertAccount needs: a pool or a transaction.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// insertAccount inserts a through db, filling ID and CreatedAt; errors are
+// classified.
+func (s *Store) insertAccount(ctx context.Context, db rowQuerier, a *store.Account) error {
 	switch a.Kind {
 	case store.KindUser, store.KindOrganization, store.KindRobot:
 	default:
-		return fmt.Errorf("sqlstore: create account %q: invalid kind %q", a.Name, a.Kind)
+		return fmt.Errorf("invalid kind %q", a.Kind)
 	}
 	created := now()
 	var owner sql.NullInt64
@@ -23,13 +37,13 @@ func (s *Store) CreateAccount(ctx context.Context, a *store.Account) error {
 		owner = sql.NullInt64{Int64: a.OwnerID, Valid: true}
 	}
 	var id int64
-	err := s.w.QueryRowContext(ctx, s.q(`INSERT INTO accounts
+	err := db.QueryRowContext(ctx, s.q(`INSERT INTO accounts
 		(kind, name, email, password_hash, superuser, enabled, owner_id, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
 		string(a.Kind), a.Name, a.Email, a.PasswordHash, a.Superuser, a.Enabled, owner, nanos(created),
 	).Scan(&id)
 	if err != nil {
-		return fmt.Errorf("sqlstore: create account %q: %w", a.Name, classify(err))
+		return classify(err)
 	}
 	a.ID, a.CreatedAt = id, created
 	return nil
@@ -53,7 +67,7 @@ func (s *Store) GetAccountByID(ctx context.Context, id int64) (*store.Account, e
 	return a, nil
 }
 
-func (s *Store) scanAccount(row *sql.Row) (*store.Account, error) {
+func (s *Store) scanAccount(row interface{ Scan(...any) error }) (*store.Account, error) {
 	var (
 		a       store.Account
 		kind    string

@@ -18,25 +18,39 @@ func (s *Store) CreateRepository(ctx context.Context, r *store.Repository) error
 	if vis != store.Public && vis != store.Private {
 		return fmt.Errorf("sqlstore: create repository %q: invalid visibility %q", r.Name, vis)
 	}
-	created := now()
-	var id int64
-	var namespace string
+	// r changes only once the transaction has committed.
+	nr := *r
+	nr.Visibility = vis
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, s.q(`SELECT name FROM accounts WHERE id = ?`), r.NamespaceID).Scan(&namespace)
-		if err != nil {
-			return fmt.Errorf("namespace %d: %w", r.NamespaceID, notFoundIfNoRows(err))
-		}
-		return tx.QueryRowContext(ctx, s.q(`INSERT INTO repositories
-			(namespace_id, name, visibility, description, created_at)
-			VALUES (?, ?, ?, ?, ?) RETURNING id`),
-			r.NamespaceID, r.Name, string(vis), r.Description, nanos(created),
-		).Scan(&id)
+		_, err := s.insertRepository(ctx, tx, &nr)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("sqlstore: create repository %q: %w", r.Name, classify(err))
 	}
-	r.ID, r.Namespace, r.Visibility, r.CreatedAt = id, namespace, vis, created
+	*r = nr
 	return nil
+}
+
+// insertRepository inserts r (Visibility already valid) in tx, filling ID,
+// Namespace and CreatedAt, and returns the kind of the namespace account.
+func (s *Store) insertRepository(ctx context.Context, tx *sql.Tx, r *store.Repository) (store.AccountKind, error) {
+	var namespace, kind string
+	err := tx.QueryRowContext(ctx, s.q(`SELECT name, kind FROM accounts WHERE id = ?`), r.NamespaceID).Scan(&namespace, &kind)
+	if err != nil {
+		return "", fmt.Errorf("namespace %d: %w", r.NamespaceID, notFoundIfNoRows(err))
+	}
+	created := now()
+	err = tx.QueryRowContext(ctx, s.q(`INSERT INTO repositories
+		(namespace_id, name, visibility, description, created_at)
+		VALUES (?, ?, ?, ?, ?) RETURNING id`),
+		r.NamespaceID, r.Name, string(r.Visibility), r.Description, nanos(created),
+	).Scan(&r.ID)
+	if err != nil {
+		return "", err
+	}
+	r.Namespace, r.CreatedAt = namespace, created
+	return store.AccountKind(kind), nil
 }
 
 const repositorySelect = `SELECT r.id, r.namespace_id, a.name, r.name, r.visibility, r.description, r.created_at

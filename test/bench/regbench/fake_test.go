@@ -24,6 +24,7 @@ type fakeRegistry struct {
 	base      string // set once the server listens; used in the realm
 	tokens    map[string]bool
 	tokenGen  int
+	uploadGen int
 	scopes    []string
 	blobs     map[string][]byte
 	uploads   map[string]bool
@@ -128,7 +129,8 @@ func (f *fakeRegistry) serveUpload(w http.ResponseWriter, r *http.Request, repo,
 	defer f.mu.Unlock()
 	switch {
 	case r.Method == http.MethodPost && id == "":
-		id = strconv.Itoa(len(f.uploads) + 1)
+		f.uploadGen++
+		id = strconv.Itoa(f.uploadGen)
 		f.uploads[id] = true
 		w.Header().Set("Location", "/v2/"+repo+"/blobs/uploads/"+id+"?state=x")
 		w.WriteHeader(http.StatusAccepted)

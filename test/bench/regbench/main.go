@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -42,8 +43,8 @@ type config struct {
 // fullSizes are the sizes of `make bench`: about two to three minutes of
 // traffic on a 2-core machine.
 func fullSizes(c *config) {
-	c.blobs, c.blobBytes, c.blobStreams, c.blobRounds = 32, 16<<20, 4, 4
-	c.getRequests, c.getRounds, c.getConcs = 20000, 4, []int{4, 16}
+	c.blobs, c.blobBytes, c.blobStreams, c.blobRounds = 32, 16<<20, 4, 8
+	c.getRequests, c.getRounds, c.getConcs = 20000, 8, []int{4, 16}
 	c.tags, c.tagSegment, c.tagStreams = 10000, 1000, 4
 	c.listRuns, c.walkRuns, c.pageSize = 20, 5, 100
 	c.ceilingBytes = 256 << 20
@@ -67,12 +68,10 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := run(ctx, cfg, os.Stdout)
-	if err != nil {
+	if _, err := run(ctx, cfg, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "regbench:", err)
 		os.Exit(1)
 	}
-	printTable(os.Stdout, rep)
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -130,10 +129,27 @@ type report struct {
 }
 
 // run starts (or connects to) both registries, measures the ceilings and
-// every workload, writes progress to out and returns the figures.
+// every workload, writes progress and the final table to out, and returns
+// the figures.
 func run(ctx context.Context, cfg *config, out io.Writer) (*report, error) {
 	rep := &report{berthLabel: "berth", tags: cfg.tags, tagSegment: cfg.tagSegment, pageSize: cfg.pageSize}
 	berthUser, berthPass := cfg.user, cfg.password
+
+	// Servers stop together, after the table is out: removing the data
+	// dirs of two 10 000-tag repositories can take a while.
+	var started []*server
+	defer func() {
+		if len(started) == 0 {
+			return
+		}
+		start := time.Now()
+		var wg sync.WaitGroup
+		for _, s := range started {
+			wg.Go(s.stop)
+		}
+		wg.Wait()
+		fmt.Fprintf(out, "-- stopping servers and removing their data took %s\n", time.Since(start).Round(time.Millisecond))
+	}()
 
 	berthURL := cfg.berthURL
 	if berthURL == "" {
@@ -162,7 +178,7 @@ func run(ctx context.Context, cfg *config, out io.Writer) (*report, error) {
 		if err != nil {
 			return nil, err
 		}
-		defer s.stop()
+		started = append(started, s)
 		berthURL = s.url
 		fmt.Fprintf(out, "started %s at %s (data %s)\n", rep.berthLabel, s.url, s.dataDir)
 	}
@@ -177,7 +193,7 @@ func run(ctx context.Context, cfg *config, out io.Writer) (*report, error) {
 		if err != nil {
 			return nil, err
 		}
-		defer s.stop()
+		started = append(started, s)
 		distURL = s.url
 		fmt.Fprintf(out, "started distribution at %s (data %s)\n", s.url, s.dataDir)
 	}
@@ -203,12 +219,24 @@ func run(ctx context.Context, cfg *config, out io.Writer) (*report, error) {
 	}
 
 	b := &bench{cfg: cfg, out: out, sides: sides, rep: rep, runID: randomHex(3)}
-	steps := []func(context.Context) error{b.ceilings, b.warmup, b.blobs, b.manifestGets, b.tagWorkload}
+	steps := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"ceilings", b.ceilings},
+		{"warm-up", b.warmup},
+		{"blob push and pull", b.blobs},
+		{"manifest GETs", b.manifestGets},
+		{"tags", b.tagWorkload},
+	}
 	for _, step := range steps {
-		if err := step(ctx); err != nil {
+		start := time.Now()
+		if err := step.fn(ctx); err != nil {
 			return nil, err
 		}
+		fmt.Fprintf(out, "-- %s took %s\n", step.name, time.Since(start).Round(time.Millisecond))
 	}
+	printTable(out, rep)
 	return rep, nil
 }
 
@@ -273,7 +301,6 @@ func (b *bench) warmup(ctx context.Context) error {
 			return fmt.Errorf("%s warm-up manifest gets: %w", s.name, err)
 		}
 	}
-	fmt.Fprintln(b.out, "warm-up done")
 	return nil
 }
 

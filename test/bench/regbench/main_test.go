@@ -61,7 +61,7 @@ func startFake(t *testing.T, user, pass string) (*fakeRegistry, *httptest.Server
 	return f, srv
 }
 
-func checkReport(t *testing.T, rep *report, cfg *config) {
+func checkReport(t *testing.T, rep *report, cfg *config, progress string) {
 	t.Helper()
 	for i, s := range rep.sides {
 		if s.pushMBps <= 0 || s.pullMBps <= 0 {
@@ -87,6 +87,9 @@ func checkReport(t *testing.T, rep *report, cfg *config) {
 	}
 	var out bytes.Buffer
 	printTable(&out, rep)
+	if !strings.Contains(progress, out.String()) {
+		t.Errorf("run did not print the table; its output:\n%s", progress)
+	}
 	for _, want := range []string{"blob push (MB/s)", "manifest GET c=16 (req/s)", "tag writes at 250 tags", "tags walk n=100", "PASS, "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
@@ -125,7 +128,7 @@ func TestQuickRunStartsBerthAndFollowsTokenAuth(t *testing.T) {
 	if !strings.Contains(out.String(), "started berth at http://127.0.0.1:") {
 		t.Errorf("progress does not report starting berth:\n%s", out.String())
 	}
-	checkReport(t, rep, cfg)
+	checkReport(t, rep, cfg, out.String())
 
 	var tagged int
 	dist.mu.Lock()
@@ -161,7 +164,7 @@ func TestQuickRunDistributionAgainstItself(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
-	checkReport(t, rep, cfg)
+	checkReport(t, rep, cfg, out.String())
 	if rep.berthLabel != "distribution (as berth)" {
 		t.Errorf("berth side labelled %q", rep.berthLabel)
 	}

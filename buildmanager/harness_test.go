@@ -1,0 +1,446 @@
+package buildmanager
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/berth-dev/berth/buildmanager/queue"
+	"github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/executors"
+	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/internal/store/sqlstore"
+	"github.com/berth-dev/berth/registry/storage/filesystem"
+)
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// env is one database and one Redis for a test.
+type env struct {
+	name    string
+	st      store.Store
+	rc      redis.UniversalClient
+	prefix  string
+	blobDir string
+}
+
+// envs returns SQLite + embedded Redis, and PostgreSQL + real Redis
+// (BERTH_TEST_POSTGRES_DSN=skip / BERTH_TEST_REDIS=skip leave them out).
+func eachEnv(t *testing.T, fn func(t *testing.T, e *env)) {
+	t.Run("sqlite-miniredis", func(t *testing.T) {
+		st, err := sqlstore.Open(context.Background(), filepath.Join(t.TempDir(), "berth.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		mr, err := queue.StartEmbedded()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(mr.Close)
+		rc := mr.Client()
+		t.Cleanup(func() { rc.Close() })
+		fn(t, &env{name: "sqlite", st: st, rc: rc, prefix: "t-", blobDir: t.TempDir()})
+	})
+	if os.Getenv("BERTH_TEST_POSTGRES_DSN") == "skip" || os.Getenv("BERTH_TEST_REDIS") == "skip" {
+		return
+	}
+	t.Run("postgres-redis", func(t *testing.T) {
+		dsn := os.Getenv("BERTH_TEST_POSTGRES_DSN")
+		if dsn == "" {
+			dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+		}
+		admin, err := sql.Open("pgx", dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { admin.Close() })
+		schema := "bm_test_" + randHex(6)
+		if _, err := admin.Exec(`CREATE SCHEMA ` + schema); err != nil {
+			t.Fatalf("PostgreSQL unreachable (BERTH_TEST_POSTGRES_DSN=skip to skip): %v", err)
+		}
+		t.Cleanup(func() { admin.Exec(`DROP SCHEMA ` + schema + ` CASCADE`) })
+		u, _ := url.Parse(dsn)
+		q := u.Query()
+		q.Set("search_path", schema)
+		u.RawQuery = q.Encode()
+		st, err := sqlstore.Open(context.Background(), u.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		rc, err := queue.RedisConfig{Host: "127.0.0.1:6379"}.Dial(context.Background())
+		if err != nil {
+			t.Fatalf("Redis unreachable (BERTH_TEST_REDIS=skip to skip): %v", err)
+		}
+		t.Cleanup(func() { rc.Close() })
+		fn(t, &env{name: "postgres", st: st, rc: rc, prefix: "t" + randHex(6) + "-", blobDir: t.TempDir()})
+	})
+}
+
+// behaviour scripts what a fake worker does.
+type behaviour string
+
+const (
+	behaveOK        behaviour = "ok"
+	behaveUserError behaviour = "user-error"
+	behaveRetryable behaviour = "retryable-error"
+	behaveDie       behaviour = "die"    // register, then exit without a result
+	behaveSilent    behaviour = "silent" // register, then stop calling, without exiting
+	behaveHang      behaviour = "hang"   // register and heartbeat until stopped
+	behaveSlowLog   behaviour = "slow-log"
+)
+
+// fakeExecutor starts in-process fake workers that speak the real gRPC
+// protocol over a real loopback connection.
+type fakeExecutor struct {
+	name    string
+	behave  func(buildID string, attempt int) behaviour
+	failing atomic.Bool // Start fails
+
+	mu      sync.Mutex
+	next    int
+	workers map[string]context.CancelFunc
+	starts  map[string]int // by build
+	stopped map[string]bool
+	exited  chan string
+
+	running, peak atomic.Int32
+	// lineSent records when slow-log lines were sent, by message.
+	lineSent sync.Map
+}
+
+func newFakeExecutor(name string, behave func(string, int) behaviour) *fakeExecutor {
+	return &fakeExecutor{name: name, behave: behave, workers: map[string]context.CancelFunc{},
+		starts: map[string]int{}, stopped: map[string]bool{}, exited: make(chan string, 100)}
+}
+
+var _ executors.Exited = (*fakeExecutor)(nil)
+
+func (f *fakeExecutor) Name() string            { return f.name }
+func (f *fakeExecutor) Exited() <-chan string { return f.exited }
+func (f *fakeExecutor) Running(context.Context) (int, error) {
+	return int(f.running.Load()), nil
+}
+
+func (f *fakeExecutor) Start(_ context.Context, spec executors.WorkerSpec) (string, error) {
+	if f.failing.Load() {
+		return "", fmt.Errorf("executor %s is down", f.name)
+	}
+	f.mu.Lock()
+	f.next++
+	id := fmt.Sprintf("%s-%d", f.name, f.next)
+	f.starts[spec.BuildID]++
+	attempt := f.starts[spec.BuildID]
+	ctx, cancel := context.WithCancel(context.Background())
+	f.workers[id] = cancel
+	f.mu.Unlock()
+	n := f.running.Add(1)
+	for p := f.peak.Load(); n > p && !f.peak.CompareAndSwap(p, n); p = f.peak.Load() {
+	}
+	b := f.behave(spec.BuildID, attempt)
+	go func() {
+		defer f.running.Add(-1)
+		f.work(ctx, spec, b)
+		f.mu.Lock()
+		stopped := f.stopped[id]
+		delete(f.workers, id)
+		f.mu.Unlock()
+		if !stopped && b != behaveSilent {
+			f.exited <- id
+		}
+	}()
+	return id, nil
+}
+
+func (f *fakeExecutor) Stop(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cancel, ok := f.workers[id]
+	if !ok {
+		if f.stopped[id] {
+			return nil
+		}
+		return executors.ErrUnknownWorker
+	}
+	f.stopped[id] = true
+	cancel()
+	return nil
+}
+
+func (f *fakeExecutor) wasStopped(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stopped[id]
+}
+
+// work is the fake worker.
+func (f *fakeExecutor) work(ctx context.Context, spec executors.WorkerSpec, b behaviour) {
+	conn, err := grpc.NewClient(spec.ManagerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	c := workerpb.NewBuildManagerClient(conn)
+	job, err := c.Register(ctx, &workerpb.RegisterRequest{RegistrationToken: spec.RegistrationToken, WorkerInfo: "fake"})
+	if err != nil {
+		return
+	}
+	tok := job.GetJobToken()
+	switch b {
+	case behaveDie:
+		return
+	case behaveSilent:
+		<-ctx.Done()
+		return
+	}
+	hbCtx, stopHB := context.WithCancel(ctx)
+	defer stopHB()
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-hbCtx.Done():
+				return
+			case <-t.C:
+				r, err := c.Heartbeat(hbCtx, &workerpb.HeartbeatRequest{JobToken: tok})
+				if err == nil && r.GetStop() {
+					return
+				}
+			}
+		}
+	}()
+	if b == behaveHang {
+		<-ctx.Done()
+		return
+	}
+	stream, err := c.StreamLog(ctx)
+	if err != nil {
+		return
+	}
+	seq := int64(0)
+	send := func(typ workerpb.LogType, msgs ...string) {
+		batch := &workerpb.LogBatch{JobToken: tok}
+		for _, m := range msgs {
+			seq++
+			batch.Entries = append(batch.Entries, &workerpb.LogEntry{SequenceNumber: seq, Message: m, Type: typ, TimeUnixNano: time.Now().UnixNano()})
+			f.lineSent.Store(m, time.Now())
+		}
+		_ = stream.Send(batch)
+		_, _ = stream.Recv()
+	}
+	phases := []workerpb.Phase{workerpb.Phase_PHASE_UNPACKING, workerpb.Phase_PHASE_PULLING, workerpb.Phase_PHASE_BUILDING}
+	for i, p := range phases {
+		if _, err := c.SetPhase(ctx, &workerpb.SetPhaseRequest{JobToken: tok, SequenceNumber: int64(i + 1), Phase: p}); err != nil {
+			return
+		}
+	}
+	send(workerpb.LogType_LOG_TYPE_COMMAND, "STEP 1/2: FROM busybox")
+	send(workerpb.LogType_LOG_TYPE_UNSPECIFIED, "line a", "line b")
+	if b == behaveSlowLog {
+		for i := range 20 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(30 * time.Millisecond):
+			}
+			send(workerpb.LogType_LOG_TYPE_UNSPECIFIED, fmt.Sprintf("slow %d", i))
+		}
+	}
+	var result *workerpb.FinishRequest
+	switch b {
+	case behaveUserError:
+		send(workerpb.LogType_LOG_TYPE_UNSPECIFIED, "exit status 1")
+		result = &workerpb.FinishRequest{Result: &workerpb.FinishRequest_Error{Error: &workerpb.BuildError{Code: "build-step", Message: "RUN false: exit status 1"}}}
+	case behaveRetryable:
+		result = &workerpb.FinishRequest{Result: &workerpb.FinishRequest_Error{Error: &workerpb.BuildError{Code: "push", Message: "registry unreachable", Retryable: true}}}
+	default:
+		if _, err := c.SetPhase(ctx, &workerpb.SetPhaseRequest{JobToken: tok, SequenceNumber: 4, Phase: workerpb.Phase_PHASE_PUSHING}); err != nil {
+			return
+		}
+		digests := map[string]string{}
+		for _, tag := range job.GetTags() {
+			digests[tag] = "sha256:" + fmt.Sprintf("%064x", len(tag))
+		}
+		result = &workerpb.FinishRequest{Result: &workerpb.FinishRequest_Success{Success: &workerpb.Success{Digests: digests}}}
+	}
+	_ = stream.CloseSend()
+	result.JobToken, result.LastLogSequence = tok, seq
+	_, _ = c.Finish(ctx, result)
+}
+
+// harness is a running Manager over env e.
+type harness struct {
+	*Manager
+	e      *env
+	ex     *fakeExecutor
+	repo   *store.Repository
+	user   *store.Account
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func testOptions(e *env, key ed25519.PrivateKey, ex ...Executor) Options {
+	blobs, err := filesystem.New(e.blobDir)
+	if err != nil {
+		panic(err)
+	}
+	return Options{
+		Store: e.st, Blobs: blobs, Redis: e.rc, Prefix: e.prefix, SigningKey: key,
+		Executors: ex, AllowedWorkerCount: 1, RetryDelay: 50 * time.Millisecond,
+		PollInterval: 50 * time.Millisecond, LeaseTimeout: 600 * time.Millisecond,
+		SetupTime: 5 * time.Second, TimeLimit: 30 * time.Second,
+		Registry: RegistryTarget{Addr: "127.0.0.1:8080", Insecure: true},
+	}
+}
+
+var testKey = func() ed25519.PrivateKey {
+	_, k, _ := ed25519.GenerateKey(rand.Reader)
+	return k
+}()
+
+// start runs a Manager with one fake executor; tweak adjusts the options.
+func start(t *testing.T, e *env, behave func(string, int) behaviour, tweak func(*Options)) *harness {
+	t.Helper()
+	ex := newFakeExecutor("fake", behave)
+	o := testOptions(e, testKey, Executor{Executor: ex})
+	if tweak != nil {
+		tweak(&o)
+	}
+	h := startWith(t, e, o)
+	h.ex = ex
+	return h
+}
+
+func startWith(t *testing.T, e *env, o Options) *harness {
+	t.Helper()
+	ctx := context.Background()
+	m, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{Manager: m, e: e, done: make(chan error, 1)}
+	h.user, err = e.st.GetAccountByName(ctx, "alice")
+	if err != nil {
+		h.user = &store.Account{Kind: store.KindUser, Name: "alice", Enabled: true}
+		if err := e.st.CreateAccount(ctx, h.user); err != nil {
+			t.Fatal(err)
+		}
+		h.repo = &store.Repository{NamespaceID: h.user.ID, Name: "app"}
+		if err := e.st.CreateRepository(ctx, h.repo); err != nil {
+			t.Fatal(err)
+		}
+	} else if h.repo, err = e.st.GetRepository(ctx, "alice", "app"); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	h.cancel = cancel
+	go func() { h.done <- m.Run(runCtx) }()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	h.cancel = nil
+	<-h.done
+}
+
+func (h *harness) submit(t *testing.T) *store.Build {
+	t.Helper()
+	b, err := h.Submit(context.Background(), BuildRequest{
+		Repository: h.repo, Requester: h.user, Tags: []string{"latest", "v1"},
+		Request: store.BuildRequest{FileID: "f-" + randHex(4), DockerfilePath: "Dockerfile"},
+	})
+	if err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	return b
+}
+
+// waitPhase waits until build id reaches a terminal phase (or want).
+func (h *harness) waitEnd(t *testing.T, id string, within time.Duration) *store.Build {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		b, err := h.Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Phase.Terminal() {
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("build %s still %s after %s", id, b.Phase, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (h *harness) waitPhase(t *testing.T, id string, want store.BuildPhase, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		b, err := h.Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Phase == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("build %s is %s, not %s, after %s", id, b.Phase, want, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (h *harness) logs(t *testing.T, id string) []LogEntry {
+	t.Helper()
+	es, total, err := h.Logs(context.Background(), id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != len(es) {
+		t.Fatalf("Logs total %d, %d entries", total, len(es))
+	}
+	return es
+}
+
+func phasesOf(es []LogEntry) []string {
+	var out []string
+	for _, e := range es {
+		if e.Type == LogPhase {
+			out = append(out, e.Message)
+		}
+	}
+	return out
+}
+
+func always(b behaviour) func(string, int) behaviour {
+	return func(string, int) behaviour { return b }
+}
+
+func generateKey() (ed25519.PublicKey, ed25519.PrivateKey, error) { return ed25519.GenerateKey(rand.Reader) }

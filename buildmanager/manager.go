@@ -1,0 +1,780 @@
+// Package buildmanager runs builds: it records them (the database row is
+// the truth), queues them, starts a worker for each through an executor,
+// serves the gRPC service workers call, keeps and streams their logs,
+// retries infrastructure failures and publishes events and metrics.
+//
+// The failure rule, one for everything: a user error (the worker finishes
+// with a non-retryable error) ends the build in `error` at once and is never
+// retried. An infrastructure failure (no executor could start a worker, the
+// worker exited or stopped heartbeating, it reported a retryable error, the
+// server shut down under it) logs the failed attempt and puts the build
+// back to `waiting` while attempts remain, and ends it in `internalerror`
+// when none do. A build running past its time limit ends in `error`.
+package buildmanager
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+
+	"github.com/berth-dev/berth/buildmanager/queue"
+	"github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/executors"
+	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/registry/storage"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxAttempts  = 3
+	DefaultTimeLimit    = time.Hour
+	DefaultSetupTime    = 5 * time.Minute
+	DefaultLeaseTimeout = 10 * time.Second
+)
+
+var (
+	// ErrNotCancellable reports a Cancel of a build that already ended.
+	ErrNotCancellable = errors.New("build already ended")
+	// ErrInvalidRequest wraps every reason Submit refuses a request.
+	ErrInvalidRequest = errors.New("invalid build request")
+)
+
+// QueueLimitError reports that the namespace has as many unfinished builds
+// as it may (the API answers 429).
+type QueueLimitError struct {
+	Namespace string
+	Limit     int
+}
+
+func (e *QueueLimitError) Error() string {
+	return fmt.Sprintf("namespace %s already has the maximum of %d queued builds", e.Namespace, e.Limit)
+}
+
+// Executor is a configured executor with its scheduling settings.
+type Executor struct {
+	executors.Executor
+	// MinimumRetryThreshold skips this executor for an attempt after which
+	// fewer attempts than this would remain (Quay's failover rule: keep
+	// expensive executors for builds with retries left).
+	MinimumRetryThreshold int
+	// SetupTime bounds how long a started worker may take to register
+	// (default Options.SetupTime).
+	SetupTime time.Duration
+}
+
+// RegistryTarget is where workers pull from and push to.
+type RegistryTarget struct {
+	// Addr is host[:port] as the worker reaches berth's registry.
+	Addr string
+	// Insecure means berth serves plain HTTP.
+	Insecure bool
+	// CAPEM is berth's CA when it serves HTTPS with a private CA.
+	CAPEM string
+}
+
+// CredentialsFunc returns the registry credentials of a build's worker:
+// push on the build's repository, pull on what the requester (or pull
+// robot) may read.
+type CredentialsFunc func(ctx context.Context, b *store.Build) (*workerpb.RegistryCredentials, error)
+
+// GitSourceFunc completes a git build's source with the trigger's secrets
+// (deploy key, known hosts, HTTPS token).
+type GitSourceFunc func(ctx context.Context, b *store.Build) (*workerpb.GitSource, error)
+
+// Options configure a Manager. Store, Blobs, Redis and SigningKey are
+// required.
+type Options struct {
+	Store store.Store
+	// Blobs keeps archived logs (and uploaded contexts when Contexts is nil).
+	Blobs storage.Driver
+	// Contexts keeps uploaded contexts (default: a BlobContextStore).
+	Contexts ContextStore
+	// Redis holds the queue and live logs (embedded or configured).
+	Redis redis.UniversalClient
+	// Prefix starts every Redis key and queue name (ORCHESTRATOR_PREFIX).
+	Prefix string
+	// Queue overrides the asynq queue built over Redis.
+	Queue queue.Queue
+	// Executors are tried in order.
+	Executors []Executor
+	// SigningKey signs registration and job tokens.
+	SigningKey ed25519.PrivateKey
+	// Events receives build events (default: a private bus, see Events).
+	Events *events.Bus
+
+	// AllowedWorkerCount bounds the workers this process runs at once
+	// (ALLOWED_WORKER_COUNT, default 1).
+	AllowedWorkerCount int
+	MaxAttempts        int
+	TimeLimit          time.Duration
+	SetupTime          time.Duration
+	// LeaseTimeout is how long a worker may go without a heartbeat.
+	LeaseTimeout time.Duration
+	// RetryDelay is the pause before a failed attempt's retry (default 1 s).
+	RetryDelay time.Duration
+	// PollInterval is how often a running build's row is checked (default
+	// 250 ms); workers' own calls wake the check at once.
+	PollInterval time.Duration
+	// MaxQueuedPerNamespace bounds unfinished builds per namespace (0: none).
+	MaxQueuedPerNamespace int
+
+	// WorkerAddr is the gRPC address workers dial (host:port). Empty: Run
+	// serves GRPCServer on an ephemeral loopback port and uses that, which
+	// suits the local executor.
+	WorkerAddr     string
+	WorkerInsecure bool
+	WorkerCAPEM    string
+
+	Registry    RegistryTarget
+	Credentials CredentialsFunc
+	GitSource   GitSourceFunc
+
+	// Context limits handed to workers (0: the worker's defaults).
+	MaxContextBytes  int64
+	MaxUnpackedBytes int64
+	MaxEntries       int64
+
+	Logger *slog.Logger
+}
+
+// BuildRequest asks for a build.
+type BuildRequest struct {
+	Repository *store.Repository
+	// Requester is who asked (nil: nobody, e.g. an ownerless trigger).
+	Requester   *store.Account
+	DisplayName string
+	// Tags to push (default ["latest"]).
+	Tags            []string
+	Request         store.BuildRequest
+	Priority        int
+	TriggerID       string
+	TriggerMetadata json.RawMessage
+	// TriggerKind ("github", "custom-git", ...) goes into events.
+	TriggerKind string
+}
+
+// Manager runs builds. Create it with New, start it with Run.
+type Manager struct {
+	o        Options
+	st       store.Store
+	q        queue.Queue
+	ownQueue *queue.Asynq
+	tokens   *tokens
+	logs     *liveLogs
+	hub      *logHub
+	bus      *events.Bus
+	metrics  *metrics
+	grpc     *grpc.Server
+	log      *slog.Logger
+
+	workerAddr atomic.Pointer[string]
+
+	mu sync.Mutex
+	// active holds the attempts handled by this process, by build ID.
+	active map[string]*activeAttempt
+	// byExecution maps "executor\x00executionID" to a build ID.
+	byExecution map[string]string
+}
+
+// activeAttempt lets gRPC calls and executor exits wake the handler
+// supervising an attempt.
+type activeAttempt struct {
+	wake   chan struct{}
+	exited atomic.Bool
+}
+
+func (a *activeAttempt) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// New checks o and builds a Manager.
+func New(o Options) (*Manager, error) {
+	switch {
+	case o.Store == nil:
+		return nil, errors.New("buildmanager: no store")
+	case o.Blobs == nil:
+		return nil, errors.New("buildmanager: no blob storage")
+	case o.Redis == nil:
+		return nil, errors.New("buildmanager: no redis")
+	case len(o.SigningKey) != ed25519.PrivateKeySize:
+		return nil, errors.New("buildmanager: no signing key")
+	}
+	if o.AllowedWorkerCount <= 0 {
+		o.AllowedWorkerCount = 1
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = DefaultMaxAttempts
+	}
+	if o.TimeLimit <= 0 {
+		o.TimeLimit = DefaultTimeLimit
+	}
+	if o.SetupTime <= 0 {
+		o.SetupTime = DefaultSetupTime
+	}
+	if o.LeaseTimeout <= 0 {
+		o.LeaseTimeout = DefaultLeaseTimeout
+	}
+	if o.RetryDelay <= 0 {
+		o.RetryDelay = time.Second
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = 250 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Events == nil {
+		o.Events = &events.Bus{}
+	}
+	if o.Contexts == nil {
+		o.Contexts = &BlobContextStore{Blobs: o.Blobs, Store: o.Store, MaxBytes: o.MaxContextBytes}
+	}
+	names := map[string]bool{}
+	for i, e := range o.Executors {
+		if e.Executor == nil || names[e.Name()] {
+			return nil, fmt.Errorf("buildmanager: executor %d is missing or its name is not unique", i)
+		}
+		names[e.Name()] = true
+		if e.SetupTime <= 0 {
+			o.Executors[i].SetupTime = o.SetupTime
+		}
+	}
+	m := &Manager{
+		o:           o,
+		st:          o.Store,
+		q:           o.Queue,
+		tokens:      newTokens(o.SigningKey),
+		logs:        &liveLogs{rc: o.Redis, prefix: o.Prefix},
+		bus:         o.Events,
+		metrics:     newMetrics(),
+		log:         o.Logger,
+		active:      map[string]*activeAttempt{},
+		byExecution: map[string]string{},
+	}
+	m.hub = &logHub{logs: m.logs, log: o.Logger, watchers: map[string]map[*watcher]struct{}{}}
+	if m.q == nil {
+		m.ownQueue = queue.NewAsynq(queue.AsynqOptions{
+			Redis:       o.Redis,
+			Prefix:      o.Prefix,
+			Concurrency: o.AllowedWorkerCount,
+			// Attempts are counted on the build row; asynq's retries only
+			// cover a handler that failed to record an outcome, and the
+			// re-queue after a failed attempt.
+			MaxRetry:   o.MaxAttempts + 2,
+			RetryDelay: o.RetryDelay,
+			Logger:     o.Logger,
+		})
+		m.q = m.ownQueue
+	}
+	m.grpc = grpc.NewServer()
+	workerpb.RegisterBuildManagerServer(m.grpc, &service{m: m})
+	if o.WorkerAddr != "" {
+		addr := o.WorkerAddr
+		m.workerAddr.Store(&addr)
+	}
+	return m, nil
+}
+
+// GRPCServer is the service workers call. Serve it on the main listener
+// (h2c: route requests with Content-Type application/grpc to it) and set
+// Options.WorkerAddr, or leave WorkerAddr empty and Run serves it on an
+// ephemeral loopback port.
+func (m *Manager) GRPCServer() *grpc.Server { return m.grpc }
+
+// WorkerAddr is the gRPC address handed to workers ("" until Run listens
+// when Options.WorkerAddr is empty).
+func (m *Manager) WorkerAddr() string {
+	if p := m.workerAddr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Events is the bus build events are published on.
+func (m *Manager) Events() *events.Bus { return m.bus }
+
+// Run reconciles the store with the queue, then handles builds until ctx
+// ends; it stops this process's workers before returning.
+func (m *Manager) Run(ctx context.Context) error {
+	var ownListener net.Listener
+	if m.WorkerAddr() == "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("buildmanager: listen for workers: %w", err)
+		}
+		ownListener = ln
+		addr := ln.Addr().String()
+		m.workerAddr.Store(&addr)
+		go func() {
+			if err := m.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				m.log.Error("worker gRPC server stopped", "err", err)
+			}
+		}()
+		m.log.Info("serving workers", "addr", addr)
+	}
+	var wg sync.WaitGroup
+	for _, e := range m.o.Executors {
+		if ex, ok := e.Executor.(executors.Exited); ok {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m.watchExits(ctx, e.Name(), ex.Exited())
+			}()
+		}
+	}
+	if err := m.Reconcile(ctx); err != nil {
+		m.log.Error("reconciling builds with the queue failed", "err", err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// Periodic reconciliation repairs a lost enqueue (Redis down when a
+		// build was submitted) without a restart.
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := m.Reconcile(ctx); err != nil && ctx.Err() == nil {
+					m.log.Warn("reconciling builds with the queue failed", "err", err)
+				}
+			}
+		}
+	}()
+	err := m.q.Run(ctx, m.handle)
+	wg.Wait()
+	if ownListener != nil {
+		stopGRPC(m.grpc)
+	}
+	if m.ownQueue != nil {
+		err = errors.Join(err, m.ownQueue.Close())
+	}
+	return errors.Join(err, m.hub.close())
+}
+
+// stopGRPC stops gracefully, cutting streams still open after a few seconds.
+func stopGRPC(s *grpc.Server) {
+	done := make(chan struct{})
+	go func() {
+		s.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		s.Stop()
+	}
+}
+
+func (m *Manager) watchExits(ctx context.Context, name string, ch <-chan string) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case id, ok := <-ch:
+			if !ok {
+				return
+			}
+			m.mu.Lock()
+			buildID := m.byExecution[name+"\x00"+id]
+			a := m.active[buildID]
+			m.mu.Unlock()
+			if a != nil {
+				a.exited.Store(true)
+				a.poke()
+			}
+		}
+	}
+}
+
+// Reconcile queues every unfinished build the queue does not hold: waiting
+// builds whose enqueue was lost, and running builds whose handler died with
+// a server (they are then supervised until their worker's lease lapses).
+func (m *Manager) Reconcile(ctx context.Context) error {
+	bs, err := m.st.ListBuildsInPhase(ctx, store.PhaseWaiting, store.PhaseBuildScheduled,
+		store.PhaseUnpacking, store.PhasePulling, store.PhaseBuilding, store.PhasePushing)
+	if err != nil {
+		return fmt.Errorf("buildmanager: reconcile: %w", err)
+	}
+	var errs []error
+	for i := range bs {
+		b := &bs[i]
+		ok, err := m.q.Queued(ctx, b.ID)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ok {
+			continue
+		}
+		if err := m.q.Enqueue(ctx, m.task(b)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m.log.Info("re-queued build missing from the queue", "build", b.ID, "phase", b.Phase)
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) task(b *store.Build) queue.Task {
+	setup := m.o.SetupTime
+	for _, e := range m.o.Executors {
+		setup = max(setup, e.SetupTime)
+	}
+	// The handler enforces the time limit itself; the queue's timeout only
+	// catches a handler that failed to.
+	return queue.Task{BuildID: b.ID, Priority: b.Priority, Timeout: m.o.TimeLimit + setup + time.Minute}
+}
+
+// Submit records a build, queues it and publishes build_queued.
+func (m *Manager) Submit(ctx context.Context, r BuildRequest) (*store.Build, error) {
+	if err := validate(&r); err != nil {
+		return nil, err
+	}
+	if limit := m.o.MaxQueuedPerNamespace; limit > 0 {
+		n, err := m.st.CountNamespaceBuilds(ctx, r.Repository.NamespaceID, store.PhaseWaiting,
+			store.PhaseBuildScheduled, store.PhaseUnpacking, store.PhasePulling, store.PhaseBuilding, store.PhasePushing)
+		if err != nil {
+			return nil, fmt.Errorf("buildmanager: submit: %w", err)
+		}
+		if n >= limit {
+			return nil, &QueueLimitError{Namespace: r.Repository.Namespace, Limit: limit}
+		}
+	}
+	b := &store.Build{
+		ID:              uuid.NewString(),
+		RepoID:          r.Repository.ID,
+		Phase:           store.PhaseWaiting,
+		DisplayName:     r.DisplayName,
+		Tags:            r.Tags,
+		Request:         r.Request,
+		Priority:        r.Priority,
+		TriggerID:       r.TriggerID,
+		TriggerMetadata: r.TriggerMetadata,
+	}
+	if r.Requester != nil {
+		b.RequesterID = r.Requester.ID
+	}
+	if err := m.st.CreateBuild(ctx, b); err != nil {
+		return nil, fmt.Errorf("buildmanager: submit: %w", err)
+	}
+	if err := m.q.Enqueue(ctx, m.task(b)); err != nil {
+		// The row is the truth: reconciliation queues the build later.
+		m.log.Error("queueing build failed; it will be re-queued", "build", b.ID, "err", err)
+	}
+	m.publish(b, events.BuildQueued, r.TriggerKind)
+	return b, nil
+}
+
+func validate(r *BuildRequest) error {
+	if r.Repository == nil || r.Repository.ID == 0 {
+		return fmt.Errorf("%w: no repository", ErrInvalidRequest)
+	}
+	sources := 0
+	if r.Request.FileID != "" {
+		sources++
+	}
+	if r.Request.ArchiveURL != "" {
+		sources++
+	}
+	if r.Request.Git != nil {
+		sources++
+		if r.Request.Git.URL == "" {
+			return fmt.Errorf("%w: git source without a URL", ErrInvalidRequest)
+		}
+	}
+	if sources != 1 {
+		return fmt.Errorf("%w: exactly one of file_id, archive_url and a git source is required", ErrInvalidRequest)
+	}
+	if len(r.Tags) == 0 {
+		r.Tags = []string{"latest"}
+	}
+	if r.DisplayName == "" {
+		r.DisplayName = r.Request.FileID
+		if r.Request.ArchiveURL != "" {
+			r.DisplayName = r.Request.ArchiveURL
+		}
+		if g := r.Request.Git; g != nil {
+			r.DisplayName = g.CommitSHA
+			if len(r.DisplayName) > 7 {
+				r.DisplayName = r.DisplayName[:7]
+			}
+		}
+	}
+	if r.TriggerMetadata != nil && !json.Valid(r.TriggerMetadata) {
+		return fmt.Errorf("%w: trigger metadata is not JSON", ErrInvalidRequest)
+	}
+	return nil
+}
+
+// Get returns a build.
+func (m *Manager) Get(ctx context.Context, id string) (*store.Build, error) {
+	return m.st.GetBuild(ctx, id)
+}
+
+// List returns a repository's builds, newest first, created at or after
+// since (zero: any), at most limit (<= 0: all).
+func (m *Manager) List(ctx context.Context, repoID int64, limit int, since time.Time) ([]store.Build, error) {
+	return m.st.ListBuilds(ctx, repoID, since, limit)
+}
+
+// Cancel ends a build that has not ended: a waiting build leaves the
+// queue; a running build's worker is stopped. ErrNotCancellable when the
+// build already ended.
+func (m *Manager) Cancel(ctx context.Context, id string) (*store.Build, error) {
+	for {
+		b, err := m.st.GetBuild(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if b.Phase.Terminal() {
+			return b, ErrNotCancellable
+		}
+		if b.Phase == store.PhaseWaiting {
+			if err := m.q.Remove(ctx, id); err != nil && !errors.Is(err, queue.ErrNotQueued) {
+				return nil, fmt.Errorf("buildmanager: cancel %s: %w", id, err)
+			}
+		}
+		prev := *b
+		err = m.end(ctx, b, store.PhaseCancelled, "", nil)
+		if errors.Is(err, store.ErrStale) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("buildmanager: cancel %s: %w", id, err)
+		}
+		if prev.Phase.Running() {
+			m.stopWorker(ctx, prev.ExecutorName, prev.ExecutionID)
+		}
+		return b, nil
+	}
+}
+
+// stopWorker stops a worker this process's executors started; a worker
+// of an executor configured elsewhere is stopped by the process
+// supervising it, which sees the build end.
+func (m *Manager) stopWorker(ctx context.Context, executorName, executionID string) {
+	if executionID == "" {
+		return
+	}
+	for _, e := range m.o.Executors {
+		if e.Name() != executorName {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := e.Stop(sctx, executionID); err != nil && !errors.Is(err, executors.ErrUnknownWorker) {
+			m.log.Warn("stopping worker failed", "executor", executorName, "execution", executionID, "err", err)
+		}
+	}
+	m.mu.Lock()
+	delete(m.byExecution, executorName+"\x00"+executionID)
+	m.mu.Unlock()
+}
+
+// end moves b to a terminal phase: its last log entries are stored first,
+// then the phase (compare-and-set; store.ErrStale if b changed), then the
+// log is archived and the event published.
+func (m *Manager) end(ctx context.Context, b *store.Build, phase store.BuildPhase, message string, digests map[string]string) error {
+	ctx = context.WithoutCancel(ctx)
+	now := time.Now()
+	var entries []LogEntry
+	if phase == store.PhaseError || phase == store.PhaseInternalError {
+		entries = append(entries, newEntry(LogError, message, now))
+	}
+	entries = append(entries, newEntry(LogPhase, string(phase), now))
+	if err := m.logs.append(ctx, b.ID, entries...); err != nil {
+		return err
+	}
+	from := b.Phase
+	b.Phase, b.CompletedAt, b.ErrorMessage, b.LeaseExpiry = phase, now, message, time.Time{}
+	if digests != nil {
+		b.ManifestDigests = digests
+	}
+	if err := m.st.UpdateBuild(ctx, b); err != nil {
+		return err
+	}
+	m.afterEnd(ctx, b, from)
+	return nil
+}
+
+// afterEnd archives the log, wakes the build's handler and watchers and
+// reports the result.
+func (m *Manager) afterEnd(ctx context.Context, b *store.Build, from store.BuildPhase) {
+	m.mu.Lock()
+	a := m.active[b.ID]
+	m.mu.Unlock()
+	if a != nil {
+		a.poke()
+	}
+	if err := m.archive(ctx, b); err != nil {
+		// The live log stays readable (it expires after logTTL).
+		m.log.Error("archiving build log failed", "build", b.ID, "err", err)
+	}
+	if err := m.logs.publishEnd(ctx, b.ID); err != nil {
+		m.log.Warn("announcing build end failed", "build", b.ID, "err", err)
+	}
+	kind := events.BuildFailure
+	switch b.Phase {
+	case store.PhaseComplete:
+		kind = events.BuildSuccess
+	case store.PhaseCancelled:
+		kind = events.BuildCancelled
+	}
+	m.publish(b, kind, "")
+	if !b.StartedAt.IsZero() {
+		m.metrics.duration.WithLabelValues(string(b.Phase), b.ExecutorName).Observe(b.CompletedAt.Sub(b.StartedAt).Seconds())
+	}
+	m.log.Info("build ended", "build", b.ID, "phase", b.Phase, "from", from, "attempts", b.Attempts)
+}
+
+// archive moves the live log into blob storage.
+func (m *Manager) archive(ctx context.Context, b *store.Build) error {
+	entries, _, err := m.logs.read(ctx, b.ID, 0)
+	if err != nil {
+		return err
+	}
+	ref, err := archiveLog(ctx, m.o.Blobs, b.ID, entries)
+	if err != nil {
+		return err
+	}
+	if err := m.st.SetBuildLogsArchive(ctx, b.ID, ref); err != nil {
+		return err
+	}
+	b.LogsArchive = ref
+	return m.logs.drop(ctx, b.ID)
+}
+
+func (m *Manager) publish(b *store.Build, kind events.Kind, triggerKind string) {
+	data := events.BuildData{
+		BuildID:      b.ID,
+		BuildName:    b.DisplayName,
+		DockerTags:   b.Tags,
+		TriggerID:    b.TriggerID,
+		TriggerKind:  triggerKind,
+		ErrorMessage: b.ErrorMessage,
+		Phase:        string(b.Phase),
+	}
+	if len(b.TriggerMetadata) > 0 {
+		data.TriggerMetadata = b.TriggerMetadata
+	}
+	if kind == events.BuildSuccess {
+		data.ManifestDigests = b.ManifestDigests
+	}
+	m.bus.Publish(events.Event{Kind: kind, Namespace: b.Namespace, Repository: b.Repository, Data: data})
+}
+
+// Logs returns the build's log entries from start and the log's length,
+// from Redis while the build runs and from the archive once it ended.
+func (m *Manager) Logs(ctx context.Context, id string, start int) ([]LogEntry, int, error) {
+	start = max(start, 0)
+	for range 3 {
+		b, err := m.st.GetBuild(ctx, id)
+		if err != nil {
+			return nil, 0, err
+		}
+		if b.LogsArchive != "" {
+			all, err := readArchive(ctx, m.o.Blobs, b.LogsArchive)
+			if err != nil {
+				return nil, 0, err
+			}
+			if start >= len(all) {
+				return []LogEntry{}, len(all), nil
+			}
+			return all[start:], len(all), nil
+		}
+		entries, total, err := m.logs.read(ctx, id, start)
+		if err != nil {
+			return nil, 0, err
+		}
+		// An empty live log of an ended build may have just been archived.
+		if total > 0 || !b.Phase.Terminal() {
+			return entries, total, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return []LogEntry{}, 0, nil
+}
+
+// Subscribe streams the build's log from index from: the entries already
+// stored, then each new one as it arrives, on any server instance. The
+// channel closes once the build ended and every entry was sent, or when
+// cancel is called or ctx ends.
+func (m *Manager) Subscribe(ctx context.Context, id string, from int) (<-chan LogEntry, func(), error) {
+	if _, err := m.st.GetBuild(ctx, id); err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	w, remove, err := m.hub.add(ctx, id)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	out := make(chan LogEntry, 64)
+	go func() {
+		defer close(out)
+		defer remove()
+		next := max(from, 0)
+		send := func(es []LogEntry) bool {
+			for _, e := range es {
+				select {
+				case out <- e:
+					next = e.Index + 1
+				case <-ctx.Done():
+					return false
+				}
+			}
+			return true
+		}
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		checkEnd := true
+		for {
+			es, _, err := m.logs.read(ctx, id, next)
+			if err != nil {
+				if ctx.Err() == nil {
+					m.log.Warn("reading build log for a watcher failed", "build", id, "err", err)
+				}
+			} else if !send(es) {
+				return
+			}
+			if checkEnd || w.ended() {
+				b, err := m.st.GetBuild(ctx, id)
+				if err == nil && b.Phase.Terminal() {
+					es, _, err := m.Logs(ctx, id, next)
+					if err == nil {
+						send(es)
+					}
+					return
+				}
+			}
+			checkEnd = false
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.wake:
+			case <-tick.C:
+				// A missed end announcement (Redis reconnect) is caught here.
+				checkEnd = true
+			}
+		}
+	}()
+	return out, cancel, nil
+}

@@ -1,0 +1,485 @@
+// Package local is the executor that runs each build worker as a child
+// process of the server (`berth worker`), the default for a single machine.
+//
+// When the server runs as root the worker does not: it runs as an
+// unprivileged user (created if missing, with /etc/subuid and /etc/subgid
+// ranges so rootless buildah can map a user namespace), from a root-owned
+// copy of the binary (the server's own may sit in a root-only directory),
+// in a per-build directory outside the server's data directory. Whatever
+// way the worker ends (Stop, its own exit, the server dying) its process
+// group is killed and its directory removed.
+package local
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/executors"
+)
+
+// Kind is the executor kind in the EXECUTORS config list (Quay calls its
+// equivalent "popen").
+const Kind = "local"
+
+// Defaults for Config fields left zero.
+const (
+	DefaultName        = "local"
+	DefaultWorkerUser  = "berth-worker"
+	DefaultMaxLifetime = 3 * time.Hour
+	DefaultStopGrace   = 10 * time.Second
+	// DefaultStorageDriver is what rootless buildah can use anywhere; the
+	// worker may still choose another with its own flags.
+	DefaultStorageDriver = "vfs"
+	rootBuildRoot        = "/var/lib/berth-builds"
+)
+
+// ErrClosed is returned by Start after Close.
+var ErrClosed = errors.New("local executor: closed")
+
+// Config configures a local executor. Every field has a default.
+type Config struct {
+	// Name is the executor's unique name among the configured executors.
+	Name string
+	// Command is the worker command line before the per-build flags; the
+	// default is this process's own binary followed by "worker".
+	Command []string
+	// WorkerUser is the unprivileged user workers run as when the server
+	// runs as root (created if missing). Ignored when not root: the worker
+	// then runs as the server's user.
+	WorkerUser string
+	// BuildRoot holds the per-build directories and, when root, the copy
+	// of the worker binary. Default /var/lib/berth-builds as root,
+	// /var/tmp/berth-builds-<uid> otherwise. It must not be inside DataDir,
+	// and as root every parent must be searchable by the worker user.
+	BuildRoot string
+	// DataDir is the server's --data-dir; New refuses a BuildRoot inside it.
+	DataDir string
+	// MaxLifetime ends a worker that runs longer (reported on Exited).
+	MaxLifetime time.Duration
+	// StopGrace is how long Stop waits after SIGTERM before SIGKILL.
+	StopGrace time.Duration
+	// StorageDriver is passed to the worker as STORAGE_DRIVER.
+	StorageDriver string
+	// Env is added to the worker's environment (after the defaults, so it
+	// can override them). The server's own environment is not passed on,
+	// apart from PATH, locale, time zone and proxy settings.
+	Env map[string]string
+	// Logger receives the executor's events and the workers' output.
+	Logger *slog.Logger
+}
+
+// WorkerInfo describes a running worker.
+type WorkerInfo struct {
+	ExecutionID string
+	BuildID     string
+	// PID is the worker's process ID, which is also its process group ID.
+	PID int
+	// Dir is the build's directory; WorkDir and StorageRoot are inside it.
+	Dir         string
+	WorkDir     string
+	StorageRoot string
+	Started     time.Time
+}
+
+// Executor starts `berth worker` child processes. Create it with New and
+// end it with Close.
+type Executor struct {
+	cfg    Config
+	log    *slog.Logger
+	ident  identity
+	binary string // what is exec'd: Command[0], or its root-owned copy
+	lock   *os.File
+
+	mu       sync.Mutex
+	closed   bool
+	workers  map[string]*worker
+	finished map[string]time.Time // IDs that ended, for an idempotent Stop
+
+	exited *notifier
+}
+
+// forgetAfter bounds how long Stop remembers a finished execution ID.
+const forgetAfter = 24 * time.Hour
+
+type worker struct {
+	info    WorkerInfo
+	cmd     *exec.Cmd
+	out     []*lineLogger
+	expiry  *time.Timer
+	cleaned chan struct{} // closed once the process is reaped and its directory removed
+
+	// stopping is set (under Executor.mu) by Stop and Close so the exit is
+	// not reported on Exited.
+	stopping bool
+
+	// sigMu guards reaped: signals go to the process group only while the
+	// leader is unreaped, so its ID cannot have been reused.
+	sigMu  sync.Mutex
+	reaped bool
+	gone   chan struct{} // closed when the leader has exited (still a zombie)
+}
+
+var _ executors.Executor = (*Executor)(nil)
+var _ executors.Exited = (*Executor)(nil)
+
+// New prepares the executor: as root it ensures the worker user and its
+// subordinate ID ranges exist and copies the worker binary to a root-owned
+// path; it removes what a previous run of the server left in BuildRoot
+// (processes and directories) and locks BuildRoot against a second server.
+func New(cfg Config) (*Executor, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	e := &Executor{
+		cfg:      cfg,
+		log:      cfg.Logger.With("executor", cfg.Name),
+		workers:  make(map[string]*worker),
+		finished: make(map[string]time.Time),
+	}
+	var err error
+	if os.Geteuid() == 0 {
+		e.ident, err = ensureWorkerUser(cfg.WorkerUser, "/etc/subuid", "/etc/subgid")
+	} else {
+		e.ident, err = currentIdentity()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := e.prepareBuildRoot(); err != nil {
+		return nil, err
+	}
+	if e.lock, err = lockBuildRoot(cfg.BuildRoot); err != nil {
+		return nil, err
+	}
+	e.binary, err = exec.LookPath(cfg.Command[0])
+	if err == nil {
+		e.binary, err = filepath.Abs(e.binary)
+	}
+	if err != nil {
+		e.lock.Close()
+		return nil, fmt.Errorf("local executor: worker command: %w", err)
+	}
+	if e.ident.dropped {
+		if e.binary, err = installBinary(e.binary, filepath.Join(cfg.BuildRoot, "bin")); err != nil {
+			e.lock.Close()
+			return nil, err
+		}
+	}
+	if err := e.removeStale(); err != nil {
+		e.lock.Close()
+		return nil, err
+	}
+	e.exited = newNotifier()
+	e.log.Info("local executor ready", "build_root", cfg.BuildRoot, "worker_uid", e.ident.uid,
+		"worker_user", e.ident.name, "worker_binary", e.binary)
+	return e, nil
+}
+
+func (c *Config) setDefaults() error {
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if len(c.Command) == 0 {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("local executor: own binary: %w", err)
+		}
+		c.Command = []string{self, "worker"}
+	} else {
+		c.Command = append([]string(nil), c.Command...)
+	}
+	if c.WorkerUser == "" {
+		c.WorkerUser = DefaultWorkerUser
+	}
+	if c.BuildRoot == "" {
+		if os.Geteuid() == 0 {
+			c.BuildRoot = rootBuildRoot
+		} else {
+			c.BuildRoot = "/var/tmp/berth-builds-" + strconv.Itoa(os.Geteuid())
+		}
+	}
+	if c.MaxLifetime <= 0 {
+		c.MaxLifetime = DefaultMaxLifetime
+	}
+	if c.StopGrace <= 0 {
+		c.StopGrace = DefaultStopGrace
+	}
+	if c.StorageDriver == "" {
+		c.StorageDriver = DefaultStorageDriver
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	root, err := filepath.Abs(c.BuildRoot)
+	if err != nil {
+		return fmt.Errorf("local executor: build root: %w", err)
+	}
+	c.BuildRoot = root
+	if c.DataDir != "" {
+		data, err := filepath.Abs(c.DataDir)
+		if err != nil {
+			return fmt.Errorf("local executor: data dir: %w", err)
+		}
+		if root == data || strings.HasPrefix(root, data+string(filepath.Separator)) {
+			return fmt.Errorf("local executor: build root %s must be outside the data directory %s", root, data)
+		}
+	}
+	return nil
+}
+
+// Name returns the configured name.
+func (e *Executor) Name() string { return e.cfg.Name }
+
+// Running counts workers started and not yet stopped or exited.
+func (e *Executor) Running(ctx context.Context) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.workers), nil
+}
+
+// Exited receives the execution ID of every worker that exited without a
+// Stop (including one ended for exceeding MaxLifetime), once its
+// directory is removed. It is closed by Close.
+func (e *Executor) Exited() <-chan string { return e.exited.out }
+
+// Worker describes a running worker; false once it stopped or exited.
+func (e *Executor) Worker(executionID string) (WorkerInfo, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	w, ok := e.workers[executionID]
+	if !ok {
+		return WorkerInfo{}, false
+	}
+	return w.info, true
+}
+
+// Start launches a worker for spec and returns once it runs.
+func (e *Executor) Start(ctx context.Context, spec executors.WorkerSpec) (string, error) {
+	if spec.ManagerAddr == "" || spec.RegistrationToken == "" {
+		return "", errors.New("local executor: worker spec needs a manager address and a registration token")
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return "", ErrClosed
+	}
+	id, err := newExecutionID(spec.BuildID)
+	if err != nil {
+		return "", err
+	}
+	dirs, err := e.makeBuildDirs(id)
+	if err != nil {
+		return "", err
+	}
+	args := append(append([]string(nil), e.cfg.Command[1:]...),
+		"--manager="+spec.ManagerAddr,
+		"--work-dir="+dirs.work,
+		"--storage-root="+dirs.storage)
+	if spec.ManagerInsecure {
+		args = append(args, "--insecure")
+	}
+	cmd := e.command(dirs, e.binary, args...)
+	cmd.Dir = dirs.work
+	// The token goes in the environment, never on the command line where
+	// every user on the host could read it.
+	cmd.Env = append(cmd.Env, "BERTH_REGISTRATION_TOKEN="+spec.RegistrationToken, "BERTH_BUILD_ID="+spec.BuildID)
+	if spec.ManagerCAPEM != "" {
+		cmd.Env = append(cmd.Env, "BERTH_MANAGER_CA_PEM="+spec.ManagerCAPEM)
+	}
+	logger := e.log.With("build_id", spec.BuildID, "execution_id", id)
+	stdout, stderr := newLineLogger(logger, "stdout"), newLineLogger(logger, "stderr")
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	// Output pipes held by a process that escaped the group must not keep
+	// the reaper waiting.
+	cmd.WaitDelay = 5 * time.Second
+
+	w := &worker{
+		info: WorkerInfo{ExecutionID: id, BuildID: spec.BuildID, Dir: dirs.root, WorkDir: dirs.work,
+			StorageRoot: dirs.storage},
+		cmd:     cmd,
+		out:     []*lineLogger{stdout, stderr},
+		cleaned: make(chan struct{}),
+		gone:    make(chan struct{}),
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		e.removeDir(dirs.root)
+		return "", ErrClosed
+	}
+	if err := spawn(cmd); err != nil {
+		e.mu.Unlock()
+		e.removeDir(dirs.root)
+		return "", fmt.Errorf("local executor: start worker: %w", err)
+	}
+	w.info.PID = cmd.Process.Pid
+	w.info.Started = time.Now()
+	e.workers[id] = w
+	e.mu.Unlock()
+	w.expiry = time.AfterFunc(e.cfg.MaxLifetime, func() {
+		logger.Warn("worker exceeded its maximum lifetime", "max_lifetime", e.cfg.MaxLifetime)
+		e.terminate(context.Background(), w)
+	})
+	go e.reap(w, logger)
+	logger.Info("worker started", "pid", w.info.PID, "uid", e.ident.uid)
+	return id, nil
+}
+
+// Stop ends the worker's process group (SIGTERM, then SIGKILL after the
+// grace period or when ctx ends) and waits until its directory is removed.
+func (e *Executor) Stop(ctx context.Context, executionID string) error {
+	e.mu.Lock()
+	w, ok := e.workers[executionID]
+	if !ok {
+		_, known := e.finished[executionID]
+		e.mu.Unlock()
+		if known {
+			return nil
+		}
+		return fmt.Errorf("%w: %s", executors.ErrUnknownWorker, executionID)
+	}
+	w.stopping = true
+	e.mu.Unlock()
+	e.terminate(ctx, w)
+	select {
+	case <-w.cleaned:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("local executor: stop %s: %w", executionID, ctx.Err())
+	}
+}
+
+// Close stops every running worker (as Stop does, so none is reported on
+// Exited), refuses further Starts, closes the Exited channel and releases
+// BuildRoot. The server calls it on shutdown.
+func (e *Executor) Close(ctx context.Context) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	ids := make([]string, 0, len(e.workers))
+	for id := range e.workers {
+		ids = append(ids, id)
+	}
+	e.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(ids))
+	for i, id := range ids {
+		wg.Go(func() { errs[i] = e.Stop(ctx, id) })
+	}
+	wg.Wait()
+	e.exited.close()
+	errs = append(errs, e.lock.Close())
+	return errors.Join(errs...)
+}
+
+// terminate signals the worker's process group: SIGTERM, then SIGKILL
+// once the leader exited, the grace period passed or ctx ended. It does
+// not wait for the cleanup.
+func (e *Executor) terminate(ctx context.Context, w *worker) {
+	w.signalGroup(syscall.SIGTERM)
+	grace := time.NewTimer(e.cfg.StopGrace)
+	defer grace.Stop()
+	select {
+	case <-w.gone:
+	case <-grace.C:
+	case <-ctx.Done():
+	}
+	w.signalGroup(syscall.SIGKILL)
+}
+
+func (w *worker) signalGroup(sig syscall.Signal) {
+	w.sigMu.Lock()
+	defer w.sigMu.Unlock()
+	if !w.reaped {
+		_ = syscall.Kill(-w.info.PID, sig)
+	}
+}
+
+// reap waits for the worker's exit, kills what is left of its process
+// group and of its execution, removes its directory and records the end.
+func (e *Executor) reap(w *worker, logger *slog.Logger) {
+	pid := w.info.PID
+	if err := waitExit(pid); err != nil {
+		logger.Error("waiting for worker failed", "err", err)
+	}
+	close(w.gone)
+	w.expiry.Stop()
+	w.sigMu.Lock()
+	// The leader is a zombie until Wait, so its ID still names our group.
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	w.reaped = true
+	w.sigMu.Unlock()
+	waitErr := w.cmd.Wait()
+	for _, o := range w.out {
+		o.flush()
+	}
+	killExecution(w.info.ExecutionID, e.ident.uid, logger)
+	e.removeDir(w.info.Dir)
+
+	e.mu.Lock()
+	delete(e.workers, w.info.ExecutionID)
+	now := time.Now()
+	for id, at := range e.finished {
+		if now.Sub(at) > forgetAfter {
+			delete(e.finished, id)
+		}
+	}
+	e.finished[w.info.ExecutionID] = now
+	stopped := w.stopping
+	e.mu.Unlock()
+
+	logger.Info("worker ended", "pid", pid, "stopped", stopped, "status", exitStatus(waitErr),
+		"duration", time.Since(w.info.Started).Round(time.Millisecond))
+	close(w.cleaned)
+	if !stopped {
+		e.exited.push(w.info.ExecutionID)
+	}
+}
+
+func exitStatus(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
+
+// newExecutionID names an execution after its build (readable in ps and
+// in the build root) plus randomness (one build may have several attempts).
+func newExecutionID(buildID string) (string, error) {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("local executor: execution id: %w", err)
+	}
+	var name strings.Builder
+	for _, r := range buildID {
+		if name.Len() >= 40 {
+			break
+		}
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			name.WriteRune(r)
+		}
+	}
+	if name.Len() == 0 {
+		name.WriteString("build")
+	}
+	return name.String() + "-" + hex.EncodeToString(b[:]), nil
+}

@@ -1,0 +1,84 @@
+package local
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// Rootless buildah works as the worker user, through the same credential
+// drop, environment and directories the executor gives a worker: the
+// subordinate ID ranges New set up are mapped into the user namespace and
+// a RUN step can chown to a non-root ID.
+func TestRootlessBuildahAsWorker(t *testing.T) {
+	buildah, err := exec.LookPath("buildah")
+	if err != nil {
+		t.Skip("buildah is not installed")
+	}
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("busybox is not installed")
+	}
+	root, err := os.MkdirTemp("/var/tmp", "berth-builds-smoke-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	e, err := New(Config{Command: []string{"/bin/true"}, BuildRoot: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close(t.Context()) })
+	d, err := e.makeBuildDirs("smoke")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		base := []string{"--root", d.storage, "--runroot", filepath.Join(d.run, "containers"), "--storage-driver", "vfs"}
+		cmd := e.command(d, buildah, append(base, args...)...)
+		cmd.Dir = d.work
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("buildah %s as uid %d: %v\n%s", strings.Join(args, " "), e.ident.uid, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+
+	run("info")
+	uidMap := run("unshare", "cat", "/proc/self/uid_map")
+	gidMap := run("unshare", "cat", "/proc/self/gid_map")
+	t.Logf("uid_map as %s:\n%s\ngid_map:\n%s", e.ident.name, uidMap, gidMap)
+	if e.ident.dropped {
+		for _, c := range []struct{ file, m string }{{"/etc/subuid", uidMap}, {"/etc/subgid", gidMap}} {
+			start, err := ensureSubIDRange(c.file, e.ident.name, e.ident.uid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "1 " + strconv.Itoa(start) + " " + strconv.Itoa(subIDCount)
+			if !strings.Contains(strings.Join(strings.Fields(c.m), " "), want) {
+				t.Errorf("%s range %d+%d not mapped: %q", c.file, start, subIDCount, c.m)
+			}
+		}
+	}
+	ctr := run("from", "scratch")
+	run("copy", ctr, busybox, "/busybox")
+	id := run("run", "--isolation", "chroot", ctr, "--", "/busybox", "id", "-u")
+	if id != "0" {
+		t.Errorf("uid inside the build = %q, want 0", id)
+	}
+	owner := run("run", "--isolation", "chroot", ctr, "--", "/busybox", "sh", "-c",
+		"/busybox touch /f && /busybox chown 1000:1000 /f && /busybox stat -c %u:%g /f")
+	if owner != "1000:1000" {
+		t.Errorf("chown inside the build gave %q, want 1000:1000", owner)
+	}
+	run("commit", ctr, "smoke-image")
+	e.removeDir(d.root)
+	if _, err := os.Stat(d.root); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("build directory with rootless storage not removed: %v", err)
+	}
+}

@@ -1,0 +1,43 @@
+package buildah
+
+import (
+	"testing"
+
+	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/worker/engine/enginetest"
+)
+
+func TestEngineSuite(t *testing.T) {
+	enginetest.Run(t, func(t *testing.T) engine.Engine { return New() })
+}
+
+func TestStepLine(t *testing.T) {
+	for line, want := range map[string]bool{
+		"STEP 1/3: FROM busybox":          true,
+		"[2/2] STEP 3/3: RUN echo hi":     true,
+		"Step 2/5 : RUN make":             true,
+		"  STEP 1/3: indented is output":  false,
+		"--> 58836ba2ec5":                 false,
+		"[1/2] COMMIT example.com/app:v1": false,
+		"STEPS 1/2: not a step":           false,
+	} {
+		if got := stepLine.MatchString(line); got != want {
+			t.Errorf("stepLine(%q) = %v, want %v", line, got, want)
+		}
+	}
+}
+
+func TestRefHost(t *testing.T) {
+	for ref, want := range map[string]string{
+		"busybox":                     "docker.io",
+		"library/busybox:1":           "docker.io",
+		"127.0.0.1:5000/a/b:c":        "127.0.0.1:5000",
+		"localhost/a":                 "localhost",
+		"quay.io/x/y@sha256:abc":      "quay.io",
+		"docker://registry.example/x": "registry.example",
+	} {
+		if got := refHost(ref); got != want {
+			t.Errorf("refHost(%q) = %q, want %q", ref, got, want)
+		}
+	}
+}

@@ -1,0 +1,160 @@
+// Package engine is the contract between the build worker and the programs
+// that turn a Dockerfile and its context into pushed images (buildah now,
+// BuildKit later). Every engine passes the shared suite in enginetest.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Engine builds one image from a prepared context and pushes it to every tag.
+type Engine interface {
+	// Name is the engine's name as a Job names it ("buildah", "buildkit").
+	Name() string
+	// Build pulls req.BaseImages (reporting PhasePulling), builds
+	// (PhaseBuilding) and pushes every tag (PhasePushing), writing the
+	// programs' output to sink as it comes. Failures the user caused are
+	// returned as *UserError; anything else is an infrastructure failure
+	// worth another attempt. When ctx ends, Build stops every process it
+	// started before it returns.
+	Build(ctx context.Context, req Request, sink LogSink) (Result, error)
+}
+
+// Request is one build.
+type Request struct {
+	// ContextDir is the build context on disk.
+	ContextDir string
+	// DockerfilePath is the Dockerfile's path on disk (not necessarily
+	// inside ContextDir).
+	DockerfilePath string
+	// Tags are full references (registry/namespace/repo:tag) to push to.
+	Tags []string
+	// BuildArgs are --build-arg values.
+	BuildArgs map[string]string
+	// Target is the stage to build ("" = the last).
+	Target string
+	// NoCache rebuilds every step.
+	NoCache bool
+	// Labels are added to the image.
+	Labels map[string]string
+	// Registry is berth's registry: credentials and transport for it.
+	Registry Registry
+	// StorageRoot holds the engine's image storage for this build;
+	// RunRoot its runtime state; WorkDir is scratch space for config files
+	// (auth file, CA, policy). All three are private to this build.
+	StorageRoot string
+	RunRoot     string
+	WorkDir     string
+	// BaseImages are the external images the Dockerfile starts from,
+	// pulled before the build so that a missing one fails early and clearly.
+	BaseImages []string
+	// OnPhase, when set, is called as the build enters each phase. An error
+	// from it ends the build with that error.
+	OnPhase func(ctx context.Context, p Phase) error
+}
+
+// Registry describes berth's own registry for one build.
+type Registry struct {
+	// Host is host[:port] as it appears in image references.
+	Host     string
+	Username string
+	Password string
+	// Insecure: the registry speaks plain HTTP.
+	Insecure bool
+	// CAPEM is the PEM of a private CA the registry's certificate chains to.
+	CAPEM []byte
+	// PullRobot names the robot whose credentials pull base images, for
+	// error messages ("" when the build names none).
+	PullRobot string
+}
+
+// Result is what a successful build produced.
+type Result struct {
+	// Digests maps every tag of Request.Tags to its pushed manifest digest.
+	Digests map[string]string
+}
+
+// Phase is a step of a build the manager shows to users.
+type Phase int
+
+// Phases an engine reports, in order.
+const (
+	PhasePulling Phase = iota + 1
+	PhaseBuilding
+	PhasePushing
+)
+
+func (p Phase) String() string {
+	switch p {
+	case PhasePulling:
+		return "pulling"
+	case PhaseBuilding:
+		return "building"
+	case PhasePushing:
+		return "pushing"
+	}
+	return fmt.Sprintf("phase(%d)", int(p))
+}
+
+// LineType classifies a log line.
+type LineType int
+
+// Line types, matching the build log's entry types.
+const (
+	LineOutput  LineType = iota // plain output
+	LineCommand                 // a build step header
+	LineError                   // an error explained to the user
+	LinePhase                   // a phase change
+)
+
+// LogSink receives the build's log lines in order. Implementations must be
+// safe for concurrent use: stdout and stderr are read concurrently.
+type LogSink interface {
+	Log(t LineType, message string)
+}
+
+// LogFunc adapts a function to LogSink.
+type LogFunc func(t LineType, message string)
+
+// Log calls f.
+func (f LogFunc) Log(t LineType, message string) { f(t, message) }
+
+// Error codes of user errors; they are BuildError codes of the worker
+// protocol.
+const (
+	CodeDockerfile = "dockerfile" // the Dockerfile cannot be parsed or is missing
+	CodeBuildStep  = "build-step" // a step of the build failed
+	CodeBaseImage  = "base-image" // a base image is missing or not readable
+	CodePush       = "push"       // pushing was denied
+	CodeContext    = "context"    // the build context is unusable
+	CodeGit        = "git"        // the git source cannot be fetched
+	CodeTimeout    = "timeout"    // the build ran out of time
+)
+
+// UserError is a failure the user must fix: retrying would fail the same
+// way. Message is shown to the user as it is.
+type UserError struct {
+	Code    string
+	Message string
+	// Err is the underlying error, kept for logs; it is not shown.
+	Err error
+}
+
+func (e *UserError) Error() string { return e.Message }
+
+// Unwrap returns the underlying error.
+func (e *UserError) Unwrap() error { return e.Err }
+
+// Errorf returns a *UserError with a formatted message.
+func Errorf(code, format string, args ...any) *UserError {
+	return &UserError{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// AsUserError returns the *UserError in err's chain, if any.
+func AsUserError(err error) (*UserError, bool) {
+	var ue *UserError
+	ok := errors.As(err, &ue)
+	return ue, ok
+}

@@ -1,0 +1,118 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	pb "github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/worker/buildcontext"
+	"github.com/berth-dev/berth/worker/engine"
+)
+
+// fetchAndUnpack receives the job's source into a file under the work
+// directory (the compressed-size limit applies while it arrives) and
+// unpacks it into dest.
+func (j *jobRun) fetchAndUnpack(ctx context.Context, dest string) error {
+	lim := buildcontext.Limits{
+		MaxCompressed: j.job.GetMaxContextBytes(),
+		MaxUnpacked:   j.job.GetMaxUnpackedBytes(),
+		MaxEntries:    j.job.GetMaxEntries(),
+	}.OrDefault()
+	upload := filepath.Join(j.cfg.WorkDir, "context.upload")
+	f, err := os.OpenFile(upload, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create upload file: %w", err)
+	}
+	defer os.Remove(upload)
+	var n int64
+	switch src := j.job.GetSource().(type) {
+	case *pb.Job_Upload:
+		j.log.Log(engine.LineOutput, "Fetching the uploaded build context")
+		n, err = j.fetchUpload(ctx, f, lim.MaxCompressed)
+	case *pb.Job_ArchiveUrl:
+		j.log.Log(engine.LineOutput, "Downloading the build context from "+src.ArchiveUrl)
+		n, err = j.fetchURL(ctx, f, src.ArchiveUrl, lim.MaxCompressed)
+	case *pb.Job_Git:
+		err = engine.Errorf(engine.CodeGit, "git sources are not supported yet by this worker")
+	default:
+		err = fmt.Errorf("%w: the job has no source", errNotRetryable)
+	}
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("write upload file: %w", cerr)
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		return fmt.Errorf("create source directory: %w", err)
+	}
+	kind, err := buildcontext.Unpack(ctx, upload, dest, lim)
+	if err != nil {
+		return err
+	}
+	j.log.Log(engine.LineOutput, fmt.Sprintf("Unpacked the build context (%s, %d bytes)", kind, n))
+	return nil
+}
+
+// fetchUpload copies the FetchContext stream to w.
+func (j *jobRun) fetchUpload(ctx context.Context, w io.Writer, max int64) (int64, error) {
+	stream, err := j.client.FetchContext(ctx, &pb.FetchContextRequest{JobToken: j.job.GetJobToken()})
+	if err != nil {
+		return 0, fmt.Errorf("fetch context: %w", err)
+	}
+	return buildcontext.CopyLimited(w, &chunkReader{stream: stream}, max)
+}
+
+// chunkReader reads a stream of ContextChunk as bytes.
+type chunkReader struct {
+	stream interface {
+		Recv() (*pb.ContextChunk, error)
+	}
+	buf []byte
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		c, err := r.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return 0, io.EOF
+		}
+		if err != nil {
+			return 0, fmt.Errorf("fetch context: %w", err)
+		}
+		r.buf = c.GetData()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// fetchURL downloads url to w. A URL that answers with a client error is
+// the user's (a wrong or expired link); a server error or a broken
+// connection may pass.
+func (j *jobRun) fetchURL(ctx context.Context, w io.Writer, url string, max int64) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, engine.Errorf(engine.CodeContext, "the archive URL %q is not valid: %v", url, err)
+	}
+	resp, err := j.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("download the build context: %w", err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+		return 0, engine.Errorf(engine.CodeContext, "downloading the build context from %s failed: %s", url, resp.Status)
+	case resp.StatusCode != http.StatusOK:
+		return 0, fmt.Errorf("download the build context: %s", resp.Status)
+	}
+	if resp.ContentLength > max {
+		return 0, engine.Errorf(engine.CodeContext, "the build context is larger than the limit of %d bytes", max)
+	}
+	return buildcontext.CopyLimited(w, resp.Body, max)
+}
