@@ -61,6 +61,7 @@ test: test-deps vet unit e2e
 .PHONY: vet
 vet:
 	$(GO) vet ./...
+	@scripts/gen-proto.sh --check
 
 .PHONY: unit
 unit:

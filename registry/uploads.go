@@ -100,7 +100,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, name, id s
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	case http.MethodPatch:
-		if herr := h.appendChunk(r, u, true); herr != nil {
+		if herr := h.appendChunk(r, u, true, true); herr != nil {
 			return herr
 		}
 		h.writeUploadStatus(w, r, name, u, http.StatusAccepted)
@@ -112,11 +112,11 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, name, id s
 		}
 		if r.ContentLength != 0 {
 			// A final chunk may carry a Content-Range, checked as on PATCH.
-			if herr := h.appendChunk(r, u, true); herr != nil {
+			if herr := h.appendChunk(r, u, true, true); herr != nil {
 				return herr
 			}
 		}
-		if herr := h.finishUpload(ctx, repo, u, dgst); herr != nil {
+		if herr := h.finishUpload(ctx, repo, u, dgst, true); herr != nil {
 			return herr
 		}
 		h.writeBlobCreated(w, r, name, dgst)
@@ -207,21 +207,26 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, name strin
 	}
 	now := time.Now()
 	u := &store.Upload{ID: uuid.NewString(), RepoID: repo.ID, Algorithm: alg, CreatedAt: now, UpdatedAt: now}
+	if dgst != "" {
+		// Monolithic: the body is the whole blob. Nothing can resume it, so
+		// its session lives only in this request and is never recorded.
+		herr := h.appendChunk(r, u, false, false)
+		if herr == nil {
+			herr = h.finishUpload(ctx, repo, u, dgst, false)
+		}
+		if herr != nil {
+			if err := h.blobs.Abort(ctx, u.ID); err != nil {
+				h.log.WarnContext(ctx, "upload abort failed", "upload", u.ID, "err", err)
+			}
+			return herr
+		}
+		h.writeBlobCreated(w, r, name, dgst)
+		return nil
+	}
 	if err := h.store.CreateUpload(ctx, u); err != nil {
 		return errInternal(err)
 	}
-	if dgst == "" {
-		h.writeUploadStatus(w, r, name, u, http.StatusAccepted)
-		return nil
-	}
-	// Monolithic: the body is the whole blob.
-	if herr := h.appendChunk(r, u, false); herr != nil {
-		return herr
-	}
-	if herr := h.finishUpload(ctx, repo, u, dgst); herr != nil {
-		return herr
-	}
-	h.writeBlobCreated(w, r, name, dgst)
+	h.writeUploadStatus(w, r, name, u, http.StatusAccepted)
 	return nil
 }
 
@@ -275,9 +280,9 @@ func (h *Handler) mayPull(r *http.Request, repo *store.Repository, from string) 
 }
 
 // appendChunk streams the request body onto the upload, hashing as it goes,
-// and records the new offset. With ranged (PATCH), a Content-Range header
-// must start at the current offset (416 otherwise).
-func (h *Handler) appendChunk(r *http.Request, u *store.Upload, ranged bool) *Error {
+// and, when persist, records the new offset in the store. With ranged, a
+// Content-Range header must start at the current offset (416 otherwise).
+func (h *Handler) appendChunk(r *http.Request, u *store.Upload, ranged, persist bool) *Error {
 	ctx := r.Context()
 	from := u.Offset
 	want := int64(-1)
@@ -324,11 +329,13 @@ func (h *Handler) appendChunk(r *http.Request, u *store.Upload, ranged bool) *Er
 			return errInternal(err)
 		}
 		u.Offset, u.HashState, u.UpdatedAt = from+n, state, time.Now()
-		if err := h.store.AdvanceUpload(ctx, u, from); err != nil {
-			if errors.Is(err, store.ErrStale) {
-				return &Error{Code: codeRangeInvalid, Status: http.StatusRequestedRangeNotSatisfiable, Message: "upload advanced concurrently"}
+		if persist {
+			if err := h.store.AdvanceUpload(ctx, u, from); err != nil {
+				if errors.Is(err, store.ErrStale) {
+					return &Error{Code: codeRangeInvalid, Status: http.StatusRequestedRangeNotSatisfiable, Message: "upload advanced concurrently"}
+				}
+				return errInternal(err)
 			}
-			return errInternal(err)
 		}
 	}
 	if copyErr != nil {
@@ -346,8 +353,9 @@ func (h *Handler) appendChunk(r *http.Request, u *store.Upload, ranged bool) *Er
 // onlyReader hides a body's other methods so io.CopyBuffer uses our buffer.
 type onlyReader struct{ io.Reader }
 
-// finishUpload verifies the digest and commits the blob.
-func (h *Handler) finishUpload(ctx context.Context, repo *store.Repository, u *store.Upload, dgst digest.Digest) *Error {
+// finishUpload verifies the digest and commits the blob. persisted says
+// whether the session has a store record to remove.
+func (h *Handler) finishUpload(ctx context.Context, repo *store.Repository, u *store.Upload, dgst digest.Digest, persisted bool) *Error {
 	var got digest.Digest
 	if dgst.Algorithm().String() == u.Algorithm {
 		hs, err := restoreHash(u)
@@ -373,7 +381,9 @@ func (h *Handler) finishUpload(ctx context.Context, repo *store.Repository, u *s
 	if got != dgst {
 		// The session is spent: its bytes can never match, so the client
 		// starts over and nothing is kept.
-		h.dropUpload(ctx, u.ID)
+		if persisted {
+			h.dropUpload(ctx, u.ID)
+		}
 		return errDigestInvalid("digest mismatch: content hashes to %s", got)
 	}
 	if err := h.blobs.Commit(ctx, u.ID, dgst, u.Offset); err != nil {
@@ -381,6 +391,9 @@ func (h *Handler) finishUpload(ctx context.Context, repo *store.Repository, u *s
 	}
 	if err := h.store.PutBlob(ctx, repo.ID, store.Blob{Digest: dgst.String(), Size: u.Offset}); err != nil {
 		return errInternal(err)
+	}
+	if !persisted {
+		return nil
 	}
 	if err := h.store.DeleteUpload(ctx, u.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		h.log.WarnContext(ctx, "upload record not removed", "upload", u.ID, "err", err)

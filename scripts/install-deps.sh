@@ -35,6 +35,8 @@ PACKAGES=(
 	busybox-static
 	# git sources for builds, ssh for git-over-ssh tests
 	git openssh-server openssh-client
+	# protoc for the generated-code freshness check (scripts/gen-proto.sh)
+	protobuf-compiler
 	# build plumbing
 	make ca-certificates
 	# the production metadata database and queue, used by unit tests

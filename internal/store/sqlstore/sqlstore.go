@@ -45,6 +45,9 @@ type Store struct {
 	// write pool: modernc.org/sqlite has no statement cache, and parsing
 	// them on every push cost about a third of the CPU time of a tag write.
 	hot map[string]*sql.Stmt
+	// group batches concurrent write transactions into one commit; SQLite
+	// only (PostgreSQL groups commits itself).
+	group *groupCommitter
 }
 
 // hotQueries are prepared by prepareHot.
@@ -133,6 +136,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	s.group = newGroupCommitter(w)
 	return s, nil
 }
 
@@ -171,6 +175,9 @@ func redact(dsn string) string {
 
 // Close releases both connection pools.
 func (s *Store) Close() error {
+	if s.group != nil {
+		s.group.close()
+	}
 	var err error
 	for _, st := range s.hot {
 		err = errors.Join(err, st.Close())
@@ -199,6 +206,9 @@ func (s *Store) q(query string) string {
 // fn must not use the store's own methods: on SQLite the write pool has a
 // single connection, which fn's transaction holds.
 func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if s.group != nil {
+		return s.group.do(ctx, fn)
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -216,11 +226,13 @@ func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // execOne runs a single-statement write outside an explicit transaction
 // and returns store.ErrNotFound when it changed no row.
 func (s *Store) execOne(ctx context.Context, query string, args ...any) error {
-	res, err := s.w.ExecContext(ctx, s.q(query), args...)
-	if err != nil {
-		return classify(err)
-	}
-	return mustAffect(res)
+	return s.writeTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(query), args...)
+		if err != nil {
+			return classify(err)
+		}
+		return mustAffect(res)
+	})
 }
 
 // classify wraps err with store.ErrConflict or store.ErrNotFound when the

@@ -122,7 +122,7 @@ func (d *Driver) Append(ctx context.Context, uploadID string, offset int64) (io.
 		f.Close()
 		return nil, err
 	}
-	w := &writer{f: f}
+	w := &writer{f: f, off: offset, kicked: offset}
 	if created {
 		// The new file's directory entry must be as durable as its bytes.
 		w.syncDir = d.uploads

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // writer gathers small writes into bufSize-byte writes to the upload file.
@@ -19,7 +21,15 @@ type writer struct {
 	err error   // first write error; the writer is unusable after it
 	// syncDir, when set, is fsynced on Close because Append created the file.
 	syncDir string
+	// off is the file offset the next write lands at; kicked is the offset
+	// up to which writeback has been started.
+	off, kicked int64
 }
+
+// writebackStride is how many written bytes start the kernel's writeback of
+// them: the disk then works while more of the body arrives, and the fsync in
+// Close (and in Commit) waits only for the tail instead of the whole blob.
+const writebackStride = 8 << 20
 
 var errClosed = errors.New("filesystem: write to closed upload")
 
@@ -34,6 +44,7 @@ func (w *writer) Write(p []byte) (int, error) {
 		if len(w.buf) == 0 && len(p) >= cap(w.buf) {
 			n, err := w.f.Write(p)
 			written += n
+			w.wrote(n)
 			if err != nil {
 				w.err = fmt.Errorf("filesystem: write upload: %w", err)
 				return written, w.err
@@ -80,12 +91,25 @@ func (w *writer) flush() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
-	if _, err := w.f.Write(w.buf); err != nil {
+	n, err := w.f.Write(w.buf)
+	w.wrote(n)
+	if err != nil {
 		w.err = fmt.Errorf("filesystem: write upload: %w", err)
 		return w.err
 	}
 	w.buf = w.buf[:0]
 	return nil
+}
+
+// wrote advances the offset by n and, every writebackStride bytes, asks the
+// kernel to start writing the new bytes out without waiting for them. A
+// failure only loses the overlap, so it is ignored; Close's fsync decides.
+func (w *writer) wrote(n int) {
+	w.off += int64(n)
+	if w.off-w.kicked >= writebackStride {
+		_ = unix.SyncFileRange(int(w.f.Fd()), w.kicked, w.off-w.kicked, unix.SYNC_FILE_RANGE_WRITE)
+		w.kicked = w.off
+	}
 }
 
 // Close flushes, fsyncs and closes the file. The fsync is what lets the
