@@ -19,11 +19,11 @@ import (
 // Config is the parsed configuration. Fields carry Quay's key names in their
 // yaml tags; Raw keeps every key of the file for features that read their own.
 type Config struct {
-	ServerHostname      string `yaml:"SERVER_HOSTNAME"`
-	PreferredURLScheme  string `yaml:"PREFERRED_URL_SCHEME"`
-	DBURI               string `yaml:"DB_URI"`
-	SuperUsers          []string `yaml:"SUPER_USERS"`
-	RegistryTitle       string `yaml:"REGISTRY_TITLE"`
+	ServerHostname     string   `yaml:"SERVER_HOSTNAME"`
+	PreferredURLScheme string   `yaml:"PREFERRED_URL_SCHEME"`
+	DBURI              string   `yaml:"DB_URI"`
+	SuperUsers         []string `yaml:"SUPER_USERS"`
+	RegistryTitle      string   `yaml:"REGISTRY_TITLE"`
 	// DistributedStorageConfig maps a location name to [DriverName, {params}],
 	// e.g. {"default": ["LocalStorage", {"storage_path": "/data"}]}.
 	DistributedStorageConfig     map[string][]any `yaml:"DISTRIBUTED_STORAGE_CONFIG"`
