@@ -79,14 +79,11 @@ e2e:
 	$(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) ./test/...
 
 .PHONY: bench
-bench: tools
+bench: tools build
 	@$(set_unit_pkgs); \
 	if [[ -n $$pkgs ]]; then $(GO) test -run '^$$' -bench . -benchmem $$pkgs; fi
-	@if compgen -G 'cmd/berth/*.go' >/dev/null; then $(MAKE) --no-print-directory build; fi
-	@echo '== registry throughput: berth (bin/berth) =='
-	BERTH_E2E_TARGET=berth $(GO) test -count=1 -run '^$$' -bench . -benchtime $(BENCH_TIME) ./test/e2e
-	@echo '== registry throughput: distribution v3.1.2 (.tools/bin/registry) =='
-	BERTH_E2E_TARGET=distribution $(GO) test -count=1 -run '^$$' -bench . -benchtime $(BENCH_TIME) ./test/e2e
+	@echo '== registry: berth vs distribution v3.1.2, side by side =='
+	$(GO) run ./test/bench/regbench $(REGBENCH_FLAGS)
 
 .PHONY: fuzz
 fuzz:

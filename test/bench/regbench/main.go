@@ -215,6 +215,9 @@ func run(ctx context.Context, cfg *config, out io.Writer) (*report, error) {
 		if err := c.ping(ctx); err != nil {
 			return nil, err
 		}
+		if c.needsAuth() {
+			fmt.Fprintf(out, "%s asks for token auth (realm %s); pushing as %q\n", t.name, c.realm, t.user)
+		}
 		sides[i] = side{name: t.name, c: c}
 	}
 
