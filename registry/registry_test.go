@@ -33,6 +33,7 @@ type env struct {
 	srv     *httptest.Server
 	st      store.Store
 	dataDir string
+	tokens  *auth.TokenService
 }
 
 func newEnv(t *testing.T) *env {
@@ -68,10 +69,11 @@ func (e *env) start() {
 	}
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	policy := &auth.Policy{Store: st}
+	e.tokens = auth.NewTokenService(key, 5*time.Minute)
 	authz := regauth.NewServer(regauth.ServerOptions{
 		Policy:        policy,
 		Authenticator: auth.NewAuthenticator(st),
-		Tokens:        auth.NewTokenService(key, 5*time.Minute),
+		Tokens:        e.tokens,
 	})
 	var base string
 	h := registry.New(registry.Options{
@@ -347,5 +349,58 @@ func TestTagPaginationAndReferrers(t *testing.T) {
 		if (filter != "") != (resp.Header.Get("OCI-Filters-Applied") == "artifactType") {
 			t.Fatalf("OCI-Filters-Applied %q for %q", resp.Header.Get("OCI-Filters-Applied"), filter)
 		}
+	}
+}
+
+// A build worker logs in with a registry token as its password: it may do
+// exactly what the token grants, on /v2 directly and through /v2/auth.
+func TestRegistryTokenAsPassword(t *testing.T) {
+	e := newEnv(t)
+	alice, err := e.st.GetAccountByName(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.tokens.Issue(&auth.Principal{Account: alice}, "svc", []auth.ResourceActions{
+		{Type: auth.TypeRepository, Name: "alice/app", Actions: []auth.Action{auth.Pull, auth.Push}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := func(method, path string, body []byte) *http.Response {
+		req, _ := http.NewRequest(method, e.srv.URL+path, bytes.NewReader(body))
+		req.SetBasicAuth(auth.RegistryTokenUser, tok.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	d := digest.FromString("layer")
+	expect(t, do("POST", "/v2/alice/app/blobs/uploads/?digest="+d.String(), []byte("layer")), 201, "")
+	// alice herself could push here, but the token does not say so.
+	expect(t, do("POST", "/v2/alice/other/blobs/uploads/", nil), 403, "DENIED")
+
+	resp := do("GET", "/v2/auth?service=svc&scope=repository:alice/app:pull,push&scope=repository:alice/other:pull,push", nil)
+	expect(t, resp, 200, "")
+	var body struct{ Token string }
+	json.NewDecoder(resp.Body).Decode(&body)
+	c, err := e.tokens.Verify(context.Background(), body.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Allows(auth.TypeRepository, "alice/app", auth.Push) || c.Allows(auth.TypeRepository, "alice/other", auth.Pull) {
+		t.Fatalf("token exchanged for %+v", c.Access)
+	}
+	// A forged or expired password is refused, never a 500.
+	req, _ := http.NewRequest("GET", e.srv.URL+"/v2/auth?scope=repository:alice/app:pull", nil)
+	req.SetBasicAuth(auth.RegistryTokenUser, tok.Token+"x")
+	r2, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.StatusCode != 401 {
+		t.Fatalf("forged token: %d", r2.StatusCode)
 	}
 }

@@ -153,20 +153,12 @@ func ActionsFor(method string) []iauth.Action {
 func (s *Server) Authorize(r *http.Request, repo string, actions ...iauth.Action) (*iauth.Principal, error) {
 	h := r.Header.Get("Authorization")
 	if tok, ok := cutScheme(h, "Bearer"); ok {
-		c, err := s.Tokens.Verify(r.Context(), tok)
-		if err != nil {
-			return nil, s.challenge(r, http.StatusUnauthorized, repo, actions, "invalid_token", err)
-		}
-		if c.Allows(iauth.TypeRepository, repo, actions...) {
-			return c.Principal(), nil
-		}
-		if c.Principal().IsAnonymous() {
-			// Ask for credentials rather than deny: logging in may help.
-			return nil, s.challenge(r, http.StatusUnauthorized, repo, actions, "insufficient_scope", nil)
-		}
-		return nil, s.challenge(r, http.StatusForbidden, repo, actions, "insufficient_scope", nil)
+		return s.authorizeToken(r, tok, repo, actions)
 	}
 	if _, ok := cutScheme(h, "Basic"); ok {
+		if user, pw, ok := r.BasicAuth(); ok && user == iauth.RegistryTokenUser {
+			return s.authorizeToken(r, pw, repo, actions)
+		}
 		p, err := s.basic(r)
 		if err != nil {
 			return nil, s.refuseBasic(r, repo, actions, err)
@@ -185,6 +177,22 @@ func (s *Server) Authorize(r *http.Request, repo string, actions ...iauth.Action
 	return nil, s.challenge(r, http.StatusUnauthorized, repo, actions, "", nil)
 }
 
+// authorizeToken checks a token this server issued against repo and actions.
+func (s *Server) authorizeToken(r *http.Request, tok, repo string, actions []iauth.Action) (*iauth.Principal, error) {
+	c, err := s.Tokens.Verify(r.Context(), tok)
+	if err != nil {
+		return nil, s.challenge(r, http.StatusUnauthorized, repo, actions, "invalid_token", err)
+	}
+	if c.Allows(iauth.TypeRepository, repo, actions...) {
+		return c.Principal(), nil
+	}
+	if c.Principal().IsAnonymous() {
+		// Ask for credentials rather than deny: logging in may help.
+		return nil, s.challenge(r, http.StatusUnauthorized, repo, actions, "insufficient_scope", nil)
+	}
+	return nil, s.challenge(r, http.StatusForbidden, repo, actions, "insufficient_scope", nil)
+}
+
 // AuthorizeBase checks a request that names no repository (GET /v2/): any
 // valid credential passes, including an anonymous token; no credential gets
 // a challenge without scope.
@@ -198,6 +206,13 @@ func (s *Server) AuthorizeBase(r *http.Request) (*iauth.Principal, error) {
 		return c.Principal(), nil
 	}
 	if _, ok := cutScheme(h, "Basic"); ok {
+		if user, pw, ok := r.BasicAuth(); ok && user == iauth.RegistryTokenUser {
+			c, err := s.Tokens.Verify(r.Context(), pw)
+			if err != nil {
+				return nil, s.challenge(r, http.StatusUnauthorized, "", nil, "invalid_token", err)
+			}
+			return c.Principal(), nil
+		}
 		p, err := s.basic(r)
 		if err != nil {
 			return nil, s.refuseBasic(r, "", nil, err)

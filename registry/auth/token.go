@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"fmt"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -46,7 +47,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	log := s.logger()
 
-	who, user, err := s.tokenPrincipal(r)
+	who, user, limit, err := s.tokenPrincipal(r)
 	if err != nil {
 		var te *iauth.ThrottledError
 		switch {
@@ -75,7 +76,13 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	access := make([]iauth.ResourceActions, 0, len(requested))
 	for _, ra := range requested {
-		acts, err := s.grant(r, who, ra)
+		var acts []iauth.Action
+		var err error
+		if limit != nil {
+			acts = iauth.Intersect(ra.Actions, claimedActions(limit, ra))
+		} else {
+			acts, err = s.grant(r, who, ra)
+		}
 		if err != nil {
 			log.ErrorContext(ctx, "token request failed", "user", user, "scope", ra.String(), "err", err)
 			tokenError(w, http.StatusInternalServerError, "UNKNOWN", "internal error")
@@ -111,29 +118,49 @@ var errUnsupportedGrant = errors.New("unsupported grant_type")
 // tokenPrincipal authenticates a token request: Basic credentials, the
 // OAuth2 password grant's form fields, or nobody. It also returns the user
 // name claimed, for logs.
-func (s *Server) tokenPrincipal(r *http.Request) (*iauth.Principal, string, error) {
+func (s *Server) tokenPrincipal(r *http.Request) (who *iauth.Principal, user string, limit *iauth.Claims, err error) {
 	if r.Method == http.MethodPost {
 		switch r.PostForm.Get("grant_type") {
 		case "password":
 			user := r.PostForm.Get("username")
 			p, err := s.Authenticator.Basic(r.Context(), user, r.PostForm.Get("password"))
-			return p, user, err
+			return p, user, nil, err
 		case "":
 		default:
 			// Refresh tokens are not issued, so none can be redeemed.
-			return nil, "", errUnsupportedGrant
+			return nil, "", nil, errUnsupportedGrant
 		}
 	}
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		return nil, "", nil
+		return nil, "", nil, nil
 	}
 	user, pw, ok := r.BasicAuth()
 	if !ok {
-		return nil, "", iauth.ErrInvalidCredentials
+		return nil, "", nil, iauth.ErrInvalidCredentials
+	}
+	if user == iauth.RegistryTokenUser {
+		// A token this server issued, presented as a password (build
+		// workers do): it grants what it carries and nothing more.
+		c, err := s.Tokens.Verify(r.Context(), pw)
+		if err != nil {
+			return nil, user, nil, fmt.Errorf("%w: %w", iauth.ErrInvalidCredentials, err)
+		}
+		return c.Principal(), user, c, nil
 	}
 	p, err := s.Authenticator.Basic(r.Context(), user, pw)
-	return p, user, err
+	return p, user, nil, err
+}
+
+// claimedActions is what a token's access claim grants on ra's resource.
+func claimedActions(c *iauth.Claims, ra iauth.ResourceActions) []iauth.Action {
+	var acts []iauth.Action
+	for _, a := range c.Access {
+		if a.Type == ra.Type && a.Name == ra.Name {
+			acts = append(acts, a.Actions...)
+		}
+	}
+	return acts
 }
 
 // requestedScopes parses and merges every scope parameter: a resource

@@ -24,6 +24,7 @@ type groupCommitter struct {
 	ops  chan *writeOp
 	stop chan struct{}
 	wg   sync.WaitGroup
+	once sync.Once
 }
 
 type writeOp struct {
@@ -55,8 +56,9 @@ func (c *groupCommitter) do(ctx context.Context, fn func(tx *sql.Tx) error) erro
 	return <-op.result
 }
 
+// close stops the committer after the batch in flight; later calls wait too.
 func (c *groupCommitter) close() {
-	close(c.stop)
+	c.once.Do(func() { close(c.stop) })
 	c.wg.Wait()
 }
 
