@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -135,7 +136,7 @@ func newFakeExecutor(name string, behave func(string, int) behaviour) *fakeExecu
 
 var _ executors.Exited = (*fakeExecutor)(nil)
 
-func (f *fakeExecutor) Name() string            { return f.name }
+func (f *fakeExecutor) Name() string          { return f.name }
 func (f *fakeExecutor) Exited() <-chan string { return f.exited }
 func (f *fakeExecutor) Running(context.Context) (int, error) {
 	return int(f.running.Load()), nil
@@ -152,11 +153,11 @@ func (f *fakeExecutor) Start(_ context.Context, spec executors.WorkerSpec) (stri
 	attempt := f.starts[spec.BuildID]
 	ctx, cancel := context.WithCancel(context.Background())
 	f.workers[id] = cancel
+	b := f.behave(spec.BuildID, attempt)
 	f.mu.Unlock()
 	n := f.running.Add(1)
 	for p := f.peak.Load(); n > p && !f.peak.CompareAndSwap(p, n); p = f.peak.Load() {
 	}
-	b := f.behave(spec.BuildID, attempt)
 	go func() {
 		defer f.running.Add(-1)
 		f.work(ctx, spec, b)
@@ -184,6 +185,18 @@ func (f *fakeExecutor) Stop(_ context.Context, id string) error {
 	f.stopped[id] = true
 	cancel()
 	return nil
+}
+
+func (f *fakeExecutor) setBehave(b func(string, int) behaviour) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.behave = b
+}
+
+func (f *fakeExecutor) startsOf(buildID string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.starts[buildID]
 }
 
 func (f *fakeExecutor) wasStopped(id string) bool {
@@ -310,6 +323,7 @@ func testOptions(e *env, key ed25519.PrivateKey, ex ...Executor) Options {
 		PollInterval: 50 * time.Millisecond, LeaseTimeout: 600 * time.Millisecond,
 		SetupTime: 5 * time.Second, TimeLimit: 30 * time.Second,
 		Registry: RegistryTarget{Addr: "127.0.0.1:8080", Insecure: true},
+		Logger:   slog.New(slog.DiscardHandler),
 	}
 }
 
@@ -417,7 +431,7 @@ func (h *harness) waitPhase(t *testing.T, id string, want store.BuildPhase, with
 	}
 }
 
-func (h *harness) logs(t *testing.T, id string) []LogEntry {
+func (h *harness) logsOf(t *testing.T, id string) []LogEntry {
 	t.Helper()
 	es, total, err := h.Logs(context.Background(), id, 0)
 	if err != nil {
@@ -443,4 +457,6 @@ func always(b behaviour) func(string, int) behaviour {
 	return func(string, int) behaviour { return b }
 }
 
-func generateKey() (ed25519.PublicKey, ed25519.PrivateKey, error) { return ed25519.GenerateKey(rand.Reader) }
+func generateKey() (ed25519.PublicKey, ed25519.PrivateKey, error) {
+	return ed25519.GenerateKey(rand.Reader)
+}

@@ -26,7 +26,7 @@ func TestPhasesInOrder(t *testing.T) {
 		if got.ManifestDigests["latest"] == "" || got.ManifestDigests["v1"] == "" {
 			t.Errorf("digests %v", got.ManifestDigests)
 		}
-		es := h.logs(t, b.ID)
+		es := h.logsOf(t, b.ID)
 		want := []string{"build-scheduled", "unpacking", "pulling", "building", "pushing", "complete"}
 		if p := phasesOf(es); !reflect.DeepEqual(p, want) {
 			t.Errorf("phases %v, want %v", p, want)
@@ -44,9 +44,16 @@ func TestPhasesInOrder(t *testing.T) {
 			t.Errorf("%d command entries, want 1", commands)
 		}
 		// The log was archived and is served from there the same way.
-		got, _ = h.Get(context.Background(), b.ID)
+		// Archiving follows the terminal phase closely.
+		for deadline := time.Now().Add(2 * time.Second); got.LogsArchive == "" && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+			got, _ = h.Get(context.Background(), b.ID)
+		}
 		if got.LogsArchive == "" {
 			t.Fatal("log not archived")
+		}
+		if n, _ := e.rc.Exists(context.Background(), h.logs.listKey(b.ID)).Result(); n != 0 {
+			t.Error("live log kept after archiving")
 		}
 		tail, total, err := h.Logs(context.Background(), b.ID, 3)
 		if err != nil || total != len(es) || len(tail) != len(es)-3 || tail[0].Message != es[3].Message || tail[0].Index != 3 {
@@ -91,8 +98,8 @@ func TestUserErrorEndsAtOnce(t *testing.T) {
 		if i < 0 || es[i].Message != "RUN false: exit status 1" || es[i-1].Message != "exit status 1" {
 			t.Fatalf("no error entry after the step output: %+v", es)
 		}
-		if h.ex.starts[b.ID] != 1 {
-			t.Errorf("%d workers started, want 1 (no retry)", h.ex.starts[b.ID])
+		if h.ex.startsOf(b.ID) != 1 {
+			t.Errorf("%d workers started, want 1 (no retry)", h.ex.startsOf(b.ID))
 		}
 	})
 }
@@ -112,7 +119,7 @@ func TestLostWorkerRetried(t *testing.T) {
 				if got.Phase != store.PhaseComplete || got.Attempts != 2 {
 					t.Fatalf("build %s after %d attempts: %s", got.Phase, got.Attempts, got.ErrorMessage)
 				}
-				es := h.logs(t, b.ID)
+				es := h.logsOf(t, b.ID)
 				i := slices.IndexFunc(es, func(e LogEntry) bool { return strings.HasPrefix(e.Message, "Attempt 1 of 3 failed") })
 				if i < 0 || es[i+1].Message != "waiting" {
 					t.Fatalf("failed attempt not logged: %v", es)
@@ -135,10 +142,10 @@ func TestThreeLostAttemptsInternalError(t *testing.T) {
 		sub := h.Events().Subscribe(16, events.BuildFailure)
 		b := h.submit(t)
 		got := h.waitEnd(t, b.ID, 15*time.Second)
-		if got.Phase != store.PhaseInternalError || got.Attempts != 3 || h.ex.starts[b.ID] != 3 {
-			t.Fatalf("build %s after %d attempts (%d starts)", got.Phase, got.Attempts, h.ex.starts[b.ID])
+		if got.Phase != store.PhaseInternalError || got.Attempts != 3 || h.ex.startsOf(b.ID) != 3 {
+			t.Fatalf("build %s after %d attempts (%d starts)", got.Phase, got.Attempts, h.ex.startsOf(b.ID))
 		}
-		es := h.logs(t, b.ID)
+		es := h.logsOf(t, b.ID)
 		if last := es[len(es)-2]; last.Type != LogError || !strings.Contains(last.Message, "failed 3 times") {
 			t.Errorf("last entries %+v", es[len(es)-2:])
 		}
@@ -170,7 +177,7 @@ func TestExecutorFailover(t *testing.T) {
 		if got.Phase != store.PhaseComplete || got.ExecutorName != "up" || got.Attempts != 1 {
 			t.Fatalf("build %s on %q after %d attempts", got.Phase, got.ExecutorName, got.Attempts)
 		}
-		if picky.starts[b.ID] != 0 {
+		if picky.startsOf(b.ID) != 0 {
 			t.Error("executor above its retry threshold was used")
 		}
 	})
@@ -203,7 +210,7 @@ func TestCancel(t *testing.T) {
 		if got.Phase != store.PhaseCancelled || execID == "" || !h.ex.wasStopped(execID) {
 			t.Fatalf("running build %s, worker %q stopped %v", got.Phase, execID, h.ex.wasStopped(execID))
 		}
-		if p := phasesOf(h.logs(t, running.ID)); p[len(p)-1] != "cancelled" {
+		if p := phasesOf(h.logsOf(t, running.ID)); p[len(p)-1] != "cancelled" {
 			t.Errorf("phases %v", p)
 		}
 		if _, err := h.Cancel(context.Background(), running.ID); !errors.Is(err, ErrNotCancellable) {
@@ -217,7 +224,7 @@ func TestCancel(t *testing.T) {
 			}
 		}
 		// The slot is free again: a new build runs.
-		h.ex.behave = always(behaveOK)
+		h.ex.setBehave(always(behaveOK))
 		if b := h.waitEnd(t, h.submit(t).ID, 10*time.Second); b.Phase != store.PhaseComplete {
 			t.Errorf("build after cancellations: %s", b.Phase)
 		}
@@ -340,7 +347,7 @@ func TestLogReplayAndLiveSubscription(t *testing.T) {
 		if len(got) == 0 || got[0].Index != 2 {
 			t.Fatalf("replay did not start at 2: %+v", got)
 		}
-		all := h.logs(t, b.ID)
+		all := h.logsOf(t, b.ID)
 		if len(got) != len(all)-2 || got[len(got)-1].Message != "complete" {
 			t.Fatalf("subscriber saw %d entries, log has %d", len(got), len(all))
 		}

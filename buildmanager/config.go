@@ -1,0 +1,141 @@
+package buildmanager
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/berth-dev/berth/buildmanager/queue"
+)
+
+// Config is the parsed BUILD_MANAGER key of config.yaml, Quay's shape:
+//
+//	BUILD_MANAGER:
+//	- ephemeral
+//	- ALLOWED_WORKER_COUNT: 1
+//	  ORCHESTRATOR_PREFIX: buildman/production/
+//	  ORCHESTRATOR: {REDIS_HOST: redis:6379, REDIS_PASSWORD: ..., REDIS_SSL: false}
+//	  EXECUTORS:
+//	  - {EXECUTOR: local, SETUP_TIME: 60, MINIMUM_RETRY_THRESHOLD: 0}
+//	  BUILD_TIME_LIMIT: 3600              # berth: seconds a build may run
+//	  MAXIMUM_QUEUED_BUILDS_COUNT: 0      # berth: unfinished builds per namespace (0: no limit)
+type Config struct {
+	AllowedWorkerCount int
+	OrchestratorPrefix string
+	// Redis is nil when no ORCHESTRATOR is configured: use the embedded server.
+	Redis                 *queue.RedisConfig
+	Executors             []ExecutorConfig
+	TimeLimit             time.Duration
+	MaxQueuedPerNamespace int
+}
+
+// ExecutorConfig is one EXECUTORS entry. Params holds every key of the
+// entry for the executor's own constructor.
+type ExecutorConfig struct {
+	// Kind is EXECUTOR ("local", "kubernetes", ...).
+	Kind string
+	// Name is NAME, or Kind when absent.
+	Name                  string
+	SetupTime             time.Duration
+	MinimumRetryThreshold int
+	Params                map[string]any
+}
+
+// ParseConfig reads the BUILD_MANAGER value (nil: defaults, one local
+// executor and the embedded Redis).
+func ParseConfig(raw any) (*Config, error) {
+	c := &Config{AllowedWorkerCount: 1, TimeLimit: DefaultTimeLimit}
+	if raw == nil {
+		c.Executors = []ExecutorConfig{{Kind: "local", Name: "local", Params: map[string]any{}}}
+		return c, nil
+	}
+	pair, ok := raw.([]any)
+	if !ok || len(pair) != 2 {
+		return nil, fmt.Errorf("BUILD_MANAGER: want [\"ephemeral\", {settings}]")
+	}
+	if kind, _ := pair[0].(string); kind != "ephemeral" {
+		return nil, fmt.Errorf("BUILD_MANAGER: unsupported manager %v (only ephemeral)", pair[0])
+	}
+	m, ok := pair[1].(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("BUILD_MANAGER[1]: want a map of settings")
+	}
+	var err error
+	if c.AllowedWorkerCount, err = intKey(m, "ALLOWED_WORKER_COUNT", 1); err != nil {
+		return nil, err
+	}
+	if c.AllowedWorkerCount < 1 {
+		return nil, fmt.Errorf("BUILD_MANAGER: ALLOWED_WORKER_COUNT must be at least 1")
+	}
+	if v, ok := m["ORCHESTRATOR_PREFIX"]; ok {
+		if c.OrchestratorPrefix, ok = v.(string); !ok {
+			return nil, fmt.Errorf("BUILD_MANAGER: ORCHESTRATOR_PREFIX must be a string")
+		}
+	}
+	secs, err := intKey(m, "BUILD_TIME_LIMIT", int(DefaultTimeLimit/time.Second))
+	if err != nil {
+		return nil, err
+	}
+	c.TimeLimit = time.Duration(secs) * time.Second
+	if c.MaxQueuedPerNamespace, err = intKey(m, "MAXIMUM_QUEUED_BUILDS_COUNT", 0); err != nil {
+		return nil, err
+	}
+	if o, ok := m["ORCHESTRATOR"]; ok && o != nil {
+		om, ok := o.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("BUILD_MANAGER: ORCHESTRATOR must be a map")
+		}
+		host, _ := om["REDIS_HOST"].(string)
+		if host == "" {
+			return nil, fmt.Errorf("BUILD_MANAGER: ORCHESTRATOR needs REDIS_HOST")
+		}
+		pw, _ := om["REDIS_PASSWORD"].(string)
+		ssl, _ := om["REDIS_SSL"].(bool)
+		c.Redis = &queue.RedisConfig{Host: host, Password: pw, SSL: ssl}
+	}
+	list, _ := m["EXECUTORS"].([]any)
+	names := map[string]bool{}
+	for i, e := range list {
+		em, ok := e.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("BUILD_MANAGER: EXECUTORS[%d] must be a map", i)
+		}
+		x := ExecutorConfig{Params: em}
+		x.Kind, _ = em["EXECUTOR"].(string)
+		if x.Kind == "" {
+			return nil, fmt.Errorf("BUILD_MANAGER: EXECUTORS[%d] needs EXECUTOR", i)
+		}
+		x.Name, _ = em["NAME"].(string)
+		if x.Name == "" {
+			x.Name = x.Kind
+		}
+		if names[x.Name] {
+			return nil, fmt.Errorf("BUILD_MANAGER: two executors are named %q (set NAME)", x.Name)
+		}
+		names[x.Name] = true
+		setup, err := intKey(em, "SETUP_TIME", 0)
+		if err != nil {
+			return nil, fmt.Errorf("EXECUTORS[%d]: %w", i, err)
+		}
+		x.SetupTime = time.Duration(setup) * time.Second
+		if x.MinimumRetryThreshold, err = intKey(em, "MINIMUM_RETRY_THRESHOLD", 0); err != nil {
+			return nil, fmt.Errorf("EXECUTORS[%d]: %w", i, err)
+		}
+		c.Executors = append(c.Executors, x)
+	}
+	if len(c.Executors) == 0 {
+		c.Executors = []ExecutorConfig{{Kind: "local", Name: "local", Params: map[string]any{}}}
+	}
+	return c, nil
+}
+
+func intKey(m map[string]any, key string, def int) (int, error) {
+	v, ok := m[key]
+	if !ok || v == nil {
+		return def, nil
+	}
+	n, ok := v.(int)
+	if !ok || n < 0 {
+		return 0, fmt.Errorf("BUILD_MANAGER: %s must be a whole number >= 0, got %v", key, v)
+	}
+	return n, nil
+}

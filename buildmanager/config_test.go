@@ -1,0 +1,57 @@
+package buildmanager
+
+import (
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+func TestParseConfig(t *testing.T) {
+	var raw map[string]any
+	err := yaml.Unmarshal([]byte(`
+BUILD_MANAGER:
+- ephemeral
+- ALLOWED_WORKER_COUNT: 2
+  ORCHESTRATOR_PREFIX: buildman/prod/
+  ORCHESTRATOR:
+    REDIS_HOST: redis.example:6380
+    REDIS_PASSWORD: pw
+    REDIS_SSL: true
+  BUILD_TIME_LIMIT: 600
+  EXECUTORS:
+  - EXECUTOR: kubernetes
+    SETUP_TIME: 180
+    MINIMUM_RETRY_THRESHOLD: 1
+    BUILDER_NAMESPACE: builder
+  - EXECUTOR: local
+`), &raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ParseConfig(raw["BUILD_MANAGER"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AllowedWorkerCount != 2 || c.OrchestratorPrefix != "buildman/prod/" || c.TimeLimit != 10*time.Minute {
+		t.Errorf("config %+v", c)
+	}
+	if c.Redis == nil || c.Redis.Host != "redis.example:6380" || c.Redis.Password != "pw" || !c.Redis.SSL {
+		t.Errorf("redis %+v", c.Redis)
+	}
+	if len(c.Executors) != 2 || c.Executors[0].Name != "kubernetes" || c.Executors[0].SetupTime != 3*time.Minute ||
+		c.Executors[0].MinimumRetryThreshold != 1 || c.Executors[0].Params["BUILDER_NAMESPACE"] != "builder" || c.Executors[1].Kind != "local" {
+		t.Errorf("executors %+v", c.Executors)
+	}
+
+	d, err := ParseConfig(nil)
+	if err != nil || d.Redis != nil || d.AllowedWorkerCount != 1 || len(d.Executors) != 1 || d.Executors[0].Kind != "local" {
+		t.Errorf("defaults %+v, %v", d, err)
+	}
+	for _, bad := range []any{"ephemeral", []any{"external", map[string]any{}}, []any{"ephemeral", map[string]any{"ALLOWED_WORKER_COUNT": "x"}},
+		[]any{"ephemeral", map[string]any{"EXECUTORS": []any{map[string]any{"EXECUTOR": "local"}, map[string]any{"EXECUTOR": "local"}}}}} {
+		if _, err := ParseConfig(bad); err == nil {
+			t.Errorf("ParseConfig(%v) accepted", bad)
+		}
+	}
+}
