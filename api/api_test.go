@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -846,14 +847,20 @@ func TestNoServerErrorForBadInput(t *testing.T) {
 	e.must(201, http.MethodPut, "/api/v1/organization/acme/robots/ci", basic("root"), nil)
 	values := map[string][]string{
 		"orgname": {"acme", "nope", "a%2Bb"}, "teamname": {"owners", "Bad"}, "namespace": {"acme", "x"},
-		"repo": {"app", "nope"}, "username": {"alice", "acme+ci", "nobody+x"}, "membername": {"alice", "a@b", "acme+ci"},
+		"repo": {"app", "nope"}, "username": {"acme+ci", "nobody+x"}, "membername": {"alice", "a@b", "acme+ci"},
 		"email": {"a@b", "bad"}, "robot_shortname": {"ci", "new_one", "BAD"}, "prototypeid": {"nope"},
 		"client_id": {"nope"},
 	}
 	bodies := []any{nil, "{", "[]", `{"role": 5, "name": [], "visibility": {}, "repositories": "x", "scopes": "x", "enabled": "yes"}`,
 		map[string]any{"role": "admin", "name": "zz", "repository": "new", "visibility": "public", "repositories": []string{"app"},
 			"scopes": []string{"repo:read"}, "delegate": map[string]any{"name": "alice"}, "unstructured_metadata": []int{1}}}
-	for _, rt := range e.api.Echo().Routes() {
+	routes := e.api.Echo().Routes()
+	// Deletions last, so that the rest still finds things to act on.
+	slices.SortStableFunc(routes, func(a, b *echo.Route) int {
+		return strings.Compare(strconv.FormatBool(a.Method == http.MethodDelete), strconv.FormatBool(b.Method == http.MethodDelete))
+	})
+	n := 0
+	for _, rt := range routes {
 		if rt.Method == echo.RouteNotFound || strings.HasSuffix(rt.Path, "/initialize") {
 			continue
 		}
@@ -872,8 +879,13 @@ func TestNoServerErrorForBadInput(t *testing.T) {
 			paths = next
 		}
 		for _, p := range paths {
-			for _, b := range bodies {
-				for _, c := range []cred{basic("root"), basic("alice"), anon} {
+			for i, b := range bodies {
+				creds := []cred{basic("root"), basic("alice")}
+				if i == 0 {
+					creds = append(creds, anon)
+				}
+				for _, c := range creds {
+					n++
 					if r := e.call(rt.Method, p, c, b); r.code >= 500 {
 						t.Errorf("%s %s with %v: %s", rt.Method, p, b, r)
 					}
@@ -881,6 +893,7 @@ func TestNoServerErrorForBadInput(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("%d requests", n)
 }
 
 func TestLoginThrottledThroughAPI(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/store"
@@ -173,12 +174,21 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.Sto
 		st.Close()
 		return nil, nil, fmt.Errorf("token signing key: %w", err)
 	}
+	secrets, err := auth.LoadSecrets(rawString(cfg, "DATABASE_SECRET_KEY"), cfg.DataDir)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
 	external := externalURL(cfg)
 	policy := &auth.Policy{Store: st}
+	authenticator := auth.NewAuthenticator(st)
+	authenticator.Secrets = secrets
+	authenticator.RobotsDisallowed = rawBool(cfg, "ROBOTS_DISALLOW")
+	tokens := auth.NewTokenService(key, cfg.TokenLifetime)
 	authServer := regauth.NewServer(regauth.ServerOptions{
 		Policy:        policy,
-		Authenticator: auth.NewAuthenticator(st),
-		Tokens:        auth.NewTokenService(key, cfg.TokenLifetime),
+		Authenticator: authenticator,
+		Tokens:        tokens,
 		ExternalURL:   external,
 		Service: func(r *http.Request) string {
 			if cfg.ServerHostname != "" {
@@ -195,7 +205,19 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.Sto
 		Logger:      log,
 		ExternalURL: external,
 	})
+	restAPI := api.New(api.Options{
+		Store:          st,
+		Policy:         policy,
+		Authenticator:  authenticator,
+		Revoker:        tokens.Revoker,
+		Secrets:        secrets,
+		Config:         cfg,
+		ExternalURL:    external,
+		Logger:         log,
+		InvalidateRepo: reg.InvalidateRepository,
+	})
 	mux := http.NewServeMux()
+	mux.Handle("/api/", restAPI.Handler())
 	mux.Handle("/v2/auth", authServer.TokenHandler())
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
@@ -272,4 +294,16 @@ func bootstrapAdmin(ctx context.Context, st store.Store, cfg *config.Config, log
 	}
 	log.Info("superuser created", "user", name)
 	return nil
+}
+
+// rawString reads a string key of config.yaml that has no typed field.
+func rawString(cfg *config.Config, key string) string {
+	v, _ := cfg.Raw[key].(string)
+	return v
+}
+
+// rawBool reads a boolean key of config.yaml that has no typed field.
+func rawBool(cfg *config.Config, key string) bool {
+	v, _ := cfg.Raw[key].(bool)
+	return v
 }
