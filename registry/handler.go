@@ -216,7 +216,12 @@ func (h *Handler) requireRepo(w http.ResponseWriter, r *http.Request, name strin
 // exist creates it, private, in its namespace. Authorization already
 // decided the principal may create it.
 func (h *Handler) ensureRepo(w http.ResponseWriter, r *http.Request, name string) (*store.Repository, *Error) {
-	repo, herr := h.access(w, r, name, auth.Pull, auth.Push)
+	who, err := h.authz.Authorize(r, name, auth.Pull, auth.Push)
+	if err != nil {
+		h.writeAuthError(w, r, err)
+		return nil, errAuthWritten
+	}
+	repo, herr := h.lookupRepo(r.Context(), name)
 	if herr != nil || repo != nil {
 		return repo, herr
 	}
@@ -229,8 +234,19 @@ func (h *Handler) ensureRepo(w http.ResponseWriter, r *http.Request, name string
 	if err != nil {
 		return nil, errInternal(err)
 	}
+	// As through the REST API: in an organization the creator gets admin on
+	// what it created and the organization's default permissions apply; in
+	// a user namespace the owner already has every right.
+	var creatorID int64
+	if ns.Kind == store.KindOrganization && !who.IsAnonymous() {
+		creator, err := h.store.GetAccountByName(ctx, who.Name())
+		if err != nil {
+			return nil, errInternal(err)
+		}
+		creatorID = creator.ID
+	}
 	repo = &store.Repository{NamespaceID: ns.ID, Namespace: ns.Name, Name: rest, Visibility: store.Private}
-	err = h.store.CreateRepository(ctx, repo)
+	err = h.store.CreateRepositoryWithDefaults(ctx, repo, creatorID, store.RoleAdmin)
 	if errors.Is(err, store.ErrConflict) {
 		// Another request created it first.
 		repo, err = h.store.GetRepository(ctx, nsName, rest)

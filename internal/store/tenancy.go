@@ -225,6 +225,9 @@ type TenancyStore interface {
 	// OAuth applications and access tokens.
 
 	CreateOAuthApplication(ctx context.Context, app *OAuthApplication) error
+	// GetOAuthApplication finds an application by client ID within orgID,
+	// or in any organization when orgID is 0 (OAuth endpoints know only
+	// the client ID).
 	GetOAuthApplication(ctx context.Context, orgID int64, clientID string) (*OAuthApplication, error)
 	ListOAuthApplications(ctx context.Context, orgID int64) ([]OAuthApplication, error)
 	UpdateOAuthApplication(ctx context.Context, app *OAuthApplication) error

@@ -45,6 +45,15 @@ func (f *fakeStore) GetAccountByName(ctx context.Context, name string) (*store.A
 	return &c, nil
 }
 
+// The fake holds no teams or permissions: ownership and visibility decide.
+func (f *fakeStore) EffectiveRepoRoles(ctx context.Context, repoID, accountID int64) ([]store.Role, error) {
+	return nil, nil
+}
+
+func (f *fakeStore) OrgTeamRoles(ctx context.Context, orgID, accountID int64) ([]store.TeamRole, error) {
+	return nil, nil
+}
+
 func (f *fakeStore) GetRepository(ctx context.Context, ns, name string) (*store.Repository, error) {
 	f.repoCalls.Add(1)
 	if f.down.Load() {
