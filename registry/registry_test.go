@@ -404,3 +404,44 @@ func TestRegistryTokenAsPassword(t *testing.T) {
 		t.Fatalf("forged token: %d", r2.StatusCode)
 	}
 }
+
+// A token issued to an OAuth-scoped principal can mount only from what the
+// token itself names, even where the account could read the source.
+func TestScopedTokenCannotMountBeyondItsClaim(t *testing.T) {
+	e := newEnv(t)
+	d := e.pushBlob("alice", "alice/one", []byte("alice's layer"))
+	alice, err := e.st.GetAccountByName(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, scoped := range []bool{false, true} {
+		who := &auth.Principal{Account: alice}
+		if scoped {
+			who.Scopes = []auth.OAuthScope{auth.ScopeRepoWrite}
+		}
+		tok, err := e.tokens.Issue(who, "svc", []auth.ResourceActions{
+			{Type: auth.TypeRepository, Name: "alice/two", Actions: []auth.Action{auth.Pull, auth.Push}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest("POST", e.srv.URL+"/v2/alice/two/blobs/uploads/?mount="+d.String()+"&from=alice/one", nil)
+		req.Header.Set("Authorization", "Bearer "+tok.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want := 201
+		if scoped {
+			want = 202
+		}
+		if resp.StatusCode != want {
+			t.Fatalf("scoped=%v: mount answered %d, want %d", scoped, resp.StatusCode, want)
+		}
+		if !scoped {
+			// Unlink again so the scoped round starts from the same state.
+			expect(t, e.do("DELETE", "/v2/alice/two/blobs/"+d.String(), "alice", nil), 202, "")
+		}
+	}
+}

@@ -263,7 +263,8 @@ func (h *Handler) mayPull(r *http.Request, repo *store.Repository, from string) 
 		return true
 	}
 	who, err := h.authz.Authorize(r, repo.FullName(), auth.Pull, auth.Push)
-	if err != nil || who.IsAnonymous() {
+	if err != nil || who.IsAnonymous() || who.Scopes != nil {
+		// A scope-limited principal may use only what its token carries.
 		return false
 	}
 	ns, name, ok := strings.Cut(from, "/")

@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -100,7 +102,11 @@ func (j *jobRun) fetchURL(ctx context.Context, w io.Writer, url string, max int6
 	if err != nil {
 		return 0, engine.Errorf(engine.CodeContext, "the archive URL %q is not valid: %v", url, err)
 	}
-	resp, err := j.cfg.HTTPClient.Do(req)
+	client, err := j.httpClient()
+	if err != nil {
+		return 0, err
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("download the build context: %w", err)
 	}
@@ -115,4 +121,30 @@ func (j *jobRun) fetchURL(ctx context.Context, w io.Writer, url string, max int6
 		return 0, engine.Errorf(engine.CodeContext, "the build context is larger than the limit of %d bytes", max)
 	}
 	return buildcontext.CopyLimited(w, resp.Body, max)
+}
+
+// httpClient returns the client for archive URLs: the configured one, or,
+// when berth has a private CA (the URL is usually berth's own file drop),
+// one that also trusts that CA.
+func (j *jobRun) httpClient() (*http.Client, error) {
+	pem := j.job.GetRegistryCaPem()
+	t, ok := j.cfg.HTTPClient.Transport.(*http.Transport)
+	if pem == "" || !ok {
+		return j.cfg.HTTPClient, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM([]byte(pem)) {
+		return nil, fmt.Errorf("%w: the registry CA holds no PEM certificate", errNotRetryable)
+	}
+	t = t.Clone()
+	if t.TLSClientConfig == nil {
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	t.TLSClientConfig.RootCAs = pool
+	c := *j.cfg.HTTPClient
+	c.Transport = t
+	return &c, nil
 }

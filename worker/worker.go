@@ -56,8 +56,9 @@ type Config struct {
 	Logger *slog.Logger
 	// WorkerInfo describes the worker to the manager.
 	WorkerInfo string
-	// HeartbeatInterval (default 2 s) and ManagerTimeout (default 10 s):
-	// the worker gives up when no heartbeat succeeded for ManagerTimeout.
+	// HeartbeatInterval (default 2 s) and ManagerTimeout (default 8 s):
+	// the worker gives up when no heartbeat succeeded for ManagerTimeout,
+	// which leaves time to stop the build and exit within 10 s.
 	HeartbeatInterval time.Duration
 	ManagerTimeout    time.Duration
 }
@@ -76,7 +77,7 @@ func (c *Config) defaults() {
 		c.HeartbeatInterval = 2 * time.Second
 	}
 	if c.ManagerTimeout <= 0 {
-		c.ManagerTimeout = 10 * time.Second
+		c.ManagerTimeout = 8 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -129,6 +130,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.WorkDir == "" || cfg.StorageRoot == "" {
 		return errors.New("worker: the work directory and the storage root are required")
+	}
+	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
+		return fmt.Errorf("worker: create work dir: %w", err)
 	}
 	conn, err := Dial(cfg)
 	if err != nil {
@@ -263,7 +267,14 @@ func (j *jobRun) heartbeat(ctx context.Context, cancelJob context.CancelCauseFun
 			return
 		case <-t.C:
 		}
-		hctx, cancel := context.WithTimeout(ctx, min(j.cfg.ManagerTimeout, 5*time.Second))
+		// A hanging call must not stretch the time to notice a lost
+		// manager beyond ManagerTimeout.
+		left := j.cfg.ManagerTimeout - time.Since(lastOK)
+		if left <= 0 {
+			cancelJob(ErrManagerLost)
+			return
+		}
+		hctx, cancel := context.WithTimeout(ctx, min(left, 5*time.Second))
 		resp, err := j.client.Heartbeat(hctx, &pb.HeartbeatRequest{JobToken: j.job.GetJobToken()})
 		cancel()
 		switch {

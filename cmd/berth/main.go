@@ -17,6 +17,8 @@ const usage = `usage: berth <command> [flags]
 
 commands:
   serve    run the registry, API and build manager
+  worker   run one build (started by an executor)
+  admin    administration: admin token create --user U --scope S
   version  print the version
 `
 
@@ -34,6 +36,10 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "serve":
 		err = runServe(ctx, args)
+	case "worker":
+		err = runWorker(ctx, args)
+	case "admin":
+		err = runAdmin(ctx, args)
 	case "version":
 		fmt.Println(version)
 	case "help", "-h", "--help":

@@ -180,7 +180,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.Sto
 		return nil, nil, err
 	}
 	external := externalURL(cfg)
-	policy := &auth.Policy{Store: st}
+	policy := &auth.Policy{Store: st, SuperUsers: cfg.SuperUsers}
 	authenticator := auth.NewAuthenticator(st)
 	authenticator.Secrets = secrets
 	authenticator.RobotsDisallowed = rawBool(cfg, "ROBOTS_DISALLOW")

@@ -235,6 +235,23 @@ func installBinary(src, binDir string) (string, error) {
 	return dst, nil
 }
 
+// pruneBinaries removes earlier copies (of older server versions) from
+// binDir; BuildRoot's lock guarantees no other server uses them.
+func pruneBinaries(binDir, keep string) error {
+	ents, err := os.ReadDir(binDir)
+	if err != nil {
+		return fmt.Errorf("local executor: list %s: %w", binDir, err)
+	}
+	for _, ent := range ents {
+		if p := filepath.Join(binDir, ent.Name()); p != keep {
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("local executor: remove old worker binary: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
 func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {

@@ -97,6 +97,16 @@ func TestInstallBinaryReusesAndRepairs(t *testing.T) {
 	if got, _ := os.ReadFile(first); !bytes.Equal(got, []byte("#!/bin/sh\nexit 0\n")) {
 		t.Errorf("tampered copy kept: %q", got)
 	}
+	old := filepath.Join(bin, "berth-0000000000000000")
+	if err := os.WriteFile(old, []byte("older server"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := pruneBinaries(bin, first); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(bin); len(ents) != 1 || ents[0].Name() != filepath.Base(first) {
+		t.Errorf("after pruning bin holds %v, want only %s", ents, filepath.Base(first))
+	}
 }
 
 func TestLineLogger(t *testing.T) {

@@ -172,7 +172,11 @@ func New(cfg Config) (*Executor, error) {
 		return nil, fmt.Errorf("local executor: worker command: %w", err)
 	}
 	if e.ident.dropped {
-		if e.binary, err = installBinary(e.binary, filepath.Join(cfg.BuildRoot, "bin")); err != nil {
+		binDir := filepath.Join(cfg.BuildRoot, "bin")
+		if e.binary, err = installBinary(e.binary, binDir); err == nil {
+			err = pruneBinaries(binDir, e.binary)
+		}
+		if err != nil {
 			e.lock.Close()
 			return nil, err
 		}

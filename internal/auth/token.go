@@ -48,6 +48,10 @@ type Claims struct {
 	// Epoch is the subject's credential epoch at issue time (see
 	// TokenRevoker); omitted while it is zero.
 	Epoch uint64 `json:"epoch,omitempty"`
+	// Scoped records that the subject was limited by OAuth scopes when the
+	// token was issued: the access claim is then all the token may ever be
+	// used for, never the subject's full rights.
+	Scoped bool `json:"scoped,omitempty"`
 
 	principal *Principal
 	expires   time.Time // ExpiresAt plus the tolerated skew
@@ -181,6 +185,7 @@ func (s *TokenService) Issue(who *Principal, service string, access []ResourceAc
 		},
 		Access: access,
 		Epoch:  s.Revoker.Epoch(sub),
+		Scoped: who != nil && who.Scopes != nil,
 	}
 	if service != "" {
 		claims.Audience = jwt.ClaimStrings{service}
@@ -248,6 +253,10 @@ func (s *TokenService) parse(token string, now time.Time) (*Claims, error) {
 	c.principal = anonymous
 	if c.Subject != "" {
 		c.principal = &Principal{Account: &store.Account{Name: c.Subject, Enabled: true}}
+		if c.Scoped {
+			// Non-nil and empty: no rights beyond the access claim.
+			c.principal.Scopes = []OAuthScope{}
+		}
 	}
 	return c, nil
 }

@@ -132,7 +132,8 @@ func (r *run) phase(ctx context.Context, p engine.Phase) error {
 func (r *run) configure() error {
 	dir := filepath.Join(r.req.WorkDir, "buildah")
 	tmp := filepath.Join(dir, "tmp")
-	for _, d := range []string{dir, tmp, r.req.StorageRoot, r.req.RunRoot} {
+	home := filepath.Join(dir, "home")
+	for _, d := range []string{dir, tmp, home, r.req.StorageRoot, r.req.RunRoot} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("buildah: create %s: %w", d, err)
 		}
@@ -153,7 +154,11 @@ func (r *run) configure() error {
 	if reg.Host != "" {
 		fmt.Fprintf(&conf, "\n[[registry]]\nlocation = %q\ninsecure = %t\n", reg.Host, reg.Insecure)
 	}
-	storage := fmt.Sprintf("[storage]\ndriver = %q\ngraphroot = %q\nrunroot = %q\n", r.e.driver(), r.req.StorageRoot, r.req.RunRoot)
+	// Rootless containers/storage ignores graphroot in favour of
+	// rootless_storage_path (default under $HOME): set both, so that no
+	// buildah call of this build touches the user's home.
+	storage := fmt.Sprintf("[storage]\ndriver = %q\ngraphroot = %q\nrunroot = %q\nrootless_storage_path = %q\n",
+		r.e.driver(), r.req.StorageRoot, r.req.RunRoot, r.req.StorageRoot)
 	files := map[string][]byte{
 		"auth.json":       authJSON,
 		"registries.conf": []byte(conf.String()),
@@ -180,7 +185,8 @@ func (r *run) configure() error {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "REGISTRY_AUTH_FILE", "CONTAINERS_REGISTRIES_CONF", "CONTAINERS_STORAGE_CONF", "BUILDAH_ISOLATION", "TMPDIR", "BUILDAH_LAYERS", "BUILDAH_FORMAT", "DOCKER_CONFIG":
+		case "REGISTRY_AUTH_FILE", "CONTAINERS_REGISTRIES_CONF", "CONTAINERS_STORAGE_CONF", "BUILDAH_ISOLATION", "TMPDIR", "BUILDAH_LAYERS", "BUILDAH_FORMAT", "DOCKER_CONFIG",
+			"HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME":
 			continue
 		}
 		env = append(env, kv)
@@ -191,24 +197,30 @@ func (r *run) configure() error {
 		"CONTAINERS_REGISTRIES_CONF="+filepath.Join(dir, "registries.conf"),
 		"CONTAINERS_STORAGE_CONF="+filepath.Join(dir, "storage.conf"),
 		"TMPDIR="+tmp,
+		// A home of its own: containers/image keeps caches and reads
+		// per-user configuration there, which would otherwise be shared
+		// by every build of the worker's user.
+		"HOME="+home,
 	)
 	return nil
 }
 
-// cleanup removes the build's image storage. Rootless vfs layers hold files
+// cleanup removes the build's image storage and temporary files. Rootless vfs layers hold files
 // owned by subordinate ids that only the user namespace may delete, so it
 // runs inside `buildah unshare` when unprivileged.
 func (r *run) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	paths := []string{r.req.StorageRoot, r.req.RunRoot}
+	// The temp dir too: a killed buildah leaves mount points there.
+	paths := []string{r.req.StorageRoot, r.req.RunRoot, filepath.Join(r.req.WorkDir, "buildah", "tmp")}
 	var err error
 	if os.Geteuid() == 0 {
 		for _, p := range paths {
 			err = errors.Join(err, os.RemoveAll(p))
 		}
 	} else {
-		cmd := exec.CommandContext(ctx, r.e.binary(), append([]string{"unshare", "rm", "-rf"}, paths...)...)
+		args := append(r.global(), "unshare", "rm", "-rf")
+		cmd := exec.CommandContext(ctx, r.e.binary(), append(args, paths...)...)
 		cmd.Env = r.env
 		if out, rerr := cmd.CombinedOutput(); rerr != nil {
 			err = fmt.Errorf("%w: %s", rerr, bytes.TrimSpace(out))

@@ -1,6 +1,8 @@
 package buildah
 
 import (
+	"os"
+	"strconv"
 	"testing"
 
 	"github.com/berth-dev/berth/worker/engine"
@@ -8,6 +10,14 @@ import (
 )
 
 func TestEngineSuite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end build")
+	}
+	t.Parallel()
+	// Run unprivileged by TestEngineSuiteUnprivileged: make sure it is.
+	if want := os.Getenv("BERTH_TEST_EXPECT_UID"); want != "" && strconv.Itoa(os.Getuid()) != want {
+		t.Fatalf("running as uid %d, want %s", os.Getuid(), want)
+	}
 	enginetest.Run(t, func(t *testing.T) engine.Engine { return New() })
 }
 
