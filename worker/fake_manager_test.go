@@ -30,6 +30,12 @@ type fakeManager struct {
 	context []byte // served by FetchContext
 
 	stop atomic.Bool // answer heartbeats with stop
+	// breakLogs is how many log streams to break (after storing a batch,
+	// before acknowledging it).
+	breakLogs atomic.Int32
+	// failFetch, when set, ends FetchContext with that code after the
+	// first chunk.
+	failFetch codes.Code
 
 	mu           sync.Mutex
 	phases       []pb.Phase
@@ -130,7 +136,11 @@ func (m *fakeManager) StreamLog(s grpc.BidiStreamingServer[pb.LogBatch, pb.LogAc
 		for m.logs[high+1] != nil {
 			high++
 		}
+		batches := m.batches
 		m.mu.Unlock()
+		if batches%3 == 0 && m.breakLogs.Add(-1) >= 0 {
+			return status.Error(codes.Unavailable, "log stream broken by the test")
+		}
 		if err := s.Send(&pb.LogAck{SequenceNumber: high}); err != nil {
 			return err
 		}
@@ -147,6 +157,9 @@ func (m *fakeManager) FetchContext(r *pb.FetchContextRequest, s grpc.ServerStrea
 			return err
 		}
 		b = b[n:]
+		if m.failFetch != codes.OK {
+			return status.Error(m.failFetch, "storage read failed")
+		}
 	}
 	return nil
 }

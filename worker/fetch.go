@@ -11,6 +11,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	pb "github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/worker/buildcontext"
 	"github.com/berth-dev/berth/worker/engine"
@@ -67,7 +70,15 @@ func (j *jobRun) fetchUpload(ctx context.Context, w io.Writer, max int64) (int64
 	if err != nil {
 		return 0, fmt.Errorf("fetch context: %w", err)
 	}
-	return buildcontext.CopyLimited(w, &chunkReader{stream: stream}, max)
+	n, err := buildcontext.CopyLimited(w, &chunkReader{stream: stream}, max)
+	switch status.Code(err) {
+	case codes.NotFound:
+		// The upload expired or was deleted: no attempt will find it.
+		return n, &engine.UserError{Code: engine.CodeContext, Message: "the uploaded build context no longer exists; upload it again", Err: err}
+	case codes.FailedPrecondition:
+		return n, fmt.Errorf("%w: %v", errNotRetryable, err)
+	}
+	return n, err
 }
 
 // chunkReader reads a stream of ContextChunk as bytes.

@@ -206,6 +206,10 @@ func (j *jobRun) run(ctx context.Context) error {
 	result, buildErr := j.build(jobCtx)
 
 	cause := context.Cause(jobCtx)
+	if cause == nil && errors.Is(buildErr, ErrStopped) {
+		// SetPhase was refused: the build is over for this worker.
+		cause = buildErr
+	}
 	cancelJob(nil)
 	<-hbDone
 	if errors.Is(cause, ErrStopped) || errors.Is(cause, ErrManagerLost) {
@@ -331,14 +335,6 @@ func (j *jobRun) setPhase(ctx context.Context, p pb.Phase, meta *pb.PullMetadata
 	return nil
 }
 
-// Phase names as the build log shows them (Quay's strings).
-var phaseNames = map[pb.Phase]string{
-	pb.Phase_PHASE_UNPACKING: "unpacking",
-	pb.Phase_PHASE_PULLING:   "pulling",
-	pb.Phase_PHASE_BUILDING:  "building",
-	pb.Phase_PHASE_PUSHING:   "pushing",
-}
-
 // build does the job's work and returns the digests per tag.
 func (j *jobRun) build(ctx context.Context) (map[string]string, error) {
 	job := j.job
@@ -351,7 +347,6 @@ func (j *jobRun) build(ctx context.Context) (map[string]string, error) {
 	if err := j.setPhase(ctx, pb.Phase_PHASE_UNPACKING, nil); err != nil {
 		return nil, err
 	}
-	j.log.Log(engine.LinePhase, "unpacking")
 	src := filepath.Join(j.cfg.WorkDir, "src")
 	if err := j.fetchAndUnpack(ctx, src); err != nil {
 		return nil, withCause(ctx, err)
@@ -424,11 +419,8 @@ func (j *jobRun) build(ctx context.Context) (map[string]string, error) {
 			default:
 				return nil
 			}
-			if err := j.setPhase(ctx, pp, meta); err != nil {
-				return err
-			}
-			j.log.Log(engine.LinePhase, phaseNames[pp])
-			return nil
+			// The manager writes the phase entry into the log itself.
+			return j.setPhase(ctx, pp, meta)
 		},
 	}
 	if err := os.MkdirAll(req.WorkDir, 0o700); err != nil {

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/pem"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
 
 	pb "github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/worker/engine"
@@ -125,7 +128,8 @@ func TestRunSuccess(t *testing.T) {
 			types = append(types, e.GetType())
 		}
 	}
-	wantTypes := []pb.LogType{pb.LogType_LOG_TYPE_PHASE, pb.LogType_LOG_TYPE_PHASE, pb.LogType_LOG_TYPE_PHASE, pb.LogType_LOG_TYPE_PHASE, pb.LogType_LOG_TYPE_COMMAND}
+	// Phase entries are the manager's to write, on SetPhase.
+	wantTypes := []pb.LogType{pb.LogType_LOG_TYPE_COMMAND}
 	if !slices.Equal(types, wantTypes) {
 		t.Errorf("typed entries = %v, want %v", types, wantTypes)
 	}
@@ -309,5 +313,83 @@ func TestRunInterrupted(t *testing.T) {
 	be := m.finish.GetError()
 	if be == nil || !be.GetRetryable() || be.GetCode() != "internal" {
 		t.Fatalf("finish = %v, want a retryable internal error", m.finish)
+	}
+}
+
+// Broken log streams are reopened and what was not acknowledged is sent
+// again: the manager ends up with every entry, in order, with no gap.
+func TestRunLogStreamReconnects(t *testing.T) {
+	m := newFakeManager(t, baseJob(&pb.Job{Source: &pb.Job_Upload{Upload: true}}), tarGz(t, map[string]string{"Dockerfile": "FROM a\n"}))
+	m.breakLogs.Store(3)
+	eng := &fakeEngine{build: func(ctx context.Context, req engine.Request, sink engine.LogSink) (engine.Result, error) {
+		for i := range 2000 {
+			sink.Log(engine.LineOutput, fmt.Sprintf("line %d", i))
+			if i%100 == 0 {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		return engine.Result{Digests: map[string]string{req.Tags[0]: "sha256:1", req.Tags[1]: "sha256:2"}}, nil
+	}}
+	if err := runWorker(t, m, m.config(t), eng); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if m.breakLogs.Load() > 0 {
+		t.Fatalf("the test broke fewer streams than planned")
+	}
+	logs := m.entries(t) // fails on a gap
+	n := 0
+	for _, e := range logs {
+		if strings.HasPrefix(e.GetMessage(), "line ") {
+			if want := fmt.Sprintf("line %d", n); e.GetMessage() != want {
+				t.Fatalf("entry %d = %q, want %q", e.GetSequenceNumber(), e.GetMessage(), want)
+			}
+			n++
+		}
+	}
+	if n != 2000 || m.finish.GetLastLogSequence() != int64(len(logs)) || m.logsAtFinish != len(logs) {
+		t.Errorf("%d engine lines of 2000; finish says %d, %d stored before Finish, %d in all", n, m.finish.GetLastLogSequence(), m.logsAtFinish, len(logs))
+	}
+}
+
+func TestRunFetchFails(t *testing.T) {
+	for _, c := range []struct {
+		code      codes.Code
+		retryable bool
+		message   string
+	}{
+		{codes.Internal, true, "storage read failed"},
+		{codes.NotFound, false, "no longer exists"},
+	} {
+		t.Run(c.code.String(), func(t *testing.T) {
+			m := newFakeManager(t, baseJob(&pb.Job{Source: &pb.Job_Upload{Upload: true}}), bytes.Repeat([]byte("x"), 5000))
+			m.failFetch = c.code
+			eng := &fakeEngine{}
+			if err := runWorker(t, m, m.config(t), eng); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if be := m.finish.GetError(); be == nil || be.GetRetryable() != c.retryable || !strings.Contains(be.GetMessage(), c.message) {
+				t.Fatalf("finish = %v, want retryable %v mentioning %q", m.finish, c.retryable, c.message)
+			}
+			if eng.called {
+				t.Error("the engine ran without a context")
+			}
+		})
+	}
+}
+
+// A refused phase change means the build is over for this worker: it
+// stops without a result.
+func TestRunPhaseRefused(t *testing.T) {
+	m := newFakeManager(t, baseJob(&pb.Job{Source: &pb.Job_Upload{Upload: true}}), tarGz(t, map[string]string{"Dockerfile": "FROM a\n"}))
+	eng := &fakeEngine{build: func(ctx context.Context, req engine.Request, sink engine.LogSink) (engine.Result, error) {
+		m.stop.Store(true) // SetPhase now answers accepted=false
+		return engine.Result{}, phases(ctx, req)
+	}}
+	err := runWorker(t, m, m.config(t), eng)
+	if !errors.Is(err, ErrStopped) {
+		t.Fatalf("Run = %v, want ErrStopped", err)
+	}
+	if m.finish != nil {
+		t.Errorf("finished after a refused phase: %v", m.finish)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,10 +11,18 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/buildmanager"
+	"github.com/berth-dev/berth/buildmanager/queue"
+	"github.com/berth-dev/berth/executors/local"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/store"
@@ -129,14 +138,23 @@ func runServe(ctx context.Context, args []string) error {
 	}()
 	log.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLSCert != "")
 
-	st, handler, err := build(ctx, cfg, log)
+	built, err := build(ctx, cfg, log, ln.Addr())
 	if err != nil {
 		_ = srv.Close()
 		return err
 	}
-	defer st.Close()
+	defer built.close()
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	background := built.start(bgCtx, log)
+	defer func() {
+		// Background work (the build manager) stops after the listener, so
+		// that running workers are stopped and their attempts recorded.
+		stopBackground()
+		background.Wait()
+	}()
+	handler := built.handler
 	app.Store(&handler)
-	log.Info("ready", "data_dir", cfg.DataDir, "database", st.Dialect())
+	log.Info("ready", "data_dir", cfg.DataDir, "database", built.store.Dialect())
 
 	select {
 	case err := <-serveErr:
@@ -154,30 +172,66 @@ func runServe(ctx context.Context, args []string) error {
 	return nil
 }
 
-// build opens the state and composes the HTTP application.
-func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.Store, http.Handler, error) {
+// application is what serve runs: the HTTP handler, work that runs beside
+// it, and what to release at the end (in reverse order).
+type application struct {
+	store      store.Store
+	handler    http.Handler
+	background []func(ctx context.Context) error
+	closers    []func()
+}
+
+// start runs the background work until ctx ends.
+func (a *application) start(ctx context.Context, log *slog.Logger) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for _, run := range a.background {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("background service stopped", "err", err)
+			}
+		}()
+	}
+	return &wg
+}
+
+func (a *application) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+}
+
+// build opens the state and composes the HTTP application. listenAddr is
+// the server's own listener, which local build workers use to reach the
+// registry.
+func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr net.Addr) (_ *application, err error) {
+	app := &application{}
+	defer func() {
+		if err != nil {
+			app.close()
+		}
+	}()
 	st, err := sqlstore.Open(ctx, cfg.DatabaseURI())
 	if err != nil {
-		return nil, nil, fmt.Errorf("open database: %w", err)
+		return nil, fmt.Errorf("open database: %w", err)
 	}
+	app.store = st
+	app.closers = append(app.closers, func() { st.Close() })
 	blobs, err := openStorage(cfg)
 	if err != nil {
-		st.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	if err := bootstrapAdmin(ctx, st, cfg, log); err != nil {
-		st.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	key, err := auth.LoadOrCreateKey(filepath.Join(cfg.DataDir, "token-signing.pem"))
 	if err != nil {
-		st.Close()
-		return nil, nil, fmt.Errorf("token signing key: %w", err)
+		return nil, fmt.Errorf("token signing key: %w", err)
 	}
 	secrets, err := auth.LoadSecrets(rawString(cfg, "DATABASE_SECRET_KEY"), cfg.DataDir)
 	if err != nil {
-		st.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	external := externalURL(cfg)
 	policy := &auth.Policy{Store: st, SuperUsers: cfg.SuperUsers}
@@ -216,12 +270,117 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.Sto
 		Logger:         log,
 		InvalidateRepo: reg.InvalidateRepository,
 	})
+	manager, err := buildManager(ctx, cfg, log, app, st, blobs, key, policy, listenAddr)
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/api/", restAPI.Handler())
 	mux.Handle("/v2/auth", authServer.TokenHandler())
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
-	return st, mux, nil
+	mux.Handle("/metrics", promhttp.HandlerFor(manager.Metrics(), promhttp.HandlerOpts{}))
+	app.handler = mux
+	return app, nil
+}
+
+// buildManager assembles the build manager from BUILD_MANAGER: its queue
+// (the embedded Redis-protocol server unless ORCHESTRATOR names a Redis),
+// its executors, and how workers reach the registry.
+func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app *application,
+	st store.Store, blobs storage.Driver, key ed25519.PrivateKey, policy *auth.Policy, listenAddr net.Addr) (*buildmanager.Manager, error) {
+	bc, err := buildmanager.ParseConfig(cfg.Raw["BUILD_MANAGER"])
+	if err != nil {
+		return nil, fmt.Errorf("BUILD_MANAGER: %w", err)
+	}
+	var rdb redis.UniversalClient
+	if bc.Redis == nil {
+		embedded, err := queue.StartEmbedded()
+		if err != nil {
+			return nil, err
+		}
+		app.closers = append(app.closers, embedded.Close)
+		rdb = embedded.Client()
+	} else {
+		client, err := bc.Redis.Dial(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("BUILD_MANAGER redis: %w", err)
+		}
+		rdb = client
+	}
+	app.closers = append(app.closers, func() { rdb.Close() })
+
+	var execs []buildmanager.Executor
+	for _, ec := range bc.Executors {
+		switch ec.Kind {
+		case local.Kind, "popen":
+			lc, err := local.ConfigFromMap(ec.Params, cfg.DataDir)
+			if err != nil {
+				return nil, fmt.Errorf("executor %s: %w", ec.Name, err)
+			}
+			if lc.Name == "" {
+				lc.Name = ec.Name
+			}
+			lc.Logger = log
+			ex, err := local.New(lc)
+			if err != nil {
+				return nil, fmt.Errorf("executor %s: %w", ec.Name, err)
+			}
+			app.closers = append(app.closers, func() {
+				closeCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				defer cancel()
+				_ = ex.Close(closeCtx)
+			})
+			execs = append(execs, buildmanager.Executor{Executor: ex, SetupTime: ec.SetupTime, MinimumRetryThreshold: ec.MinimumRetryThreshold})
+		default:
+			return nil, fmt.Errorf("executor %s: kind %q is not supported", ec.Name, ec.Kind)
+		}
+	}
+
+	target := registryTarget(cfg, listenAddr)
+	service := cfg.ServerHostname
+	if service == "" {
+		service = target.Addr
+	}
+	m, err := buildmanager.New(buildmanager.Options{
+		Store:                 st,
+		Blobs:                 blobs,
+		Redis:                 rdb,
+		Prefix:                bc.OrchestratorPrefix,
+		Executors:             execs,
+		SigningKey:            key,
+		AllowedWorkerCount:    bc.AllowedWorkerCount,
+		TimeLimit:             bc.TimeLimit,
+		MaxQueuedPerNamespace: bc.MaxQueuedPerNamespace,
+		Registry:              target,
+		Credentials:           buildmanager.PolicyCredentials(key, bc.TimeLimit+10*time.Minute, policy, service, target.Addr),
+		Logger:                log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	app.background = append(app.background, m.Run)
+	return m, nil
+}
+
+// registryTarget is how a local worker reaches this server's registry:
+// SERVER_HOSTNAME when set, else the listener on loopback.
+func registryTarget(cfg *config.Config, listenAddr net.Addr) buildmanager.RegistryTarget {
+	t := buildmanager.RegistryTarget{Insecure: cfg.TLSCert == ""}
+	if cfg.ServerHostname != "" {
+		t.Addr = cfg.ServerHostname
+	} else if tcp, ok := listenAddr.(*net.TCPAddr); ok {
+		t.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tcp.Port))
+	} else {
+		t.Addr = listenAddr.String()
+	}
+	if cfg.TLSCert != "" {
+		// A self-signed certificate is its own CA.
+		if pem, err := os.ReadFile(cfg.TLSCert); err == nil {
+			t.CAPEM = string(pem)
+		}
+	}
+	return t
 }
 
 func openStorage(cfg *config.Config) (storage.Driver, error) {

@@ -13,6 +13,7 @@ package local
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -60,8 +61,10 @@ type Config struct {
 	// then runs as the server's user.
 	WorkerUser string
 	// BuildRoot holds the per-build directories and, when root, the copy
-	// of the worker binary. Default /var/lib/berth-builds as root,
-	// /var/tmp/berth-builds-<uid> otherwise. It must not be inside DataDir,
+	// of the worker binary. Default /var/lib/berth-builds/<instance> as
+	// root, /var/tmp/berth-builds-<uid>/<instance> otherwise, <instance>
+	// being derived from DataDir so that servers side by side never share
+	// one. It must not be inside DataDir,
 	// and as root every parent must be searchable by the worker user.
 	BuildRoot string
 	// DataDir is the server's --data-dir; New refuses a BuildRoot inside it.
@@ -208,11 +211,13 @@ func (c *Config) setDefaults() error {
 		c.WorkerUser = DefaultWorkerUser
 	}
 	if c.BuildRoot == "" {
-		if os.Geteuid() == 0 {
-			c.BuildRoot = rootBuildRoot
-		} else {
-			c.BuildRoot = "/var/tmp/berth-builds-" + strconv.Itoa(os.Geteuid())
+		base := rootBuildRoot
+		if os.Geteuid() != 0 {
+			base = "/var/tmp/berth-builds-" + strconv.Itoa(os.Geteuid())
 		}
+		// One directory per server instance (keyed by its data directory),
+		// so that several servers on one machine each own their build root.
+		c.BuildRoot = filepath.Join(base, instanceKey(c.DataDir))
 	}
 	if c.MaxLifetime <= 0 {
 		c.MaxLifetime = DefaultMaxLifetime
@@ -391,6 +396,12 @@ func (e *Executor) Close(ctx context.Context) error {
 	}
 	wg.Wait()
 	e.exited.close()
+	// The copy of the worker binary is the bulk of a build root; the next
+	// New makes it again. (Many short-lived servers, as in tests, would
+	// otherwise leave one copy each.)
+	if err := os.RemoveAll(filepath.Join(e.cfg.BuildRoot, "bin")); err != nil {
+		errs = append(errs, err)
+	}
 	errs = append(errs, e.lock.Close())
 	return errors.Join(errs...)
 }
@@ -486,4 +497,17 @@ func newExecutionID(buildID string) (string, error) {
 		name.WriteString("build")
 	}
 	return name.String() + "-" + hex.EncodeToString(b[:]), nil
+}
+
+// instanceKey names a server instance's build root after its data
+// directory: the first 12 hex digits of the SHA-256 of its absolute path.
+func instanceKey(dataDir string) string {
+	if dataDir == "" {
+		return "default"
+	}
+	if abs, err := filepath.Abs(dataDir); err == nil {
+		dataDir = abs
+	}
+	sum := sha256.Sum256([]byte(dataDir))
+	return hex.EncodeToString(sum[:6])
 }
