@@ -96,8 +96,8 @@ func (c *Config) defaults() {
 	}
 }
 
-// Dial connects to the manager as cfg says.
-func Dial(cfg Config) (*grpc.ClientConn, error) {
+// dial connects to the manager as cfg says.
+func dial(cfg Config) (*grpc.ClientConn, error) {
 	var creds credentials.TransportCredentials
 	if cfg.Insecure {
 		creds = insecure.NewCredentials()
@@ -134,7 +134,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
 		return fmt.Errorf("worker: create work dir: %w", err)
 	}
-	conn, err := Dial(cfg)
+	conn, err := dial(cfg)
 	if err != nil {
 		return err
 	}
@@ -226,11 +226,12 @@ func (j *jobRun) run(ctx context.Context) error {
 	} else {
 		be := classify(ctx, buildErr)
 		j.logger.Warn("build failed", "code", be.Code, "retryable", be.Retryable, "err", buildErr)
-		j.log.Log(engine.LineError, be.Message)
+		// The manager writes the error entry from this result (it also ends
+		// builds whose worker is gone), so the worker does not add one.
 		req.Result = &pb.FinishRequest_Error{Error: be}
 	}
-	// Every entry, the final error one included, is stored before the
-	// result: the manager shows the log before the terminal phase.
+	// Every entry is stored before the result: the manager shows the whole
+	// log before the terminal phase.
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	last, err := j.log.close(closeCtx)
 	cancel()
