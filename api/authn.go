@@ -159,21 +159,27 @@ func RequireScope(c echo.Context, s auth.OAuthScope) error {
 // repository and the caller's role on it.
 func (a *API) RequireRepo(c echo.Context, namespace, name string, need store.Role) (*store.Repository, store.Role, error) {
 	ctx := c.Request().Context()
+	who := Caller(c)
+	// Anonymous callers are asked to log in whether the repository is
+	// missing or hidden, so that the answer tells them nothing either way.
+	hidden := NotFound()
+	if who.IsAnonymous() {
+		hidden = Unauthorized()
+	}
 	repo, err := a.o.Store.GetRepository(ctx, namespace, name)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, "", NotFound()
+		return nil, "", hidden
 	}
 	if err != nil {
 		return nil, "", Internal(err)
 	}
-	who := Caller(c)
 	role, err := a.o.Policy.RepositoryRole(ctx, who, repo)
 	if err != nil {
 		return nil, "", Internal(err)
 	}
 	switch {
 	case role == "":
-		return nil, "", NotFound()
+		return nil, "", hidden
 	case !auth.RoleAtLeast(role, need) && who.IsAnonymous():
 		return nil, "", Unauthorized()
 	case !auth.RoleAtLeast(role, need):
@@ -219,7 +225,8 @@ func DecodeJSON(c echo.Context, v any, optional bool) error {
 	if err := dec.Decode(v); err != nil {
 		return BadRequest("Malformed JSON body: " + jsonProblem(err))
 	}
-	if dec.More() {
+	// Only white space may follow the value (More misses a stray '}').
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return BadRequest("Malformed JSON body: trailing data")
 	}
 	return nil

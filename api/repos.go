@@ -73,7 +73,7 @@ func (a *API) createRepo(c echo.Context) error {
 		return Internal(err)
 	}
 	if !ok {
-		return Forbidden()
+		return a.refuseInNamespace(c, ns)
 	}
 	repo := &store.Repository{NamespaceID: ns.ID, Namespace: ns.Name, Name: b.Repository,
 		Visibility: store.Visibility(b.Visibility), Description: b.Description}
@@ -420,4 +420,29 @@ func (a *API) listTags(c echo.Context) error {
 	start := min((page-1)*limit, len(tags))
 	end := min(start+limit, len(tags))
 	return c.JSON(http.StatusOK, map[string]any{"tags": tags[start:end], "page": page, "has_additional": end < len(tags)})
+}
+
+// refuseInNamespace answers a refused action in namespace ns without
+// telling an outsider that the namespace exists: anonymous callers get 401
+// and callers who cannot see it (not a member of the organization, not the
+// user) 404, as for a namespace that is not there; only those who can see
+// it learn that they lack the right (403).
+func (a *API) refuseInNamespace(c echo.Context, ns *store.Account) error {
+	who := Caller(c)
+	if who.IsAnonymous() {
+		return Unauthorized()
+	}
+	ctx := c.Request().Context()
+	visible := who.Name() == ns.Name
+	if !visible {
+		member, err := a.o.Policy.IsOrgMember(ctx, who, ns)
+		if err != nil {
+			return Internal(err)
+		}
+		visible = member
+	}
+	if !visible {
+		return NotFound()
+	}
+	return Forbidden()
 }

@@ -17,6 +17,7 @@ const usage = `usage: berth <command> [flags]
 
 commands:
   serve    run the registry, API and build manager
+  build    build DIR on a berth server and stream the log
   worker   run one build (started by an executor)
   admin    administration: admin token create --user U --scope S
   version  print the version
@@ -36,6 +37,8 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "serve":
 		err = runServe(ctx, args)
+	case "build":
+		err = runBuild(ctx, args)
 	case "worker":
 		err = runWorker(ctx, args)
 	case "admin":

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -270,11 +271,18 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr
 		Logger:         log,
 		InvalidateRepo: reg.InvalidateRepository,
 	})
-	manager, err := buildManager(ctx, cfg, log, app, st, blobs, key, policy, listenAddr)
+	contexts := &buildmanager.BlobContextStore{Blobs: blobs, Store: st}
+	manager, err := buildManager(ctx, cfg, log, app, st, blobs, contexts, key, policy, listenAddr)
 	if err != nil {
 		return nil, err
 	}
+	// The upload-URL key only has to agree across servers sharing the
+	// database, as the token signing key already does.
+	filedropKey := sha256.Sum256(append([]byte("berth-filedrop\x00"), key.Seed()...))
+	builds := api.RegisterBuilds(restAPI, api.BuildOptions{Manager: manager, Contexts: contexts, FiledropKey: filedropKey[:]})
 	mux := http.NewServeMux()
+	mux.Handle(api.FiledropPath, builds.FiledropHandler())
+	mux.Handle(api.PagePath, builds.PageHandler())
 	mux.Handle("/api/", restAPI.Handler())
 	mux.Handle("/v2/auth", authServer.TokenHandler())
 	mux.Handle("/v2/", reg)
@@ -288,7 +296,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr
 // (the embedded Redis-protocol server unless ORCHESTRATOR names a Redis),
 // its executors, and how workers reach the registry.
 func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app *application,
-	st store.Store, blobs storage.Driver, key ed25519.PrivateKey, policy *auth.Policy, listenAddr net.Addr) (*buildmanager.Manager, error) {
+	st store.Store, blobs storage.Driver, contexts buildmanager.ContextStore, key ed25519.PrivateKey, policy *auth.Policy, listenAddr net.Addr) (*buildmanager.Manager, error) {
 	bc, err := buildmanager.ParseConfig(cfg.Raw["BUILD_MANAGER"])
 	if err != nil {
 		return nil, fmt.Errorf("BUILD_MANAGER: %w", err)
@@ -345,6 +353,7 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 	m, err := buildmanager.New(buildmanager.Options{
 		Store:                 st,
 		Blobs:                 blobs,
+		Contexts:              contexts,
 		Redis:                 rdb,
 		Prefix:                bc.OrchestratorPrefix,
 		Executors:             execs,
