@@ -130,6 +130,9 @@ func buildMain(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	if *noCache {
 		body["no_cache"] = true
 	}
+	if err := c.ensureRepository(ctx, ref.repo); err != nil {
+		return err
+	}
 	var view buildStatus
 	repoPath := "/api/v1/repository/" + ref.repo + "/build/"
 	if err := c.call(ctx, http.MethodPost, repoPath, body, &view); err != nil {
@@ -463,6 +466,34 @@ func (c *buildClient) authorize(req *http.Request) {
 	}
 }
 
+// ensureRepository creates the target repository, private, when it does not
+// exist yet: a build, like a push, may be the first thing a repository sees.
+func (c *buildClient) ensureRepository(ctx context.Context, repo string) error {
+	err := c.call(ctx, http.MethodGet, "/api/v1/repository/"+repo, nil, nil)
+	var se *statusError
+	if err == nil || !errors.As(err, &se) || se.status != http.StatusNotFound {
+		return err
+	}
+	ns, name, _ := strings.Cut(repo, "/")
+	body := map[string]any{"namespace": ns, "repository": name, "visibility": "private", "description": ""}
+	if err := c.call(ctx, http.MethodPost, "/api/v1/repository", body, nil); err != nil {
+		return fmt.Errorf("build: create repository %s: %w", repo, err)
+	}
+	return nil
+}
+
+// statusError is an API answer with an error status.
+type statusError struct {
+	status int
+	msg    string
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("%d %s: %s", e.status, http.StatusText(e.status), e.msg)
+}
+
+// responseError turns an error answer into a statusError with the API's
+// message.
 func responseError(status int, body []byte) error {
 	var e apiError
 	msg := strings.TrimSpace(string(body))
@@ -472,7 +503,7 @@ func responseError(status int, body []byte) error {
 	if status == http.StatusUnauthorized {
 		msg += " (pass --token, set BERTH_TOKEN, or podman login to the server)"
 	}
-	return fmt.Errorf("%d %s: %s", status, http.StatusText(status), msg)
+	return &statusError{status: status, msg: msg}
 }
 
 // upload puts the archive through a filedrop URL and returns its file ID.

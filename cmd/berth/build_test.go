@@ -33,11 +33,31 @@ type fakeBerth struct {
 	request   map[string]any
 	streams   []string // Last-Event-ID of each stream request
 	delivered bool
+	// created is the body of the repository creation, if one came.
+	created map[string]any
 }
 
 func newFakeBerth(t *testing.T, finish string) *fakeBerth {
 	f := &fakeBerth{t: t, finish: finish, digest: "sha256:" + strings.Repeat("cd", 32)}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/repository/alice/app", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.created == nil {
+			http.Error(w, `{"detail":"Not Found","status":404}`, http.StatusNotFound)
+			return
+		}
+		w.Write([]byte(`{"namespace":"alice","name":"app"}`))
+	})
+	mux.HandleFunc("POST /api/v1/repository", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if err := json.NewDecoder(r.Body).Decode(&f.created); err != nil {
+			t.Errorf("repository create body: %v", err)
+		}
+		w.WriteHeader(http.StatusCreated)
+		w.Write([]byte(`{"namespace":"alice","name":"app","kind":"image"}`))
+	})
 	mux.HandleFunc("POST /api/v1/filedrop/", func(w http.ResponseWriter, r *http.Request) {
 		f.note(r)
 		json.NewEncoder(w).Encode(map[string]string{"url": f.srv.URL + "/filedrop/f1?expires=1&sig=x", "file_id": "f1"})
@@ -174,6 +194,9 @@ func TestBuildCommand(t *testing.T) {
 	want := fmt.Sprintf("%s/alice/app:v1@%s\n%s/alice/app:latest@%s\n", host, f.digest, host, f.digest)
 	if stdout.String() != want {
 		t.Errorf("stdout %q, want %q", stdout.String(), want)
+	}
+	if f.created["namespace"] != "alice" || f.created["repository"] != "app" || f.created["visibility"] != "private" {
+		t.Errorf("repository created with %v, want alice/app private", f.created)
 	}
 	log := stderr.String()
 	if strings.Count(log, "line a") != 1 || strings.Count(log, "STEP 1/2: FROM busybox") != 1 ||
