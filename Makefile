@@ -70,13 +70,22 @@ unit:
 	echo "go test $${GO_TEST_FLAGS:-} <$$(wc -w <<<"$$pkgs") packages>"; \
 	$(GO) test $${GO_TEST_FLAGS:-} $$pkgs
 
-# The e2e tests skip (loudly) only when bin/berth is missing; until cmd/berth
-# exists there is nothing to build.
+# End-to-end tests run the real binary (built first) and real tools.
 .PHONY: e2e
-e2e:
-	@if compgen -G 'cmd/berth/*.go' >/dev/null; then $(MAKE) --no-print-directory build; \
-	else echo 'e2e: cmd/berth does not exist yet; berth end-to-end tests will skip'; fi
-	$(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) ./test/...
+e2e: build
+	$(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) $$($(GO) list ./test/... | grep -v '/test/tenancy$$')
+	@$(MAKE) --no-print-directory e2e-tenancy
+
+# test/tenancy runs once per metadata database (its TestMain reads
+# BERTH_E2E_DB; postgres gets a fresh, uniquely named database in the local
+# PostgreSQL, dropped at the end). Both runs happen even when the first fails.
+TENANCY_TIMEOUT ?= 5m
+.PHONY: e2e-tenancy
+e2e-tenancy:
+	@rc=0; for db in sqlite postgres; do \
+		echo "== test/tenancy on $$db =="; \
+		BERTH_E2E_DB=$$db $(GO) test -count=1 -v -timeout $(TENANCY_TIMEOUT) ./test/tenancy || rc=1; \
+	done; exit $$rc
 
 .PHONY: bench
 bench: tools build

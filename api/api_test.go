@@ -366,9 +366,11 @@ func TestRepositories(t *testing.T) {
 	if m["can_admin"] != true || m["is_public"] != false || m["description"] != "d" || m["state"] != "NORMAL" {
 		t.Fatalf("repo: %s", r.body)
 	}
-	// Hidden from others: 404, never 403.
+	// Hidden from others: 404, never 403; anonymous callers are asked to
+	// log in, as for a repository that does not exist.
 	assertError(t, e.call(http.MethodGet, "/api/v1/repository/alice/app", basic("bob"), nil), 404, "not_found")
-	assertError(t, e.call(http.MethodGet, "/api/v1/repository/alice/app", anon, nil), 404, "not_found")
+	assertError(t, e.call(http.MethodGet, "/api/v1/repository/alice/app", anon, nil), 401, "invalid_token")
+	assertError(t, e.call(http.MethodGet, "/api/v1/repository/alice/nothing", anon, nil), 401, "invalid_token")
 	assertError(t, e.call(http.MethodDelete, "/api/v1/repository/alice/app", basic("bob"), nil), 404, "not_found")
 	assertError(t, e.call(http.MethodDelete, "/api/v1/repository/alice/app", anon, nil), 401, "invalid_token")
 

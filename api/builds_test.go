@@ -191,7 +191,7 @@ func TestBuildRequestListGetCancel(t *testing.T) {
 	// Hidden from strangers and anonymous callers; a build is only found
 	// under its own repository.
 	assertError(t, e.call(http.MethodGet, "/api/v1/repository/alice/app/build/"+id, basic("bob"), nil), 404, "not_found")
-	assertError(t, e.call(http.MethodGet, "/api/v1/repository/alice/app/build/"+id, anon, nil), 404, "not_found")
+	assertError(t, e.call(http.MethodGet, "/api/v1/repository/alice/app/build/"+id, anon, nil), 401, "invalid_token")
 	assertError(t, e.call(http.MethodGet, "/api/v1/repository/alice/other/build/"+id, basic("alice"), nil), 404, "not_found")
 	assertError(t, e.call(http.MethodGet, "/api/v1/repository/alice/app/build/nope", basic("alice"), nil), 404, "not_found")
 
@@ -254,11 +254,11 @@ func TestBuildRequestValidation(t *testing.T) {
 		})
 	}
 	assertError(t, e.call(http.MethodPost, "/api/v1/repository/alice/app/build/", basic("alice"), "{"), 400, "invalid_request")
-	// Permissions: reader 403, stranger 404, anonymous 404 (private).
+	// Permissions: reader 403, stranger 404, anonymous 401 (private).
 	ok := map[string]any{"file_id": fid}
 	assertError(t, e.call(http.MethodPost, "/api/v1/repository/alice/app/build/", basic("carol"), ok), 403, "insufficient_scope")
 	assertError(t, e.call(http.MethodPost, "/api/v1/repository/alice/app/build/", basic("bob"), ok), 404, "not_found")
-	assertError(t, e.call(http.MethodPost, "/api/v1/repository/alice/app/build/", anon, ok), 404, "not_found")
+	assertError(t, e.call(http.MethodPost, "/api/v1/repository/alice/app/build/", anon, ok), 401, "invalid_token")
 	assertError(t, e.call(http.MethodPost, "/api/v1/repository/alice/nope/build/", basic("alice"), ok), 404, "not_found")
 	// A pull robot needs its namespace's admin: the writer dave is not.
 	assertError(t, e.call(http.MethodPost, "/api/v1/repository/alice/app/build/", basic("dave"),

@@ -423,17 +423,19 @@ func (a *API) listTags(c echo.Context) error {
 }
 
 // refuseInNamespace answers a refused action in namespace ns without
-// telling an outsider that the namespace exists: anonymous callers get 401
-// and callers who cannot see it (not a member of the organization, not the
-// user) 404, as for a namespace that is not there; only those who can see
-// it learn that they lack the right (403).
+// telling an outsider that an organization exists: anonymous callers get
+// 401 and callers who are not members of the organization 404, as for a
+// namespace that is not there; only those who can see it learn that they
+// lack the right (403).
 func (a *API) refuseInNamespace(c echo.Context, ns *store.Account) error {
 	who := Caller(c)
 	if who.IsAnonymous() {
 		return Unauthorized()
 	}
 	ctx := c.Request().Context()
-	visible := who.Name() == ns.Name
+	// Users are public (their names appear on every repository page); an
+	// organization is visible to its members only.
+	visible := ns.Kind == store.KindUser
 	if !visible {
 		member, err := a.o.Policy.IsOrgMember(ctx, who, ns)
 		if err != nil {

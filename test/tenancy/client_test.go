@@ -30,7 +30,7 @@ type cred struct {
 var anonymous = cred{}
 
 func basic(user, secret string) cred { return cred{user: user, secret: secret} }
-func bearer(token string) cred     { return cred{bearer: token} }
+func bearer(token string) cred       { return cred{bearer: token} }
 
 func (c cred) isAnonymous() bool { return c.user == "" && c.bearer == "" }
 

@@ -138,6 +138,7 @@ func runMain(m *testing.M) int {
 	if code != 0 || stopErr != nil {
 		srv.dumpLog(os.Stderr, 100)
 	}
+	srv.removeBuildRoot()
 	if code == 0 && stopErr != nil {
 		return 1
 	}
@@ -348,4 +349,29 @@ func (s *server) dumpLog(w io.Writer, n int) {
 		lines = lines[len(lines)-n:]
 	}
 	fmt.Fprintf(w, "---- last %d lines of %s ----\n%s\n----\n", len(lines), s.logPath, strings.Join(lines, "\n"))
+}
+
+// removeBuildRoot deletes the per-instance directory the local build
+// executor made outside the data directory (it holds a copy of the berth
+// binary), which would otherwise pile up with every run. The path comes from
+// the server's "local executor ready" log line and is removed only when it
+// is one of the executor's default per-instance locations.
+func (s *server) removeBuildRoot() {
+	data, err := os.ReadFile(s.logPath)
+	if err != nil {
+		return
+	}
+	_, after, ok := strings.Cut(string(data), " build_root=")
+	if !ok {
+		return
+	}
+	root, _, _ := strings.Cut(after, " ")
+	root = filepath.Clean(root)
+	parent := filepath.Dir(root)
+	if parent != "/var/lib/berth-builds" && !strings.HasPrefix(parent, "/var/tmp/berth-builds-") {
+		return
+	}
+	if err := os.RemoveAll(root); err != nil {
+		fmt.Fprintf(os.Stderr, "tenancy: removing the executor's build root %s: %v\n", root, err)
+	}
 }

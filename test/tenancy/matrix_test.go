@@ -101,12 +101,14 @@ func want(allowed bool, ok, denied int) int {
 	return denied
 }
 
-// cell is one assertion: name, the status Quay's rules call for, and the
-// request.
+// cell is one assertion: name, the status Quay's rules call for, the
+// request, and (for allowed creates and deletes) a check, as the superuser,
+// that the change really happened.
 type cell struct {
-	name string
-	want int
-	run  func(t *testing.T) response
+	name   string
+	want   int
+	run    func(t *testing.T) response
+	effect func(t *testing.T)
 }
 
 // TestPermissionMatrix walks principals × actions × visibility through /v2
@@ -129,6 +131,8 @@ func TestPermissionMatrix(t *testing.T) {
 			got := c.run(t)
 			if got.status != c.want {
 				t.Errorf("want %d, got %s", c.want, got)
+			} else if c.effect != nil && got.status < 300 {
+				c.effect(t)
 			}
 		})
 	}
@@ -140,6 +144,9 @@ func matrixCells(s *server, w *world, p principal, r rights) []cell {
 	add := func(action, vis, surface string, want int, run func(t *testing.T) response) {
 		cells = append(cells, cell{name: action + "/" + vis + "/" + p.name + "/" + surface, want: want, run: run})
 	}
+	// then attaches an effect check to the cell added last.
+	then := func(effect func(t *testing.T)) { cells[len(cells)-1].effect = effect }
+	su := s.registry(s.admin(), false)
 	for v, vis := range visNames {
 		repo := map[int]string{public: "pub", private: "priv"}[v]
 		full := matrixOrg + "/" + repo
@@ -169,9 +176,19 @@ func matrixCells(s *server, w *world, p principal, r rights) []cell {
 		add("delete", vis, "v2", want(r.del[v], http.StatusAccepted, v2Denied(p)), func(t *testing.T) response {
 			return s.registry(p.v2, false).do(t, http.MethodDelete, "/v2/"+v2Repo+"/manifests/"+w.digests[deleteCellRepo(p, vis, "v2")], nil, nil)
 		})
+		then(func(t *testing.T) {
+			if r := su.do(t, http.MethodGet, "/v2/"+v2Repo+"/manifests/v1", nil, nil); r.status != http.StatusNotFound {
+				t.Errorf("after an allowed delete the manifest is still there: %s", r)
+			}
+		})
 		apiRepo := matrixOrg + "/" + deleteCellRepo(p, vis, "api")
 		add("delete", vis, "api", want(r.del[v], http.StatusNoContent, apiDenied(p, sees)), func(t *testing.T) response {
 			return s.api(t, http.MethodDelete, "/repository/"+apiRepo, p.api, nil)
+		})
+		then(func(t *testing.T) {
+			if r := s.api(t, http.MethodGet, "/repository/"+apiRepo, s.admin(), nil); r.status != http.StatusNotFound {
+				t.Errorf("after an allowed delete the repository is still there: %s", r)
+			}
 		})
 
 		// create: POST /api/v1/repository with this visibility.
@@ -180,6 +197,13 @@ func matrixCells(s *server, w *world, p principal, r rights) []cell {
 			return s.api(t, http.MethodPost, "/repository", p.api, map[string]string{
 				"namespace": matrixOrg, "repository": newName, "visibility": vis, "description": "",
 			})
+		})
+		isPublic := v == public
+		then(func(t *testing.T) {
+			r := s.mustAPI(t, http.StatusOK, http.MethodGet, "/repository/"+matrixOrg+"/"+newName, s.admin(), nil)
+			if m := r.object(t); m["is_public"] != isPublic {
+				t.Errorf("created repository: %s, want is_public %v", r, isPublic)
+			}
 		})
 	}
 	// create on /v2 is push-to-create, which always makes a private
@@ -196,4 +220,52 @@ func matrixCells(s *server, w *world, p principal, r rights) []cell {
 		return s.api(t, http.MethodPut, "/organization/acme/robots/r"+p.slug(), p.api, nil)
 	})
 	return cells
+}
+
+// TestHiding checks that a caller never learns that an organization or a
+// private repository it cannot see exists: for an outsider (and for an
+// anonymous caller) each request about acme or acme/priv answers exactly as
+// the same request about something that does not exist.
+func TestHiding(t *testing.T) {
+	s := requireServer(t)
+	w := matrixWorld(t)
+	pairs := []struct {
+		name, method, hidden, missing string
+		body                          any
+	}{
+		{"get-repository", http.MethodGet, "/repository/acme/priv", "/repository/acme/nosuchrepo", nil},
+		{"get-tags", http.MethodGet, "/repository/acme/priv/tag/", "/repository/acme/nosuchrepo/tag/", nil},
+		{"get-permissions", http.MethodGet, "/repository/acme/priv/permissions/user/", "/repository/acme/nosuchrepo/permissions/user/", nil},
+		{"update-repository", http.MethodPut, "/repository/acme/priv", "/repository/acme/nosuchrepo", map[string]string{"description": "x"}},
+		{"delete-repository", http.MethodDelete, "/repository/acme/priv", "/repository/acme/nosuchrepo", nil},
+		{"get-organization", http.MethodGet, "/organization/acme", "/organization/nosuchorg", nil},
+		{"list-robots", http.MethodGet, "/organization/acme/robots", "/organization/nosuchorg/robots", nil},
+		{"put-team", http.MethodPut, "/organization/acme/team/hidden", "/organization/nosuchorg/team/hidden", map[string]string{"role": "member"}},
+		{"put-robot", http.MethodPut, "/organization/acme/robots/hidden", "/organization/nosuchorg/robots/hidden", nil},
+		{"list-prototypes", http.MethodGet, "/organization/acme/prototypes", "/organization/nosuchorg/prototypes", nil},
+	}
+	createIn := func(ns string) any {
+		return map[string]string{"namespace": ns, "repository": "hidden", "visibility": "private", "description": ""}
+	}
+	for _, who := range []struct {
+		name string
+		c    cred
+	}{{"user", basic("outsider", w.passwords["outsider"])}, {"anonymous", anonymous}} {
+		for _, p := range pairs {
+			t.Run(who.name+"/"+p.name, func(t *testing.T) {
+				hidden := s.api(t, p.method, p.hidden, who.c, p.body)
+				missing := s.api(t, p.method, p.missing, who.c, p.body)
+				if hidden.status != missing.status || string(hidden.body) != string(missing.body) {
+					t.Errorf("the answers tell them apart:\n  %s\n  %s", hidden, missing)
+				}
+			})
+		}
+		t.Run(who.name+"/create-repository", func(t *testing.T) {
+			hidden := s.api(t, http.MethodPost, "/repository", who.c, createIn(matrixOrg))
+			missing := s.api(t, http.MethodPost, "/repository", who.c, createIn("nosuchorg"))
+			if hidden.status != missing.status || string(hidden.body) != string(missing.body) {
+				t.Errorf("the answers tell them apart:\n  %s\n  %s", hidden, missing)
+			}
+		})
+	}
 }

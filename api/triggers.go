@@ -1,0 +1,629 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/berth-dev/berth/buildmanager"
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/triggers"
+	"github.com/berth-dev/berth/triggers/webhook"
+)
+
+// TriggerOptions configure RegisterTriggers. Manager and Builds are
+// required.
+type TriggerOptions struct {
+	Manager *buildmanager.Manager
+	// Builds renders the builds a trigger started (RegisterBuilds' value).
+	Builds *Builds
+	// Secrets seals trigger secrets (default: the API's Secrets). It must
+	// be the webhook handler's.
+	Secrets *auth.Secrets
+	// ExternalURL is berth's base URL for webhook URLs (default: the API's).
+	ExternalURL func(r *http.Request) string
+	// Forges reaches GitHub, GitLab and Bitbucket; nil reads
+	// GITHUB_TRIGGER_CONFIG, GITLAB_TRIGGER_CONFIG and
+	// BITBUCKET_TRIGGER_CONFIG from the config.
+	Forges *webhook.Forges
+	// ScanHostKey records a git server's SSH host key (default
+	// triggers.ScanHostKey).
+	ScanHostKey func(ctx context.Context, hostport string) (string, error)
+}
+
+// Triggers serves the build trigger endpoints. RegisterTriggers creates it.
+type Triggers struct {
+	a *API
+	o TriggerOptions
+	f webhook.Forges
+}
+
+// RegisterTriggers adds Quay's trigger routes (and berth's deliveries list)
+// to a. The webhook itself is served by triggers/webhook.
+func RegisterTriggers(a *API, o TriggerOptions) (*Triggers, error) {
+	if o.Manager == nil || o.Builds == nil {
+		return nil, errors.New("api.RegisterTriggers: Manager and Builds are required")
+	}
+	if o.Secrets == nil {
+		o.Secrets = a.o.Secrets
+	}
+	if o.ExternalURL == nil {
+		o.ExternalURL = a.externalURL
+	}
+	if o.ScanHostKey == nil {
+		o.ScanHostKey = triggers.ScanHostKey
+	}
+	var f webhook.Forges
+	if o.Forges != nil {
+		f = *o.Forges
+	} else {
+		var err error
+		if f, err = webhook.ForgesFromConfig(a.o.Config.Raw); err != nil {
+			return nil, fmt.Errorf("api: trigger config: %w", err)
+		}
+	}
+	t := &Triggers{a: a, o: o, f: f}
+	const base = "/repository/:namespace/:repo/trigger"
+	a.Route(http.MethodGet, base+"/", Doc{Tag: "trigger", Summary: "List the repository's build triggers."}, t.list)
+	a.Route(http.MethodPost, base+"/", Doc{Tag: "trigger", Summary: "Create and activate a build trigger.",
+		Body: []string{"service", "config", "pull_robot", "access_token"}}, t.create)
+	a.Route(http.MethodGet, base+"/:uuid", Doc{Tag: "trigger", Summary: "Get a build trigger."}, t.get)
+	a.Route(http.MethodPut, base+"/:uuid", Doc{Tag: "trigger", Summary: "Enable or disable a build trigger.",
+		Body: []string{"enabled"}}, t.update)
+	a.Route(http.MethodDelete, base+"/:uuid", Doc{Tag: "trigger", Summary: "Delete a build trigger and its webhook and deploy key."}, t.delete)
+	a.Route(http.MethodPost, base+"/:uuid/activate", Doc{Tag: "trigger", Summary: "Activate a build trigger.",
+		Body: []string{"config", "pull_robot"}}, t.activateRoute)
+	a.Route(http.MethodPost, base+"/:uuid/start", Doc{Tag: "trigger", Summary: "Run a build trigger now.",
+		Body: []string{"branch_name", "commit_sha", "refs"}}, t.start)
+	a.Route(http.MethodGet, base+"/:uuid/builds", Doc{Tag: "trigger", Summary: "List the builds a trigger started, newest first.",
+		Query: []string{"limit"}}, t.builds)
+	a.Route(http.MethodPost, base+"/:uuid/analyze", Doc{Tag: "trigger", Summary: "Analyze a trigger's Dockerfile.",
+		Body: []string{"config"}, Internal: true}, t.analyze)
+	a.Route(http.MethodGet, base+"/:uuid/deliveries", Doc{Tag: "trigger", Summary: "List the webhook deliveries a trigger received, newest first.",
+		Query: []string{"limit"}}, t.deliveries)
+	return t, nil
+}
+
+// triggerView is Quay's TriggerView plus berth's connected_user.
+type triggerView struct {
+	ID             string         `json:"id"`
+	Service        string         `json:"service"`
+	IsActive       bool           `json:"is_active"`
+	BuildSource    *string        `json:"build_source"`
+	RepositoryURL  *string        `json:"repository_url"`
+	Config         map[string]any `json:"config"`
+	CanInvoke      bool           `json:"can_invoke"`
+	Enabled        bool           `json:"enabled"`
+	DisabledReason *string        `json:"disabled_reason"`
+	PullRobot      *pullRobotView `json:"pull_robot"`
+	ConnectedUser  *string        `json:"connected_user"`
+}
+
+func (t *Triggers) view(c echo.Context, tr *store.Trigger) (triggerView, error) {
+	cfg := map[string]any{}
+	if len(tr.Config) > 0 {
+		if err := json.Unmarshal(tr.Config, &cfg); err != nil {
+			return triggerView{}, err
+		}
+	}
+	src := webhook.BuildSource(tr)
+	v := triggerView{ID: tr.UUID, Service: tr.Service, IsActive: tr.Active(), BuildSource: strPtr(src),
+		RepositoryURL: strPtr(t.repositoryURL(tr.Service, src)), Config: cfg, CanInvoke: true,
+		Enabled: tr.Enabled, ConnectedUser: strPtr(tr.ConnectedUser)}
+	if !tr.Enabled {
+		v.DisabledReason = strPtr(tr.DisabledReason)
+	}
+	if tr.PullRobot != "" {
+		v.PullRobot = &pullRobotView{Name: tr.PullRobot, Kind: "user", IsRobot: true}
+	}
+	if tr.Active() {
+		hookSecret := ""
+		if tr.Service == triggers.ServiceCustomGit {
+			s, err := t.o.Secrets.Open(tr.SealedSecret, webhook.SecretPurpose(tr.UUID))
+			if err != nil {
+				return triggerView{}, err
+			}
+			hookSecret = string(s)
+		}
+		cfg["credentials"] = triggers.Credentials(tr.Service, tr.PublicKey, t.webhookURL(c, tr.UUID, hookSecret))
+	}
+	return v, nil
+}
+
+// webhookURL is the trigger's endpoint, with the $token credentials when
+// secret is not empty.
+func (t *Triggers) webhookURL(c echo.Context, id, secret string) string {
+	base, err := url.Parse(t.o.ExternalURL(c.Request()))
+	if err != nil || base.Host == "" {
+		return ""
+	}
+	return triggers.WebhookURL(base.Scheme, base.Host, id, secret)
+}
+
+// forgeHost is the web host of a forge service.
+func (t *Triggers) forgeHost(service string) string {
+	host := func(endpoint, def string) string {
+		if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
+			return u.Host
+		}
+		return def
+	}
+	switch service {
+	case triggers.ServiceGitHub:
+		if t.f.GitHub != nil {
+			return host(t.f.GitHub.GitHubEndpoint, "github.com")
+		}
+		return "github.com"
+	case triggers.ServiceGitLab:
+		if t.f.GitLab != nil {
+			return host(t.f.GitLab.GitLabEndpoint, "gitlab.com")
+		}
+		return "gitlab.com"
+	case triggers.ServiceBitbucket:
+		return "bitbucket.org"
+	}
+	return ""
+}
+
+func (t *Triggers) repositoryURL(service, src string) string {
+	if src == "" || service == triggers.ServiceCustomGit {
+		return ""
+	}
+	return "https://" + t.forgeHost(service) + "/" + src
+}
+
+// triggerFromPath is the path's trigger of the path's repository, for a
+// repository admin.
+func (t *Triggers) triggerFromPath(c echo.Context) (*store.Repository, *store.Trigger, error) {
+	repo, _, err := t.a.repoFromPath(c, store.RoleAdmin)
+	if err != nil {
+		return nil, nil, err
+	}
+	tr, err := t.a.o.Store.GetTrigger(c.Request().Context(), Param(c, "uuid"))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, NotFound()
+	}
+	if err != nil {
+		return nil, nil, Internal(err)
+	}
+	if tr.RepoID != repo.ID {
+		return nil, nil, NotFound()
+	}
+	return repo, tr, nil
+}
+
+func (t *Triggers) respond(c echo.Context, code int, tr *store.Trigger) error {
+	v, err := t.view(c, tr)
+	if err != nil {
+		return Internal(err)
+	}
+	return c.JSON(code, v)
+}
+
+func (t *Triggers) list(c echo.Context) error {
+	repo, _, err := t.a.repoFromPath(c, store.RoleAdmin)
+	if err != nil {
+		return err
+	}
+	ts, err := t.a.o.Store.ListTriggers(c.Request().Context(), repo.ID)
+	if err != nil {
+		return Internal(err)
+	}
+	views := make([]triggerView, 0, len(ts))
+	for i := range ts {
+		v, err := t.view(c, &ts[i])
+		if err != nil {
+			return Internal(err)
+		}
+		views = append(views, v)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"triggers": views})
+}
+
+func (t *Triggers) get(c echo.Context) error {
+	_, tr, err := t.triggerFromPath(c)
+	if err != nil {
+		return err
+	}
+	return t.respond(c, http.StatusOK, tr)
+}
+
+type activateBody struct {
+	Service     string          `json:"service"`
+	Config      json.RawMessage `json:"config"`
+	PullRobot   string          `json:"pull_robot"`
+	AccessToken string          `json:"access_token"`
+}
+
+func (t *Triggers) create(c echo.Context) error {
+	repo, _, err := t.a.repoFromPath(c, store.RoleAdmin)
+	if err != nil {
+		return err
+	}
+	var body activateBody
+	if err := DecodeJSON(c, &body, false); err != nil {
+		return err
+	}
+	if _, err := triggers.ForService(body.Service); err != nil {
+		return BadRequest("Unknown trigger service " + strconv.Quote(body.Service))
+	}
+	ctx := c.Request().Context()
+	tr := &store.Trigger{UUID: uuid.NewString(), RepoID: repo.ID, Service: body.Service, Enabled: true}
+	if acct := Caller(c).Account; acct != nil {
+		tr.ConnectedUserID = acct.ID
+	}
+	if err := t.a.o.Store.CreateTrigger(ctx, tr); err != nil {
+		return Internal(err)
+	}
+	if err := t.activate(c, tr, body); err != nil {
+		if derr := t.a.o.Store.DeleteTrigger(context.WithoutCancel(ctx), tr.UUID); derr != nil {
+			t.a.log.ErrorContext(ctx, "removing a trigger that failed to activate failed", "trigger", tr.UUID, "err", derr)
+		}
+		return err
+	}
+	return t.respond(c, http.StatusCreated, tr)
+}
+
+func (t *Triggers) activateRoute(c echo.Context) error {
+	_, tr, err := t.triggerFromPath(c)
+	if err != nil {
+		return err
+	}
+	if tr.Active() {
+		return BadRequest("Trigger is already activated")
+	}
+	var body activateBody
+	if err := DecodeJSON(c, &body, false); err != nil {
+		return err
+	}
+	if body.Config == nil {
+		return BadRequest("config is required")
+	}
+	if err := t.activate(c, tr, body); err != nil {
+		return err
+	}
+	return t.respond(c, http.StatusOK, tr)
+}
+
+// hostKeyTimeout bounds recording a git server's host key.
+const hostKeyTimeout = 15 * time.Second
+
+// activate checks the config, makes the trigger's secret and deploy key,
+// records the git server's host key (custom-git over SSH) or installs the
+// webhook and deploy key on the forge, and saves the trigger.
+func (t *Triggers) activate(c echo.Context, tr *store.Trigger, body activateBody) error {
+	ctx := c.Request().Context()
+	cfgMap := map[string]any{}
+	if len(body.Config) > 0 && string(body.Config) != "null" {
+		if err := json.Unmarshal(body.Config, &cfgMap); err != nil {
+			return BadRequest("config must be a JSON object")
+		}
+	}
+	// Credentials are derived on every read, never stored.
+	delete(cfgMap, "credentials")
+	cfgJSON, err := json.Marshal(cfgMap)
+	if err != nil {
+		return Internal(err)
+	}
+	var cfg triggers.Config
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+		return BadRequest("Invalid trigger config: " + jsonProblem(err))
+	}
+	if err := triggers.ValidateConfig(cfg); err != nil {
+		return BadRequest(err.Error())
+	}
+	if p, ok := cfgMap["concurrency"]; ok && p != webhook.ConcurrencyParallel && p != webhook.ConcurrencySerial {
+		return BadRequest(`concurrency must be "parallel" or "serial"`)
+	}
+	if cfg.BuildSource == "" {
+		return BadRequest("config.build_source is required")
+	}
+	if body.PullRobot != "" {
+		if err := t.o.Builds.checkPullRobot(c, body.PullRobot); err != nil {
+			return err
+		}
+	}
+	key, err := triggers.GenerateDeployKey("berth trigger " + tr.UUID)
+	if err != nil {
+		return Internal(err)
+	}
+	secret := auth.RandomString(auth.RobotTokenLen, auth.UpperAlnum)
+	tr.Config, tr.PublicKey, tr.PullRobot = cfgJSON, key.PublicKey, body.PullRobot
+	if body.AccessToken != "" {
+		tr.SealedAuthToken = t.o.Secrets.Seal([]byte(body.AccessToken), webhook.AuthTokenPurpose(tr.UUID))
+	}
+	if tr.Service == triggers.ServiceCustomGit {
+		if hostport, ok := sshHost(cfg.BuildSource); ok {
+			sctx, cancel := context.WithTimeout(ctx, hostKeyTimeout)
+			line, err := t.o.ScanHostKey(sctx, hostport)
+			cancel()
+			if err != nil {
+				return BadRequest("Could not record the git server's SSH host key: " + err.Error())
+			}
+			tr.KnownHosts = line
+		}
+	} else {
+		if !strings.Contains(cfg.BuildSource, "/") {
+			return BadRequest("config.build_source must name the forge repository as owner/name")
+		}
+		fg, err := t.f.ForTrigger(tr, t.o.Secrets)
+		if err != nil {
+			return BadRequest("Could not activate the trigger: " + err.Error())
+		}
+		if err := webhook.Install(ctx, fg, tr, t.webhookURL(c, tr.UUID, ""), []byte(secret)); err != nil {
+			return BadRequest("Could not activate the trigger: " + err.Error())
+		}
+	}
+	tr.SealedSecret = t.o.Secrets.Seal([]byte(secret), webhook.SecretPurpose(tr.UUID))
+	tr.SealedPrivateKey = t.o.Secrets.Seal(key.PrivateKeyPEM, webhook.PrivateKeyPurpose(tr.UUID))
+	if acct := Caller(c).Account; acct != nil {
+		tr.ConnectedUserID = acct.ID
+	}
+	if err := t.a.o.Store.UpdateTrigger(ctx, tr); err != nil {
+		return Internal(err)
+	}
+	return nil
+}
+
+// sshHost returns host:port of an SSH git URL (ssh://[user@]host[:port]/path
+// or scp-like [user@]host:path); other URLs need no host key.
+func sshHost(src string) (string, bool) {
+	if strings.Contains(src, "://") {
+		u, err := url.Parse(src)
+		if err != nil || (u.Scheme != "ssh" && u.Scheme != "git+ssh" && u.Scheme != "ssh+git") || u.Hostname() == "" {
+			return "", false
+		}
+		port := u.Port()
+		if port == "" {
+			port = "22"
+		}
+		return net.JoinHostPort(u.Hostname(), port), true
+	}
+	hostPart, _, ok := strings.Cut(src, ":")
+	if !ok || strings.Contains(hostPart, "/") {
+		return "", false
+	}
+	if i := strings.LastIndex(hostPart, "@"); i >= 0 {
+		hostPart = hostPart[i+1:]
+	}
+	if hostPart == "" {
+		return "", false
+	}
+	return net.JoinHostPort(hostPart, "22"), true
+}
+
+func (t *Triggers) update(c echo.Context) error {
+	_, tr, err := t.triggerFromPath(c)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Enabled *bool `json:"enabled"`
+	}
+	if err := DecodeJSON(c, &body, false); err != nil {
+		return err
+	}
+	if body.Enabled == nil {
+		return BadRequest("enabled is required")
+	}
+	if !tr.Active() {
+		return BadRequest("Cannot update an inactive trigger")
+	}
+	tr.Enabled = *body.Enabled
+	if tr.Enabled {
+		tr.DisabledReason, tr.DisabledAt = "", time.Time{}
+	} else {
+		tr.DisabledReason, tr.DisabledAt = store.DisabledByUser, t.a.now()
+	}
+	if err := t.a.o.Store.UpdateTrigger(c.Request().Context(), tr); err != nil {
+		return Internal(err)
+	}
+	return t.respond(c, http.StatusOK, tr)
+}
+
+// delete removes the forge's webhook and deploy key as well as it can
+// (their failure is logged, as Quay ignores it) and the trigger.
+func (t *Triggers) delete(c echo.Context) error {
+	_, tr, err := t.triggerFromPath(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if tr.Service != triggers.ServiceCustomGit && (tr.HookID != "" || tr.DeployKeyID != "") {
+		fg, err := t.f.ForTrigger(tr, t.o.Secrets)
+		if err == nil {
+			err = webhook.Uninstall(ctx, fg, tr)
+		}
+		if err != nil {
+			t.a.log.WarnContext(ctx, "removing a trigger's webhook or deploy key failed", "trigger", tr.UUID, "err", err)
+		}
+	}
+	if err := t.a.o.Store.DeleteTrigger(ctx, tr.UUID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return Internal(err)
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+type runParameters struct {
+	BranchName string `json:"branch_name"`
+	CommitSHA  string `json:"commit_sha"`
+	Refs       *struct {
+		Kind string `json:"kind"`
+		Name string `json:"name"`
+	} `json:"refs"`
+}
+
+// start is Quay's manual run: the ref from refs{kind,name} or branch_name
+// (default: the default branch), the commit from commit_sha (required for
+// custom-git; for forges the worker builds the ref's head without one).
+func (t *Triggers) start(c echo.Context) error {
+	repo, tr, err := t.triggerFromPath(c)
+	if err != nil {
+		return err
+	}
+	var body runParameters
+	if err := DecodeJSON(c, &body, true); err != nil {
+		return err
+	}
+	switch {
+	case !tr.Active():
+		return BadRequest("Trigger is not active.")
+	case !tr.Enabled:
+		return BadRequest(webhook.DisabledMessage)
+	}
+	if body.CommitSHA != "" && !isHex(body.CommitSHA) {
+		return BadRequest("commit_sha must be a hexadecimal commit id")
+	}
+	if tr.Service == triggers.ServiceCustomGit && body.CommitSHA == "" {
+		return BadRequest("commit_sha is required to run a custom git trigger")
+	}
+	ctx := c.Request().Context()
+	src := webhook.BuildSource(tr)
+	md := triggers.Metadata{Commit: body.CommitSHA, GitURL: src}
+	if tr.Service != triggers.ServiceCustomGit {
+		md.GitURL = "git@" + t.forgeHost(tr.Service) + ":" + src + ".git"
+		if fg, err := t.f.ForTrigger(tr, t.o.Secrets); err == nil {
+			if b, err := fg.DefaultBranch(ctx, src); err == nil {
+				md.DefaultBranch = b
+			}
+		}
+	}
+	switch {
+	case body.Refs != nil && body.Refs.Name != "":
+		kind := "heads"
+		if body.Refs.Kind == "tag" {
+			kind = "tags"
+		}
+		md.Ref = "refs/" + kind + "/" + body.Refs.Name
+	case body.BranchName != "":
+		md.Ref = "refs/heads/" + body.BranchName
+	case md.DefaultBranch != "":
+		md.Ref = "refs/heads/" + md.DefaultBranch
+	default:
+		md.Ref = "refs/heads/master"
+	}
+	var cfg triggers.Config
+	if err := json.Unmarshal(tr.Config, &cfg); err != nil {
+		return Internal(err)
+	}
+	prep, sk := triggers.Prepare(cfg, triggers.PushEvent{Service: tr.Service, Repository: src, Metadata: md})
+	if sk.Skipped() && sk.Reason != triggers.SkipFiltered {
+		return BadRequest(sk.Message)
+	}
+	if sk.Skipped() {
+		// A manual run builds what was asked even when the regex would
+		// not; Prepare without the filter gives the tags.
+		cfg.BranchTagRegex = ""
+		prep, sk = triggers.Prepare(cfg, triggers.PushEvent{Service: tr.Service, Repository: src, Metadata: md})
+		if sk.Skipped() {
+			return BadRequest(sk.Message)
+		}
+	}
+	built, err := webhook.Submit(ctx, t.a.o.Store, t.o.Manager, tr, prep)
+	var qe *buildmanager.QueueLimitError
+	switch {
+	case errors.As(err, &qe):
+		return &Error{Status: http.StatusTooManyRequests, Type: "too_many_requests", Detail: "Maximum queued build rate exceeded."}
+	case err != nil:
+		return Internal(err)
+	}
+	built.Namespace, built.Repository, built.Requester = repo.Namespace, repo.Name, tr.ConnectedUser
+	c.Response().Header().Set("Location", t.a.externalURL(c.Request())+Prefix+"/repository/"+
+		repo.Namespace+"/"+repo.Name+"/build/"+built.ID+"/status")
+	return c.JSON(http.StatusCreated, t.o.Builds.view(built, store.RoleAdmin))
+}
+
+func isHex(s string) bool {
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func limitParam(c echo.Context, def int) (int, error) {
+	s := c.QueryParam("limit")
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, BadRequest("limit must be a positive integer")
+	}
+	return n, nil
+}
+
+func (t *Triggers) builds(c echo.Context) error {
+	repo, tr, err := t.triggerFromPath(c)
+	if err != nil {
+		return err
+	}
+	limit, err := limitParam(c, 5)
+	if err != nil {
+		return err
+	}
+	all, err := t.o.Manager.List(c.Request().Context(), repo.ID, 0, time.Time{})
+	if err != nil {
+		return Internal(err)
+	}
+	views := []buildView{}
+	for i := range all {
+		if all[i].TriggerID == tr.UUID && len(views) < limit {
+			views = append(views, t.o.Builds.view(&all[i], store.RoleAdmin))
+		}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"builds": views})
+}
+
+// analyze answers Quay's analyzer shape. berth does not read Dockerfiles
+// from the forge, so the status is "notimplemented".
+func (t *Triggers) analyze(c echo.Context) error {
+	if _, _, err := t.triggerFromPath(c); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{
+		"status": "notimplemented", "message": "berth does not analyze Dockerfiles before a build",
+		"namespace": nil, "name": nil, "robots": []any{}, "is_admin": true,
+	})
+}
+
+func (t *Triggers) deliveries(c echo.Context) error {
+	_, tr, err := t.triggerFromPath(c)
+	if err != nil {
+		return err
+	}
+	limit, err := limitParam(c, 100)
+	if err != nil {
+		return err
+	}
+	ds, err := t.a.o.Store.ListTriggerDeliveries(c.Request().Context(), tr.UUID, limit)
+	if err != nil {
+		return Internal(err)
+	}
+	type deliveryView struct {
+		ID         string  `json:"id"`
+		ReceivedAt string  `json:"received_at"`
+		Event      string  `json:"event"`
+		Status     string  `json:"status"`
+		Reason     string  `json:"reason"`
+		BuildID    *string `json:"build_id"`
+	}
+	out := make([]deliveryView, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, deliveryView{ID: d.ID, ReceivedAt: FormatDate(d.ReceivedAt), Event: d.Event,
+			Status: string(d.Status), Reason: d.Reason, BuildID: strPtr(d.BuildID)})
+	}
+	return c.JSON(http.StatusOK, map[string]any{"deliveries": out})
+}
