@@ -32,6 +32,7 @@ import (
 	regauth "github.com/berth-dev/berth/registry/auth"
 	"github.com/berth-dev/berth/registry/storage"
 	"github.com/berth-dev/berth/registry/storage/filesystem"
+	"github.com/berth-dev/berth/triggers/webhook"
 )
 
 // commonFlags are shared by every command that opens berth's state.
@@ -271,8 +272,12 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr
 		Logger:         log,
 		InvalidateRepo: reg.InvalidateRepository,
 	})
+	forges, err := webhook.ForgesFromConfig(cfg.Raw)
+	if err != nil {
+		return nil, err
+	}
 	contexts := &buildmanager.BlobContextStore{Blobs: blobs, Store: st}
-	manager, err := buildManager(ctx, cfg, log, app, st, blobs, contexts, key, policy, listenAddr)
+	manager, err := buildManager(ctx, cfg, log, app, st, blobs, contexts, key, policy, listenAddr, webhook.GitSource(st, secrets))
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +285,14 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr
 	// database, as the token signing key already does.
 	filedropKey := sha256.Sum256(append([]byte("berth-filedrop\x00"), key.Seed()...))
 	builds := api.RegisterBuilds(restAPI, api.BuildOptions{Manager: manager, Contexts: contexts, FiledropKey: filedropKey[:]})
+	if _, err := api.RegisterTriggers(restAPI, api.TriggerOptions{Manager: manager, Builds: builds, Secrets: secrets, Forges: &forges}); err != nil {
+		return nil, err
+	}
+	hooks := webhook.NewHandler(webhook.Options{Store: st, Manager: manager, Secrets: secrets, Forges: forges,
+		ExternalURL: baseURL(cfg, listenAddr), Logger: log})
+	app.background = append(app.background, hooks.Run)
 	mux := http.NewServeMux()
+	mux.Handle("/webhooks/", hooks)
 	mux.Handle(api.FiledropPath, builds.FiledropHandler())
 	mux.Handle(api.PagePath, builds.PageHandler())
 	mux.Handle("/api/", restAPI.Handler())
@@ -296,7 +308,8 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr
 // (the embedded Redis-protocol server unless ORCHESTRATOR names a Redis),
 // its executors, and how workers reach the registry.
 func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app *application,
-	st store.Store, blobs storage.Driver, contexts buildmanager.ContextStore, key ed25519.PrivateKey, policy *auth.Policy, listenAddr net.Addr) (*buildmanager.Manager, error) {
+	st store.Store, blobs storage.Driver, contexts buildmanager.ContextStore, key ed25519.PrivateKey, policy *auth.Policy,
+	listenAddr net.Addr, gitSource buildmanager.GitSourceFunc) (*buildmanager.Manager, error) {
 	bc, err := buildmanager.ParseConfig(cfg.Raw["BUILD_MANAGER"])
 	if err != nil {
 		return nil, fmt.Errorf("BUILD_MANAGER: %w", err)
@@ -363,6 +376,7 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 		MaxQueuedPerNamespace: bc.MaxQueuedPerNamespace,
 		Registry:              target,
 		Credentials:           buildmanager.PolicyCredentials(key, bc.TimeLimit+10*time.Minute, policy, service, target.Addr),
+		GitSource:             gitSource,
 		Logger:                log,
 	})
 	if err != nil {
@@ -370,6 +384,20 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 	}
 	app.background = append(app.background, m.Run)
 	return m, nil
+}
+
+// baseURL is berth's address for links sent elsewhere (commit statuses):
+// SERVER_HOSTNAME when set, else this machine's listener (no request is at
+// hand to take a Host from).
+func baseURL(cfg *config.Config, listenAddr net.Addr) string {
+	scheme := cfg.PreferredURLScheme
+	if scheme == "" {
+		scheme = "http"
+		if cfg.TLSCert != "" {
+			scheme = "https"
+		}
+	}
+	return scheme + "://" + registryTarget(cfg, listenAddr).Addr
 }
 
 // registryTarget is how a local worker reaches this server's registry:

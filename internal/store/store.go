@@ -152,6 +152,8 @@ type Store interface {
 	BuildStore
 	// Organizations, teams, robots, permissions, tokens, sessions (tenancy.go).
 	TenancyStore
+	// Build triggers and their webhook deliveries (triggers.go).
+	TriggerStore
 
 	// Close releases the database connections.
 	Close() error

@@ -1,0 +1,385 @@
+// Package webhook serves POST /webhooks/push/trigger/{uuid}: it finds the
+// trigger, authenticates the delivery with the trigger's secret, drops
+// replays, parses and prepares the push with package triggers, and hands
+// the build to the build manager. Every delivery is recorded with what
+// became of it. Run follows the trigger builds it queued to set commit
+// statuses on the forge and to disable triggers whose builds keep failing.
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/berth-dev/berth/buildmanager"
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/triggers"
+)
+
+// PathPrefix is where the handler is mounted; the trigger's UUID follows.
+const PathPrefix = "/webhooks/push/trigger/"
+
+// DisabledMessage is Quay's answer (400) to a delivery for a disabled trigger.
+const DisabledMessage = "This build trigger is currently disabled. Please re-enable to continue."
+
+// Quay's auto-disable thresholds (SUCCESSIVE_TRIGGER_*_DISABLE_THRESHOLD).
+const (
+	DefaultFailureThreshold       = 100
+	DefaultInternalErrorThreshold = 5
+)
+
+// DefaultKeepDeliveries is how many deliveries per trigger are kept.
+const DefaultKeepDeliveries = 1000
+
+// Concurrency policies of a trigger (config key "concurrency").
+const (
+	// ConcurrencyParallel builds every push (the default).
+	ConcurrencyParallel = "parallel"
+	// ConcurrencySerial cancels a branch's queued builds that a newer push
+	// of the same ref supersedes.
+	ConcurrencySerial = "serial"
+)
+
+// Options configure NewHandler. Store, Manager and Secrets are required.
+type Options struct {
+	Store   store.Store
+	Manager *buildmanager.Manager
+	Secrets *auth.Secrets
+	Forges  Forges
+	// ExternalURL is berth's base URL ("https://registry.example.com"),
+	// for the build page commit statuses link to.
+	ExternalURL string
+	Logger      *slog.Logger
+	// MaxPayloadBytes limits a delivery (default triggers.MaxPayloadBytes).
+	MaxPayloadBytes int64
+	// FailureThreshold and InternalErrorThreshold disable a trigger after
+	// that many successive failed (error / internalerror) builds; default
+	// Quay's 100 and 5, negative never.
+	FailureThreshold       int
+	InternalErrorThreshold int
+	// KeepDeliveries bounds the deliveries kept per trigger (default
+	// DefaultKeepDeliveries).
+	KeepDeliveries int
+}
+
+// Handler is the webhook endpoint. Create it with NewHandler.
+type Handler struct {
+	o   Options
+	log *slog.Logger
+}
+
+// NewHandler checks o and returns the handler.
+func NewHandler(o Options) *Handler {
+	if o.Store == nil || o.Manager == nil || o.Secrets == nil {
+		panic("webhook.NewHandler: Store, Manager and Secrets are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MaxPayloadBytes <= 0 {
+		o.MaxPayloadBytes = triggers.MaxPayloadBytes
+	}
+	if o.FailureThreshold == 0 {
+		o.FailureThreshold = DefaultFailureThreshold
+	}
+	if o.InternalErrorThreshold == 0 {
+		o.InternalErrorThreshold = DefaultInternalErrorThreshold
+	}
+	if o.KeepDeliveries <= 0 {
+		o.KeepDeliveries = DefaultKeepDeliveries
+	}
+	o.ExternalURL = strings.TrimSuffix(o.ExternalURL, "/")
+	return &Handler{o: o, log: o.Logger}
+}
+
+// answer is the outcome of one delivery: the HTTP reply and the record.
+type answer struct {
+	code    int
+	message string
+	status  store.DeliveryStatus
+	reason  string
+	buildID string
+}
+
+func okay(status store.DeliveryStatus, reason string) answer {
+	return answer{code: http.StatusOK, message: "Okay", status: status, reason: reason}
+}
+
+func rejected(code int, message, reason string) answer {
+	return answer{code: code, message: message, status: store.DeliveryRejected, reason: reason}
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	id := r.URL.Path
+	if i := strings.LastIndex(id, "/trigger/"); i >= 0 {
+		id = id[i+len("/trigger/"):]
+	}
+	id = strings.Trim(id, "/")
+	ctx := r.Context()
+	t, err := h.o.Store.GetTrigger(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || id == "" || strings.Contains(id, "/") {
+		http.Error(w, "Not Found", http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		h.log.ErrorContext(ctx, "webhook trigger lookup failed", "trigger", id, "err", err)
+		http.Error(w, "Internal Server Error", http.StatusInternalServerError)
+		return
+	}
+	d := &store.TriggerDelivery{ID: uuid.NewString(), TriggerUUID: t.UUID, Event: eventName(t.Service, r)}
+	a, claimed := h.deliver(ctx, r, t, d)
+	// The record outlives a client that hung up.
+	rctx := context.WithoutCancel(ctx)
+	if !claimed {
+		d.Status, d.Reason, d.BuildID = a.status, a.reason, a.buildID
+		if _, err := h.o.Store.AddTriggerDelivery(rctx, d); err != nil {
+			h.log.ErrorContext(ctx, "recording webhook delivery failed", "trigger", t.UUID, "err", err)
+		}
+	} else if err := h.o.Store.FinishTriggerDelivery(rctx, t.UUID, d.ID, a.status, a.reason, a.buildID); err != nil {
+		h.log.ErrorContext(ctx, "recording webhook delivery failed", "trigger", t.UUID, "delivery", d.ID, "err", err)
+	}
+	if _, err := h.o.Store.PruneTriggerDeliveries(rctx, t.UUID, h.o.KeepDeliveries); err != nil {
+		h.log.WarnContext(ctx, "pruning webhook deliveries failed", "trigger", t.UUID, "err", err)
+	}
+	h.log.InfoContext(ctx, "webhook delivery", "trigger", t.UUID, "service", t.Service, "delivery", d.ID,
+		"status", a.status, "reason", a.reason, "build", a.buildID, "code", a.code)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(a.code)
+	_, _ = io.WriteString(w, a.message)
+}
+
+// eventName is the forge's name of the delivery's event, for the record.
+func eventName(service string, r *http.Request) string {
+	switch service {
+	case triggers.ServiceGitHub:
+		return r.Header.Get("X-GitHub-Event")
+	case triggers.ServiceGitLab:
+		return r.Header.Get("X-Gitlab-Event")
+	case triggers.ServiceBitbucket:
+		return r.Header.Get("X-Event-Key")
+	}
+	return "push"
+}
+
+// deliver runs one delivery through the steps of package triggers. claimed
+// reports that it recorded d already (the replay check), so that the
+// caller finishes that record rather than adding one.
+func (h *Handler) deliver(ctx context.Context, r *http.Request, t *store.Trigger, d *store.TriggerDelivery) (_ answer, claimed bool) {
+	body, err := triggers.ReadPayload(r, h.o.MaxPayloadBytes)
+	if err != nil {
+		code := triggers.StatusCode(err)
+		return rejected(code, http.StatusText(code), err.Error()), false
+	}
+	p, err := triggers.ForService(t.Service)
+	if err != nil {
+		return rejected(http.StatusInternalServerError, "Internal Server Error", err.Error()), false
+	}
+	var secret []byte
+	if len(t.SealedSecret) > 0 {
+		if secret, err = h.o.Secrets.Open(t.SealedSecret, SecretPurpose(t.UUID)); err != nil {
+			h.log.ErrorContext(ctx, "trigger secret does not open", "trigger", t.UUID, "err", err)
+			return rejected(http.StatusInternalServerError, "Internal Server Error", "the trigger's secret does not decrypt"), false
+		}
+	}
+	if len(secret) == 0 {
+		return rejected(http.StatusUnauthorized, "Unauthorized", "the trigger is not activated"), false
+	}
+	if t.Service == triggers.ServiceCustomGit {
+		if err := triggers.CheckTokenAuth(r, secret); err != nil {
+			return rejected(triggers.StatusCode(err), "Unauthorized", err.Error()), false
+		}
+	}
+	if err := p.Verify(r, body, secret); err != nil {
+		return rejected(triggers.StatusCode(err), "Unauthorized", err.Error()), false
+	}
+	if !t.Enabled {
+		return rejected(http.StatusBadRequest, DisabledMessage, "the trigger is disabled ("+t.DisabledReason+")"), false
+	}
+	if fid := p.DeliveryID(r); fid != "" {
+		// Only an authenticated delivery may claim an id: otherwise anyone
+		// could burn a forge's future delivery ids.
+		d.ID = fid
+	}
+	// Recorded as rejected until it is finished, which is the truth if
+	// this process dies before.
+	d.Status, d.Reason = store.DeliveryRejected, "processing did not finish"
+	added, err := h.o.Store.AddTriggerDelivery(ctx, d)
+	if err != nil {
+		h.log.ErrorContext(ctx, "webhook delivery claim failed", "trigger", t.UUID, "err", err)
+		d.ID = uuid.NewString()
+		return rejected(http.StatusInternalServerError, "Internal Server Error", "the delivery could not be recorded"), false
+	}
+	if !added {
+		replayOf := d.ID
+		d.ID = uuid.NewString()
+		return okay(store.DeliverySkipped, "replay of delivery "+replayOf), false
+	}
+	a := h.process(ctx, r, t, d, p, body)
+	return a, true
+}
+
+// process parses, prepares and submits a claimed delivery.
+func (h *Handler) process(ctx context.Context, r *http.Request, t *store.Trigger, d *store.TriggerDelivery, p triggers.Provider, body []byte) answer {
+	ev, err := p.Parse(r, body)
+	if err != nil {
+		code := triggers.StatusCode(err)
+		return rejected(code, http.StatusText(code), err.Error())
+	}
+	if ev.Skip.Skipped() {
+		return okay(store.DeliverySkipped, skipReason(ev.Skip))
+	}
+	cfg, policy, err := parseConfig(t.Config)
+	if err != nil {
+		return rejected(http.StatusInternalServerError, "Internal Server Error", err.Error())
+	}
+	push := *ev.Push
+	if t.Service == triggers.ServiceBitbucket {
+		h.completeBitbucket(ctx, t, &push)
+	}
+	prep, sk := triggers.Prepare(cfg, push)
+	if sk.Skipped() {
+		return okay(store.DeliverySkipped, skipReason(sk))
+	}
+	b, err := Submit(ctx, h.o.Store, h.o.Manager, t, prep)
+	var qe *buildmanager.QueueLimitError
+	switch {
+	case errors.As(err, &qe):
+		return rejected(http.StatusTooManyRequests, "Maximum queued build rate exceeded.", err.Error())
+	case err != nil:
+		h.log.ErrorContext(ctx, "submitting trigger build failed", "trigger", t.UUID, "err", err)
+		return rejected(http.StatusInternalServerError, "Internal Server Error", err.Error())
+	}
+	if policy == ConcurrencySerial {
+		h.cancelSuperseded(ctx, t, b)
+	}
+	a := okay(store.DeliveryAccepted, "")
+	a.buildID = b.ID
+	if prep.PathFilters != triggers.PathFiltersNone {
+		a.reason = "path filters: " + string(prep.PathFilters)
+	}
+	return a
+}
+
+func skipReason(s triggers.Skip) string {
+	if s.Message == "" {
+		return string(s.Reason)
+	}
+	return string(s.Reason) + ": " + s.Message
+}
+
+// parseConfig reads the build part of a trigger's config and its
+// concurrency policy.
+func parseConfig(raw json.RawMessage) (triggers.Config, string, error) {
+	var cfg triggers.Config
+	var extra struct {
+		Concurrency string `json:"concurrency"`
+	}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &cfg); err != nil {
+			return cfg, "", fmt.Errorf("trigger config: %w", err)
+		}
+		if err := json.Unmarshal(raw, &extra); err != nil {
+			return cfg, "", fmt.Errorf("trigger config: %w", err)
+		}
+	}
+	if extra.Concurrency == "" {
+		extra.Concurrency = ConcurrencyParallel
+	}
+	return cfg, extra.Concurrency, nil
+}
+
+// completeBitbucket asks Bitbucket for what its payloads lack: the files a
+// push changed (for path filters) and the default branch (for "latest").
+// Without a configured forge the push goes on unfiltered and without it.
+func (h *Handler) completeBitbucket(ctx context.Context, t *store.Trigger, push *triggers.PushEvent) {
+	fg, err := h.o.Forges.ForTrigger(t, h.o.Secrets)
+	if err != nil {
+		h.log.WarnContext(ctx, "bitbucket push without API access: no path filters or default branch", "trigger", t.UUID, "err", err)
+		return
+	}
+	if push.Metadata.DefaultBranch == "" {
+		if branch, err := fg.DefaultBranch(ctx, push.Repository); err == nil {
+			push.Metadata.DefaultBranch = branch
+		} else {
+			h.log.WarnContext(ctx, "bitbucket default branch lookup failed", "trigger", t.UUID, "err", err)
+		}
+	}
+	if push.Before != "" {
+		if files, err := fg.GetChangedFiles(ctx, push.Repository, push.Before, push.Metadata.Commit); err == nil {
+			push.Files, push.FilesKnown = files, true
+		} else {
+			h.log.WarnContext(ctx, "bitbucket changed files lookup failed", "trigger", t.UUID, "err", err)
+		}
+	}
+}
+
+// Submit hands a prepared push of trigger t to the manager: the git source
+// (the deploy key and host key are added when a worker registers, see
+// GitSource), the tags, Dockerfile and context, the pull robot and the
+// trigger metadata. The webhook and the API's manual start both use it.
+func Submit(ctx context.Context, st store.Store, m *buildmanager.Manager, t *store.Trigger, prep triggers.Prepared) (*store.Build, error) {
+	repo, err := st.GetRepository(ctx, t.Namespace, t.Repository)
+	if err != nil {
+		return nil, fmt.Errorf("repository of trigger %s: %w", t.UUID, err)
+	}
+	var requester *store.Account
+	if t.ConnectedUserID != 0 {
+		if requester, err = st.GetAccountByID(ctx, t.ConnectedUserID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("connected user of trigger %s: %w", t.UUID, err)
+		}
+	}
+	md, err := json.Marshal(prep.Metadata)
+	if err != nil {
+		return nil, fmt.Errorf("trigger metadata: %w", err)
+	}
+	return m.Submit(ctx, buildmanager.BuildRequest{
+		Repository:  repo,
+		Requester:   requester,
+		DisplayName: prep.DisplayName(),
+		Tags:        prep.Tags,
+		Request: store.BuildRequest{
+			Git:            &store.BuildGitSource{URL: prep.Metadata.GitURL, CommitSHA: prep.Metadata.Commit, Ref: prep.Metadata.Ref},
+			DockerfilePath: prep.DockerfilePath,
+			Context:        prep.Context,
+			PullRobot:      t.PullRobot,
+		},
+		TriggerID:       t.UUID,
+		TriggerMetadata: md,
+		TriggerKind:     t.Service,
+	})
+}
+
+// cancelSuperseded cancels t's builds of b's ref still waiting in the queue:
+// under the serial policy only the newest push of a ref builds.
+func (h *Handler) cancelSuperseded(ctx context.Context, t *store.Trigger, b *store.Build) {
+	waiting, err := h.o.Store.ListBuildsInPhase(ctx, store.PhaseWaiting)
+	if err != nil {
+		h.log.WarnContext(ctx, "listing superseded builds failed", "trigger", t.UUID, "err", err)
+		return
+	}
+	for _, old := range waiting {
+		if old.ID == b.ID || old.TriggerID != t.UUID || old.Request.Git == nil || old.Request.Git.Ref != b.Request.Git.Ref ||
+			old.CreatedAt.After(b.CreatedAt) {
+			continue
+		}
+		if _, err := h.o.Manager.Cancel(ctx, old.ID); err != nil && !errors.Is(err, buildmanager.ErrNotCancellable) {
+			h.log.WarnContext(ctx, "cancelling superseded build failed", "trigger", t.UUID, "build", old.ID, "err", err)
+			continue
+		}
+		h.log.InfoContext(ctx, "superseded build cancelled", "trigger", t.UUID, "build", old.ID, "by", b.ID)
+	}
+}
