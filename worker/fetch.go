@@ -17,12 +17,17 @@ import (
 	pb "github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/worker/buildcontext"
 	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/worker/gitsource"
 )
 
 // fetchAndUnpack receives the job's source into a file under the work
 // directory (the compressed-size limit applies while it arrives) and
 // unpacks it into dest.
 func (j *jobRun) fetchAndUnpack(ctx context.Context, dest string) error {
+	if g := j.job.GetGit(); g != nil {
+		j.log.Log(engine.LineOutput, "Fetching commit "+g.GetCommitSha()+" of "+g.GetRef())
+		return gitsource.Fetch(ctx, dest, g, func(line string) { j.log.Log(engine.LineOutput, line) })
+	}
 	lim := buildcontext.Limits{
 		MaxCompressed: j.job.GetMaxContextBytes(),
 		MaxUnpacked:   j.job.GetMaxUnpackedBytes(),
@@ -42,8 +47,6 @@ func (j *jobRun) fetchAndUnpack(ctx context.Context, dest string) error {
 	case *pb.Job_ArchiveUrl:
 		j.log.Log(engine.LineOutput, "Downloading the build context from "+src.ArchiveUrl)
 		n, err = j.fetchURL(ctx, f, src.ArchiveUrl, lim.MaxCompressed)
-	case *pb.Job_Git:
-		err = engine.Errorf(engine.CodeGit, "git sources are not supported yet by this worker")
 	default:
 		err = fmt.Errorf("%w: the job has no source", errNotRetryable)
 	}
