@@ -93,6 +93,10 @@ bench: tools build
 	if [[ -n $$pkgs ]]; then $(GO) test -run '^$$' -bench . -benchmem $$pkgs; fi
 	@echo '== registry: berth vs distribution v3.1.2, side by side =='
 	$(GO) run ./test/bench/regbench $(REGBENCH_FLAGS)
+	@echo '== builds: berth vs buildah bud+push as the worker user =='
+	$(GO) run ./test/builds/bench -bin $(BIN)
+	@echo '== triggers: git push → pullable vs git clone + buildah bud + push by hand =='
+	$(GO) run ./test/triggers/bench $(TRIGGERBENCH_FLAGS)
 
 .PHONY: fuzz
 fuzz:

@@ -112,7 +112,9 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, name, id s
 		}
 		if r.ContentLength != 0 {
 			// A final chunk may carry a Content-Range, checked as on PATCH.
-			if herr := h.appendChunk(r, u, true, true); herr != nil {
+			// Its progress is not recorded: the blob is committed in this
+			// request, and a failure leaves the session at its last PATCH.
+			if herr := h.appendChunk(r, u, true, false); herr != nil {
 				return herr
 			}
 		}
@@ -390,14 +392,15 @@ func (h *Handler) finishUpload(ctx context.Context, repo *store.Repository, u *s
 	if err := h.blobs.Commit(ctx, u.ID, dgst, u.Offset); err != nil {
 		return errInternal(err)
 	}
-	if err := h.store.PutBlob(ctx, repo.ID, store.Blob{Digest: dgst.String(), Size: u.Offset}); err != nil {
+	blob := store.Blob{Digest: dgst.String(), Size: u.Offset}
+	var err error
+	if persisted {
+		err = h.store.CompleteUpload(ctx, u.ID, repo.ID, blob)
+	} else {
+		err = h.store.PutBlob(ctx, repo.ID, blob)
+	}
+	if err != nil {
 		return errInternal(err)
-	}
-	if !persisted {
-		return nil
-	}
-	if err := h.store.DeleteUpload(ctx, u.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
-		h.log.WarnContext(ctx, "upload record not removed", "upload", u.ID, "err", err)
 	}
 	return nil
 }

@@ -187,6 +187,10 @@ type Store interface {
 	// PutBlob records that the bytes of a blob are in storage (idempotent)
 	// and links it to repoID.
 	PutBlob(ctx context.Context, repoID int64, b Blob) error
+	// CompleteUpload is PutBlob and the removal of the upload session
+	// uploadID (if it is still recorded) in one transaction: a finished
+	// upload costs one commit.
+	CompleteUpload(ctx context.Context, uploadID string, repoID int64, b Blob) error
 	// GetBlob finds a blob by digest in any repository: whether bytes exist.
 	GetBlob(ctx context.Context, digest string) (*Blob, error)
 	// GetRepoBlob finds a blob linked to repoID.

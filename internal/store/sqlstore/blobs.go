@@ -11,21 +11,38 @@ import (
 // PutBlob records that b's bytes are in storage and links b to repoID.
 // Both steps are idempotent. ErrNotFound if the repository does not exist.
 func (s *Store) PutBlob(ctx context.Context, repoID int64, b store.Blob) error {
-	t := nanos(now())
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?)
-			ON CONFLICT (digest) DO NOTHING`), b.Digest, b.Size, t)
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, s.q(`INSERT INTO repository_blobs (repo_id, digest, created_at) VALUES (?, ?, ?)
-			ON CONFLICT (repo_id, digest) DO NOTHING`), repoID, b.Digest, t)
-		return err
-	})
+	err := s.writeTx(ctx, func(tx *sql.Tx) error { return s.putBlob(ctx, tx, repoID, b) })
 	if err != nil {
 		return fmt.Errorf("sqlstore: put blob %s in repository %d: %w", b.Digest, repoID, classify(err))
 	}
 	return nil
+}
+
+// CompleteUpload records the blob and forgets the upload in one commit.
+func (s *Store) CompleteUpload(ctx context.Context, uploadID string, repoID int64, b store.Blob) error {
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		if err := s.putBlob(ctx, tx, repoID, b); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, s.q(`DELETE FROM uploads WHERE id = ?`), uploadID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlstore: complete upload %s as %s in repository %d: %w", uploadID, b.Digest, repoID, classify(err))
+	}
+	return nil
+}
+
+func (s *Store) putBlob(ctx context.Context, tx *sql.Tx, repoID int64, b store.Blob) error {
+	t := nanos(now())
+	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?)
+		ON CONFLICT (digest) DO NOTHING`), b.Digest, b.Size, t)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO repository_blobs (repo_id, digest, created_at) VALUES (?, ?, ?)
+		ON CONFLICT (repo_id, digest) DO NOTHING`), repoID, b.Digest, t)
+	return err
 }
 
 // GetBlob finds a blob by digest, whichever repositories it is linked to.

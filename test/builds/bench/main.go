@@ -1,0 +1,326 @@
+// Command bench measures berth's build system against plain buildah, side
+// by side in one run with the same small context: berth (API POST → image
+// pullable) against `buildah bud` + `buildah push` to berth run the way the
+// worker runs it (as the worker user, with a fresh vfs storage root and
+// chroot isolation). It prints both times and their ratio (target ≤ 1.25,
+// or at most 3 s of overhead), the queue latency (POST → worker
+// registered, target p50 < 1 s) and the log latency (worker line → SSE
+// watcher, target p50 < 100 ms).
+//
+// It starts its own `bin/berth serve` on a free loopback port (as root, so
+// that workers run as the unprivileged worker user). Missed targets are
+// reported, not fatal; errors exit 1.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/test/builds/harness"
+)
+
+func main() {
+	bin := flag.String("bin", "", "berth binary (default: bin/berth at the module root)")
+	runs := flag.Int("n", 5, "builds measured on each side")
+	workerUser := flag.String("worker-user", "berth-worker", "the local executor's worker user, which runs the buildah baseline")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *bin, *runs, *workerUser); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, bin string, runs int, workerUser string) error {
+	if os.Geteuid() != 0 {
+		return errors.New("run as root: the worker and the baseline run as the unprivileged worker user")
+	}
+	if bin == "" {
+		root, err := moduleRoot()
+		if err != nil {
+			return err
+		}
+		bin = filepath.Join(root, "bin", "berth")
+	}
+	work, err := os.MkdirTemp("", "berth-buildbench-")
+	if err != nil {
+		return err
+	}
+	defer harness.RemoveAll(work)
+	// The baseline's directories live below; the worker user must reach them.
+	if err := os.Chmod(work, 0o755); err != nil {
+		return err
+	}
+	srv, err := harness.StartServer(ctx, harness.ServerOptions{
+		Bin: bin, Dir: filepath.Join(work, "server"), Config: harness.BuildManagerConfig(2, 10*time.Minute),
+		User: "admin", Password: randomHex(16),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := srv.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: stopping berth: %v\n", err)
+		}
+	}()
+	creds := srv.Opts.User + ":" + srv.Opts.Password
+	toolDir := filepath.Join(work, "tools")
+	if err := os.MkdirAll(toolDir, 0o700); err != nil {
+		return err
+	}
+	tools, err := harness.NewTools(toolDir)
+	if err != nil {
+		return err
+	}
+	base := srv.Addr + "/admin/base:latest"
+	if err := tools.PushBusybox(ctx, base, creds); err != nil {
+		return fmt.Errorf("pushing the base image: %w", err)
+	}
+	client := harness.NewClient(srv)
+	for _, r := range []string{"bench-berth", "bench-plain"} {
+		if err := client.CreateRepo(ctx, "admin", r); err != nil {
+			return err
+		}
+	}
+	// The worker user exists once serve started as root.
+	wu, err := user.Lookup(workerUser)
+	if err != nil {
+		return fmt.Errorf("worker user %s (serve creates it when run as root): %w", workerUser, err)
+	}
+	uid, _ := strconv.Atoi(wu.Uid)
+	gid, _ := strconv.Atoi(wu.Gid)
+
+	dockerfile := "FROM " + base + "\nARG X=unset\nRUN echo \"$X\" > /out\nCOPY file /file\n"
+	ctxFiles := []harness.Entry{{Name: "Dockerfile", Body: dockerfile}, {Name: "file", Body: "benchmark context file\n"}}
+	archive, err := harness.TarGz(ctxFiles...)
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf("== builds: berth vs buildah bud+push as %s, same context, %d runs each, interleaved ==\n", workerUser, runs)
+	var berthT, plainT, queueT, logT []time.Duration
+	for i := range runs {
+		m, err := berthBuild(ctx, client, tools, srv.Addr, creds, archive, i)
+		if err != nil {
+			return fmt.Errorf("berth build %d: %w", i, err)
+		}
+		berthT, queueT = append(berthT, m.total), append(queueT, m.queue)
+		logT = append(logT, m.logDelays...)
+		p, err := plainBuild(ctx, tools, work, srv.Addr, creds, ctxFiles, uid, gid, workerUser, i)
+		if err != nil {
+			return fmt.Errorf("buildah baseline %d: %w", i, err)
+		}
+		plainT = append(plainT, p)
+		fmt.Printf("  run %d: berth %s (queue %s)   buildah %s\n", i+1, round(m.total), round(m.queue), round(p))
+	}
+	bp, pp := median(berthT), median(plainT)
+	ratio := float64(bp) / float64(pp)
+	verdict := "MISS"
+	if ratio <= 1.25 || bp-pp <= 3*time.Second {
+		verdict = "ok"
+	}
+	fmt.Printf("berth   API POST → image pullable   p50 %8s\n", round(bp))
+	fmt.Printf("buildah bud + push → pullable       p50 %8s\n", round(pp))
+	fmt.Printf("ratio %.2f, overhead %s (target ≤ 1.25 or ≤ 3s): %s\n", ratio, round(bp-pp), verdict)
+	q := median(queueT)
+	fmt.Printf("queue latency POST → worker registered  p50 %s (target < 1s): %s\n", round(q), okIf(q < time.Second))
+	l := median(logT)
+	fmt.Printf("log latency worker line → SSE watcher   p50 %s over %d lines (target < 100ms): %s\n", round(l), len(logT), okIf(len(logT) > 0 && l < 100*time.Millisecond))
+	return nil
+}
+
+// berthMeasure is one berth build.
+type berthMeasure struct {
+	total, queue time.Duration
+	logDelays    []time.Duration
+}
+
+// berthBuild uploads the context, POSTs the build with a watcher on its
+// log stream, and waits until the image is pullable.
+func berthBuild(ctx context.Context, c *harness.Client, tools *harness.Tools, addr, creds string, archive []byte, i int) (berthMeasure, error) {
+	var m berthMeasure
+	fileID, err := c.Upload(ctx, archive)
+	if err != nil {
+		return m, err
+	}
+	tag := fmt.Sprintf("b%d", i)
+	posted := time.Now()
+	b, err := c.RequestBuild(ctx, "admin/bench-berth", harness.BuildRequest{FileID: fileID, DockerTags: []string{tag},
+		BuildArgs: map[string]string{"X": randomHex(4)}})
+	if err != nil {
+		return m, err
+	}
+	var wg sync.WaitGroup
+	var streamErr error
+	var delays []time.Duration
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		streamErr = c.Stream(ctx, "admin/bench-berth", b.ID, "", func(ev harness.Event) bool {
+			// Worker lines: output and commands (phase and error entries
+			// may come from the manager).
+			if ev.Entry.Type == "" || ev.Entry.Type == "command" {
+				if at := ev.Entry.Time(); !at.IsZero() {
+					delays = append(delays, ev.Received.Sub(at))
+				}
+			}
+			return true
+		})
+	}()
+	// The watcher writes delays until it returns.
+	defer wg.Wait()
+	for {
+		b, err = c.GetBuild(ctx, "admin/bench-berth", b.ID)
+		if err != nil {
+			return m, err
+		}
+		if harness.Terminal(b.Phase) {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if b.Phase != "complete" {
+		return m, fmt.Errorf("build %s ended %s: %v", b.ID, b.Phase, b.Error)
+	}
+	if err := tools.Pullable(ctx, addr+"/admin/bench-berth:"+tag, creds); err != nil {
+		return m, err
+	}
+	m.total = time.Since(posted)
+	wg.Wait()
+	m.logDelays = delays
+	if streamErr != nil {
+		return m, fmt.Errorf("log stream: %w", streamErr)
+	}
+	entries, err := c.Logs(ctx, "admin/bench-berth", b.ID, 0)
+	if err != nil {
+		return m, err
+	}
+	// The worker reports unpacking right after it registered.
+	for _, e := range entries {
+		if e.Type == "phase" && e.Message == "unpacking" {
+			m.queue = e.Time().Sub(posted)
+			break
+		}
+	}
+	if m.queue == 0 {
+		return m, fmt.Errorf("build %s logged no unpacking phase", b.ID)
+	}
+	return m, nil
+}
+
+// plainBuild runs buildah bud and push as the worker user with a fresh
+// storage root, then checks the image is pullable.
+func plainBuild(ctx context.Context, tools *harness.Tools, work, addr, creds string, files []harness.Entry, uid, gid int, workerUser string, i int) (time.Duration, error) {
+	dir := filepath.Join(work, fmt.Sprintf("plain-%d", i))
+	ctxDir := filepath.Join(dir, "context")
+	for _, d := range []string{dir, ctxDir, filepath.Join(dir, "home"), filepath.Join(dir, "run"), filepath.Join(dir, "tmp")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return 0, err
+		}
+		if err := os.Chown(d, uid, gid); err != nil {
+			return 0, err
+		}
+	}
+	for _, f := range files {
+		p := filepath.Join(ctxDir, f.Name)
+		if err := os.WriteFile(p, []byte(f.Body), 0o644); err != nil {
+			return 0, err
+		}
+		if err := os.Chown(p, uid, gid); err != nil {
+			return 0, err
+		}
+	}
+	ref := fmt.Sprintf("%s/admin/bench-plain:p%d", addr, i)
+	global := []string{"--root", filepath.Join(dir, "storage"), "--runroot", filepath.Join(dir, "run", "storage"), "--storage-driver", "vfs"}
+	steps := [][]string{
+		append(append([]string{}, global...), "bud", "--isolation", "chroot", "--tls-verify=false", "--creds", creds,
+			"--build-arg", "X="+randomHex(4), "-t", ref, ctxDir),
+		append(append([]string{}, global...), "push", "--tls-verify=false", "--creds", creds, ref, "docker://"+ref),
+	}
+	start := time.Now()
+	for _, s := range steps {
+		args := append([]string{"-u", workerUser, "--", "env", "-i",
+			"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			"HOME=" + filepath.Join(dir, "home"), "XDG_RUNTIME_DIR=" + filepath.Join(dir, "run"),
+			"TMPDIR=" + filepath.Join(dir, "tmp"), "BUILDAH_ISOLATION=chroot", "buildah"}, s...)
+		cmd := exec.CommandContext(ctx, "runuser", args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("buildah %s: %w\n%s", s[len(global)], err, strings.ReplaceAll(string(out), creds, "***"))
+		}
+	}
+	if err := tools.Pullable(ctx, ref, creds); err != nil {
+		return 0, err
+	}
+	took := time.Since(start)
+	// Not part of the timing: the worker's directory goes away too, but
+	// after the image is pullable.
+	if err := harness.RemoveAll(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: removing %s: %v\n", dir, err)
+	}
+	return took, nil
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory; pass -bin")
+		}
+		dir = parent
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func round(d time.Duration) time.Duration {
+	if d < 10*time.Millisecond && d > -10*time.Millisecond {
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Millisecond)
+}
+
+func okIf(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "MISS"
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b)
+}
