@@ -3,10 +3,13 @@ package queue
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -273,3 +276,75 @@ func (e *Embedded) Client() *redis.Client { return redis.NewClient(&redis.Option
 
 // Close stops the server.
 func (e *Embedded) Close() { e.srv.Close() }
+
+// snapshot is the saved form of the keys Save keeps.
+type snapshot struct {
+	Lists   map[string][]string `json:"lists"`
+	Strings map[string]string   `json:"strings"`
+}
+
+// Save writes the list and string keys whose names contain substr to path
+// (atomically), so that a restarted server can Restore them. The build
+// manager keeps live build logs here: without this, a graceful restart of
+// a server using the embedded Redis would lose the log of every build still
+// running, including the line recording the interrupted attempt.
+func (e *Embedded) Save(path, substr string) error {
+	snap := snapshot{Lists: map[string][]string{}, Strings: map[string]string{}}
+	for _, k := range e.srv.Keys() {
+		if !strings.Contains(k, substr) {
+			continue
+		}
+		switch e.srv.Type(k) {
+		case "list":
+			v, err := e.srv.List(k)
+			if err != nil {
+				return fmt.Errorf("queue: save %s: %w", k, err)
+			}
+			snap.Lists[k] = v
+		case "string":
+			v, err := e.srv.Get(k)
+			if err != nil {
+				return fmt.Errorf("queue: save %s: %w", k, err)
+			}
+			snap.Strings[k] = v
+		}
+	}
+	b, err := json.Marshal(snap)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("queue: save snapshot: %w", err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// Restore loads what Save wrote to path, if anything, and removes the file
+// so that a later crash cannot restore stale entries twice.
+func (e *Embedded) Restore(path string) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("queue: restore snapshot: %w", err)
+	}
+	var snap snapshot
+	if err := json.Unmarshal(b, &snap); err != nil {
+		return fmt.Errorf("queue: restore snapshot %s: %w", path, err)
+	}
+	for k, v := range snap.Lists {
+		if len(v) > 0 {
+			if _, err := e.srv.Push(k, v...); err != nil {
+				return fmt.Errorf("queue: restore %s: %w", k, err)
+			}
+		}
+	}
+	for k, v := range snap.Strings {
+		if err := e.srv.Set(k, v); err != nil {
+			return fmt.Errorf("queue: restore %s: %w", k, err)
+		}
+	}
+	return os.Remove(path)
+}

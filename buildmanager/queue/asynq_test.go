@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -161,4 +162,49 @@ func TestRunConcurrencyPriorityRetry(t *testing.T) {
 			t.Errorf("finished build still queued: %v %v", ok, err)
 		}
 	})
+}
+
+func TestEmbeddedSaveRestore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "snapshot")
+	ctx := context.Background()
+	e, err := StartEmbedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := e.Client()
+	rc.RPush(ctx, "p:buildlogs:{a}", "one", "two")
+	rc.Set(ctx, "p:buildlogs:{a}:seq", "7", 0)
+	rc.RPush(ctx, "asynq:other", "not kept")
+	rc.Close()
+	if err := e.Save(path, "buildlogs:"); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+
+	e2, err := StartEmbedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	if err := e2.Restore(path); err != nil {
+		t.Fatal(err)
+	}
+	rc = e2.Client()
+	defer rc.Close()
+	if got := rc.LRange(ctx, "p:buildlogs:{a}", 0, -1).Val(); len(got) != 2 || got[0] != "one" || got[1] != "two" {
+		t.Fatalf("list restored as %v", got)
+	}
+	if got := rc.Get(ctx, "p:buildlogs:{a}:seq").Val(); got != "7" {
+		t.Fatalf("string restored as %q", got)
+	}
+	if n := rc.Exists(ctx, "asynq:other").Val(); n != 0 {
+		t.Fatal("a key outside the pattern was saved")
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("snapshot left behind: %v", err)
+	}
+	// Nothing to restore is not an error.
+	if err := e2.Restore(path); err != nil {
+		t.Fatal(err)
+	}
 }

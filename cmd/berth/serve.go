@@ -165,6 +165,9 @@ func runServe(ctx context.Context, args []string) error {
 		}
 	case <-ctx.Done():
 		log.Info("shutting down")
+		// Running builds stop at once (their attempts are recorded and
+		// retried after the restart) while HTTP requests drain.
+		stopBackground()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(shutdownCtx); err != nil {
@@ -320,7 +323,17 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 		if err != nil {
 			return nil, err
 		}
-		app.closers = append(app.closers, embedded.Close)
+		// Live build logs outlive a graceful restart: saved at shutdown,
+		// after the build manager recorded the interrupted attempts.
+		snapshot := filepath.Join(cfg.DataDir, "buildlogs.snapshot")
+		if err := embedded.Restore(snapshot); err != nil {
+			log.Warn("build logs of the previous run not restored", "err", err)
+		}
+		app.closers = append(app.closers, embedded.Close, func() {
+			if err := embedded.Save(snapshot, "buildlogs:"); err != nil {
+				log.Error("build logs not saved", "err", err)
+			}
+		})
 		rdb = embedded.Client()
 	} else {
 		client, err := bc.Redis.Dial(ctx)
