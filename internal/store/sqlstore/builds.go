@@ -222,6 +222,9 @@ const terminalSQL = `('complete', 'error', 'internalerror', 'cancelled')`
 
 // UpdateBuild writes b's mutable fields if the stored version is still
 // b.Version and the stored phase is not terminal.
+//
+// An empty ExecutorName or ExecutionID keeps the stored one: those belong
+// to SetBuildExecution, which may have run after b was read.
 func (s *Store) UpdateBuild(ctx context.Context, b *store.Build) error {
 	if !b.Phase.Valid() {
 		return fmt.Errorf("sqlstore: update build %s: invalid phase %q", b.ID, b.Phase)
@@ -231,7 +234,8 @@ func (s *Store) UpdateBuild(ctx context.Context, b *store.Build) error {
 		return fmt.Errorf("sqlstore: update build %s: %w", b.ID, err)
 	}
 	res, err := s.w.ExecContext(ctx, s.q(`UPDATE builds SET phase = ?, attempts = ?, started_at = ?,
-		completed_at = ?, error_message = ?, manifest_digests = ?, executor_name = ?, execution_id = ?,
+		completed_at = ?, error_message = ?, manifest_digests = ?,
+		executor_name = COALESCE(NULLIF(?, ''), executor_name), execution_id = COALESCE(NULLIF(?, ''), execution_id),
 		lease_expiry = ?, version = version + 1
 		WHERE id = ? AND version = ? AND phase NOT IN `+terminalSQL),
 		string(b.Phase), b.Attempts, zeroNanos(b.StartedAt), zeroNanos(b.CompletedAt), b.ErrorMessage,
