@@ -59,6 +59,28 @@ func (s *Store) PutManifest(ctx context.Context, m *store.Manifest, tag string) 
 	return nil
 }
 
+// The reference checks of PutManifest, with %s the IN list.
+const (
+	blobRefSizesSQL = `SELECT rb.digest, b.size FROM repository_blobs rb
+		JOIN blobs b ON b.digest = rb.digest
+		WHERE rb.repo_id = ? AND rb.digest IN (%s){{keyshare}}`
+	manifestRefSizesSQL = `SELECT digest, size FROM manifests
+		WHERE repo_id = ? AND digest IN (%s){{keyshare}}`
+)
+
+// preparedRefs is the largest IN list prepared ahead: an image manifest
+// has a config and a few layers, and parsing the checks' SQL anew on every
+// push cost modernc's SQLite a fifth of a tag write.
+const preparedRefs = 4
+
+func init() {
+	for n := 1; n <= preparedRefs; n++ {
+		hotQueries = append(hotQueries, fmt.Sprintf(blobRefSizesSQL, inMarks(n)), fmt.Sprintf(manifestRefSizesSQL, inMarks(n)))
+	}
+}
+
+func inMarks(n int) string { return strings.Repeat("?, ", n-1) + "?" }
+
 // checkRefs returns a *store.MissingRefError for the first of refs that the
 // repository lacks or holds with another size.
 func (s *Store) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []store.Ref) error {
@@ -70,14 +92,11 @@ func (s *Store) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []
 			blobs = append(blobs, r.Digest)
 		}
 	}
-	blobSizes, err := s.refSizes(ctx, tx, `SELECT rb.digest, b.size FROM repository_blobs rb
-		JOIN blobs b ON b.digest = rb.digest
-		WHERE rb.repo_id = ? AND rb.digest IN (%s){{keyshare}}`, repoID, blobs)
+	blobSizes, err := s.refSizes(ctx, tx, blobRefSizesSQL, repoID, blobs)
 	if err != nil {
 		return err
 	}
-	manifestSizes, err := s.refSizes(ctx, tx, `SELECT digest, size FROM manifests
-		WHERE repo_id = ? AND digest IN (%s){{keyshare}}`, repoID, manifests)
+	manifestSizes, err := s.refSizes(ctx, tx, manifestRefSizesSQL, repoID, manifests)
 	if err != nil {
 		return err
 	}
@@ -109,8 +128,14 @@ func (s *Store) refSizes(ctx context.Context, tx *sql.Tx, query string, repoID i
 		for _, d := range batch {
 			args = append(args, d)
 		}
-		marks := strings.Repeat("?, ", len(batch)-1) + "?"
-		rows, err := tx.QueryContext(ctx, s.q(fmt.Sprintf(query, marks)), args...)
+		var rows *sql.Rows
+		var err error
+		q := fmt.Sprintf(query, inMarks(len(batch)))
+		if st, ok := s.hot[q]; ok {
+			rows, err = tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+		} else {
+			rows, err = tx.QueryContext(ctx, s.q(q), args...)
+		}
 		if err != nil {
 			return nil, err
 		}
