@@ -102,7 +102,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	}
 	// The driver strips the query from a plain file name and applies these
 	// keys itself on every new connection.
-	common := "_busy_timeout=10000&_foreign_keys=1&_journal_mode=WAL&_synchronous=FULL"
+	common := "_busy_timeout=10000&_foreign_keys=1&_journal_mode=WAL&_synchronous=FULL&_pragma=wal_autocheckpoint(8192)"
 	w, err := sql.Open("sqlite", path+"?"+common+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: open sqlite %s: %w", path, err)
