@@ -32,6 +32,10 @@ type Config struct {
 	// repository-relative paths a push changed.
 	IncludedPaths []string `json:"included_paths,omitempty"`
 	ExcludedPaths []string `json:"excluded_paths,omitempty"`
+	// CloneURL, when set, is where builds of a forge trigger fetch the
+	// pushed commit instead of the clone URL the forge's payload names (a
+	// mirror, an HTTPS URL, or Bitbucket, whose payload names none).
+	CloneURL string `json:"clone_url,omitempty"`
 }
 
 // PathFilterStatus tells what the path filters did, for the delivery record.
@@ -160,9 +164,12 @@ func buildPaths(cfg Config) (dockerfile, context string, err error) {
 // reason means build nothing; its message is for the delivery record.
 func Prepare(cfg Config, ev PushEvent) (Prepared, Skip) {
 	md := ev.Metadata
-	if ev.Service == ServiceCustomGit {
+	switch {
+	case ev.Service == ServiceCustomGit:
 		// Quay forces custom-git builds to clone the configured source.
 		md.GitURL = cfg.BuildSource
+	case cfg.CloneURL != "":
+		md.GitURL = cfg.CloneURL
 	}
 	if md.GitURL == "" {
 		return Prepared{}, skip(SkipInvalidConfig, "no git URL: the payload has none and build_source is empty")

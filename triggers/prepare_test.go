@@ -270,3 +270,21 @@ func TestEscapeTag(t *testing.T) {
 		}
 	}
 }
+
+func TestPrepareCloneURL(t *testing.T) {
+	ev := pushEvent("refs/heads/main", "change")
+	p, skip := triggers.Prepare(triggers.Config{}, ev)
+	if skip.Reason != "" || p.Metadata.GitURL != "git@github.com:o/r.git" {
+		t.Fatalf("without clone_url: %q (skip %v)", p.Metadata.GitURL, skip)
+	}
+	p, skip = triggers.Prepare(triggers.Config{CloneURL: "https://mirror.example/o/r.git"}, ev)
+	if skip.Reason != "" || p.Metadata.GitURL != "https://mirror.example/o/r.git" {
+		t.Fatalf("with clone_url: %q (skip %v)", p.Metadata.GitURL, skip)
+	}
+	// custom-git always clones build_source.
+	ev.Service = triggers.ServiceCustomGit
+	p, _ = triggers.Prepare(triggers.Config{BuildSource: "git://h/r", CloneURL: "https://other/r"}, ev)
+	if p.Metadata.GitURL != "git://h/r" {
+		t.Fatalf("custom-git cloned %q", p.Metadata.GitURL)
+	}
+}

@@ -231,8 +231,8 @@ func waitFirstStatus(t *testing.T, f *fakeForge, prefix string) forgeCall {
 }
 
 // TestFakeGitLabPush: activation creates a webhook with a secret token and
-// a deploy key without push access; a "Push Hook" with that token queues a
-// build with the branch and short-SHA tags and sets a pending status; a
+// a deploy key without push access; a "Push Hook" with that token builds the
+// pushed commit with the branch and short-SHA tags and sets a pending status; a
 // wrong token is refused and a branch deletion skipped.
 func TestFakeGitLabPush(t *testing.T) {
 	e := requireEnv(t)
@@ -301,19 +301,36 @@ func TestFakeGitLabPush(t *testing.T) {
 	if u := bodyString(st, "target_url"); !strings.HasSuffix(u, "/repository/"+adminUser+"/"+berthRepo+"/build/"+bs[0].ID) {
 		t.Errorf("GitLab status target_url %q does not link build %s", u, bs[0].ID)
 	}
+	// GitLab's happy path, built end to end: the worker fetches the pushed
+	// commit from the clone URL of the payload (the local git daemon).
+	b := e.waitBuild(t, berthRepo, bs[0].ID)
+	e.checkImage(t, berthRepo, b, "develop", sha[:7])
 }
 
 // TestFakeBitbucketPush: activation creates a webhook with a secret and an
-// access key; a "repo:push" signed with X-Hub-Signature queues a build with
-// the escaped branch and short-SHA tags (the default branch comes from the
-// API) and sets an INPROGRESS status; a tampered signature is refused and a
-// branch deletion skipped.
+// access key; a "repo:push" signed with X-Hub-Signature builds the pushed
+// commit (from clone_url) with the escaped branch and short-SHA tags (the
+// default branch comes from the API) and sets an INPROGRESS status; a
+// tampered signature is refused and a branch deletion skipped.
 func TestFakeBitbucketPush(t *testing.T) {
 	e := requireEnv(t)
 	const berthRepo = "bb"
 	const auth = "Bearer " + bitbucketToken
 	e.createRepo(t, berthRepo)
-	tr := e.createTrigger(t, berthRepo, "bitbucket", "analytical/engine")
+	// Bitbucket's payloads name no clone URL (Quay derives
+	// git@bitbucket.org:<full_name>.git); clone_url points the build at the
+	// local git daemon instead.
+	repo, gitURL, _ := e.forgeRepo(t)
+	repo.Branch("release/2.x")
+	sha := repo.Commit("release work", map[string]string{"notes.txt": "release\n"})
+	repo.Push("release/2.x")
+	cfg := triggerConfig("analytical/engine")
+	cfg["clone_url"] = gitURL
+	var tr triggerView
+	if code, resp := e.api(t, http.MethodPost, "/api/v1/repository/"+adminUser+"/"+berthRepo+"/trigger/",
+		map[string]any{"service": "bitbucket", "config": cfg}, &tr); code != http.StatusCreated {
+		t.Fatalf("creating the bitbucket trigger: %d %s", code, resp)
+	}
 
 	api := "/bitbucket/2.0/repositories/analytical/engine"
 	keyCall := e.forge.onlyCall(t, http.MethodPost, api+"/deploy-keys")
@@ -326,14 +343,12 @@ func TestFakeBitbucketPush(t *testing.T) {
 	}
 	secret := checkActivation(t, e, tr, keyCall, hookCall, auth, "secret")
 
-	// Bitbucket's clone URL is derived from the repository's full name, not
-	// read from the payload, so this build is checked at the queue only.
-	const sha = "f00dfacecafe0123456789abcdef0123456789ab"
+	const fixtureSHA = "f00dfacecafe0123456789abcdef0123456789ab"
 	deliver := func(name string, tamper bool) (int, string) {
-		body := fixture(t, name)
+		body := fixture(t, name, fixtureSHA, sha)
 		sig := sign(secret, body)
 		if tamper {
-			body = []byte(strings.Replace(string(body), sha, "f00dfacecafe0123456789abcdef0123456789ac", 1))
+			body = []byte(strings.Replace(string(body), sha, sha[:39]+"0", 1))
 		}
 		return e.post(t, e.hookURL(tr.ID), map[string]string{
 			"X-Event-Key": "repo:push", "X-Hub-Signature": sig, "X-Request-UUID": randomHex(16),
@@ -364,4 +379,7 @@ func TestFakeBitbucketPush(t *testing.T) {
 	if u := bodyString(st, "url"); !strings.HasSuffix(u, "/repository/"+adminUser+"/"+berthRepo+"/build/"+bs[0].ID) {
 		t.Errorf("Bitbucket status url %q does not link build %s", u, bs[0].ID)
 	}
+	// Bitbucket's happy path, built end to end from clone_url.
+	b := e.waitBuild(t, berthRepo, bs[0].ID)
+	e.checkImage(t, berthRepo, b, "release_2.x", sha[:7])
 }
