@@ -355,3 +355,21 @@ func readManifest(path string) (*manifest, error) {
 	}
 	return &m, nil
 }
+
+// CopyImage copies src to dst within plain-HTTP registries with skopeo
+// (a cheap way to give an image a second name).
+func CopyImage(t testing.TB, src, dst string, creds Creds) {
+	t.Helper()
+	RequireTools(t, "skopeo")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	args := []string{"copy", "--insecure-policy", "--src-tls-verify=false", "--dest-tls-verify=false"}
+	if creds.Username != "" {
+		c := creds.Username + ":" + creds.Password
+		args = append(args, "--src-creds", c, "--dest-creds", c)
+	}
+	args = append(args, "docker://"+src, "docker://"+dst)
+	if out, err := exec.CommandContext(ctx, "skopeo", args...).CombinedOutput(); err != nil {
+		t.Fatalf("skopeo copy %s %s: %v\n%s", src, dst, err, out)
+	}
+}

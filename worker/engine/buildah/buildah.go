@@ -291,8 +291,9 @@ func (r *run) baseImageError(img, tail string, err error) error {
 	return &engine.UserError{Code: engine.CodeBaseImage, Message: msg, Err: err}
 }
 
-// stepFailure finds buildah's report of a failing step.
+// Patterns of buildah's error output.
 var (
+	// stepFailure finds the report of a failing step.
 	stepFailure = regexp.MustCompile(`building at STEP "([^"]*)": (.*)$`)
 	exitStatus  = regexp.MustCompile(`exit status (\d+)`)
 	// dockerfileFailure finds buildah's report of a Dockerfile it cannot
@@ -304,7 +305,14 @@ var (
 func (r *run) build(ctx context.Context) error {
 	args := append(r.global(), "build", "--layers", "--isolation", "chroot", "--pull=false",
 		"--retry", "1", "--retry-delay", "1s", "-f", r.req.DockerfilePath)
-	args = append(args, r.registryOpts(r.req.Registry.Host)...)
+	// A build may pull from any registry (COPY --from=image): TLS stays on
+	// for all of them; berth's own plain-HTTP address is marked insecure
+	// in the build's registries.conf alone. Its CA is added to the system
+	// roots, not put in their place.
+	args = append(args, "--signature-policy", r.policy)
+	if r.certDir != "" {
+		args = append(args, "--cert-dir", r.certDir)
+	}
 	for _, t := range r.req.Tags {
 		args = append(args, "-t", t)
 	}

@@ -68,6 +68,9 @@ func (l *Log) Text() string {
 type env struct {
 	reg  *testenv.Registry
 	base string
+	// other is the base under another name, which only the build itself
+	// pulls (COPY --from), through the build's registry configuration.
+	other string
 }
 
 // Run runs the suite against the engine newEngine returns.
@@ -76,6 +79,8 @@ func Run(t *testing.T, newEngine func(t *testing.T) engine.Engine) {
 	creds := testenv.Creds{Username: "builder", Password: "b3rth-test"}
 	e := &env{reg: testenv.StartDistributionAuth(t, creds)}
 	e.base = testenv.BusyboxImage(t, e.reg.Host, "lib/busybox", creds)
+	e.other = e.reg.Host + "/lib/tools:copy"
+	testenv.CopyImage(t, e.base, e.other, creds)
 
 	t.Run("BuildPushPull", func(t *testing.T) { e.buildPushPull(t, newEngine(t)) })
 	t.Run("SyntaxError", func(t *testing.T) { e.syntaxError(t, newEngine(t)) })
@@ -133,13 +138,14 @@ COPY payload.txt /out/payload.txt
 FROM base AS final
 ARG GREETING
 RUN echo "final $GREETING" > /out/final.txt
+COPY --from=OTHER /etc/passwd /out/passwd-from-other
 
 FROM base AS after
 RUN echo this stage is after the target && exit 9
 `
 
 func (e *env) buildPushPull(t *testing.T, eng engine.Engine) {
-	req := e.request(t, multiStage, map[string]string{"payload.txt": "copied payload\n"}, "test/app:v1", "test/app:v2")
+	req := e.request(t, strings.Replace(multiStage, "OTHER", e.other, 1), map[string]string{"payload.txt": "copied payload\n"}, "test/app:v1", "test/app:v2")
 	mkdirs(t, req)
 	req.BuildArgs = map[string]string{"BASE": e.base, "GREETING": "bonjour"}
 	req.Labels = map[string]string{"org.berth.test": "suite"}
@@ -190,6 +196,8 @@ func (e *env) buildPushPull(t *testing.T, eng engine.Engine) {
 		"out/run.txt":     "bonjour from run\n",
 		"out/payload.txt": "copied payload\n",
 		"out/final.txt":   "final bonjour\n",
+		// testenv's busybox image has this passwd.
+		"out/passwd-from-other": "root:x:0:0:root:/:/bin/sh\n",
 	} {
 		got, err := os.ReadFile(filepath.Join(rootfs, name))
 		if err != nil || string(got) != want {
