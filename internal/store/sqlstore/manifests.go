@@ -68,18 +68,26 @@ const (
 		WHERE repo_id = ? AND digest IN (%s){{keyshare}}`
 )
 
-// preparedRefs is the largest IN list prepared ahead: an image manifest
-// has a config and a few layers, and parsing the checks' SQL anew on every
-// push cost modernc's SQLite a fifth of a tag write.
+// preparedRefs is the largest reference list whose statements (the IN
+// lists of the checks, the multi-row insert) are prepared ahead: an image
+// manifest has a config and a few layers, and parsing that SQL anew on
+// every push cost modernc's SQLite a fifth of a tag write.
 const preparedRefs = 4
 
 func init() {
 	for n := 1; n <= preparedRefs; n++ {
-		hotQueries = append(hotQueries, fmt.Sprintf(blobRefSizesSQL, inMarks(n)), fmt.Sprintf(manifestRefSizesSQL, inMarks(n)))
+		hotQueries = append(hotQueries, fmt.Sprintf(blobRefSizesSQL, inMarks(n)), fmt.Sprintf(manifestRefSizesSQL, inMarks(n)), insertRefsSQL(n))
 	}
 }
 
 func inMarks(n int) string { return strings.Repeat("?, ", n-1) + "?" }
+
+// insertRefsSQL inserts n manifest references in one statement.
+func insertRefsSQL(n int) string {
+	values := strings.Repeat("(?, ?, ?, ?, ?), ", n-1) + "(?, ?, ?, ?, ?)"
+	return `INSERT INTO manifest_refs (repo_id, manifest_digest, ref_digest, size, kind)
+		VALUES ` + values + ` ON CONFLICT (repo_id, manifest_digest, ref_digest) DO NOTHING`
+}
 
 // checkRefs returns a *store.MissingRefError for the first of refs that the
 // repository lacks or holds with another size.
@@ -173,9 +181,13 @@ func (s *Store) insertRefs(ctx context.Context, tx *sql.Tx, m *store.Manifest) e
 			}
 			args = append(args, m.RepoID, m.Digest, r.Digest, r.Size, string(kind))
 		}
-		values := strings.Repeat("(?, ?, ?, ?, ?), ", len(batch)-1) + "(?, ?, ?, ?, ?)"
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO manifest_refs (repo_id, manifest_digest, ref_digest, size, kind)
-			VALUES `+values+` ON CONFLICT (repo_id, manifest_digest, ref_digest) DO NOTHING`), args...)
+		q := insertRefsSQL(len(batch))
+		var err error
+		if st, ok := s.hot[q]; ok {
+			_, err = tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+		} else {
+			_, err = tx.ExecContext(ctx, s.q(q), args...)
+		}
 		if err != nil {
 			return err
 		}
