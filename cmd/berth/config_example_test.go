@@ -1,0 +1,37 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/berth-dev/berth/buildmanager"
+	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/triggers/webhook"
+)
+
+// The example configuration shipped in deploy/ must load as berth reads it:
+// no unknown keys, and the parts read by their own packages valid too.
+func TestDeployConfigExample(t *testing.T) {
+	cfg, unknown, err := config.Load("../../deploy/config.example.yaml", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(unknown) > 0 {
+		t.Errorf("unknown keys in the example: %v", unknown)
+	}
+	if !cfg.IsSuperUser("admin") || !cfg.Feature("USER_INITIALIZE", false) {
+		t.Errorf("SUPER_USERS or FEATURE_USER_INITIALIZE not read: %+v", cfg)
+	}
+	if name, params, err := cfg.StorageDriver(); err != nil || name != "LocalStorage" || params["storage_path"] != "/var/lib/berth/storage" {
+		t.Errorf("storage = %q %v %v", name, params, err)
+	}
+	bc, err := buildmanager.ParseConfig(cfg.Raw["BUILD_MANAGER"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bc.AllowedWorkerCount != 2 || bc.Redis == nil || len(bc.Executors) != 1 || bc.Executors[0].Kind != "local" || bc.MaxQueuedPerNamespace != 50 {
+		t.Errorf("BUILD_MANAGER = %+v", bc)
+	}
+	if _, err := webhook.ForgesFromConfig(cfg.Raw); err != nil {
+		t.Fatal(err)
+	}
+}
