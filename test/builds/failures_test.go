@@ -68,7 +68,7 @@ func TestFailingRun(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
 	repo := newRepo(t, e, "runfail")
-	marker := "before-failure-" + randomHex(4)
+	marker := "before-failure-" + harness.RandomHex(4)
 	b := submit(t, e, repo, harness.BuildRequest{DockerTags: []string{"v1"}},
 		harness.Entry{Name: "Dockerfile", Body: e.dockerfile("RUN echo "+marker+" && exit 3", "RUN echo never-reached")})
 	b, _ = await(t, e, repo, b.ID, nil)
@@ -104,7 +104,7 @@ func TestMissingBaseImage(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
 	repo := newRepo(t, e, "nobase")
-	missing := e.srv.Addr + "/" + adminUser + "/does-not-exist-" + randomHex(4) + ":latest"
+	missing := e.srv.Addr + "/" + adminUser + "/does-not-exist-" + harness.RandomHex(4) + ":latest"
 	b := submit(t, e, repo, harness.BuildRequest{DockerTags: []string{"v1"}},
 		harness.Entry{Name: "Dockerfile", Body: "FROM " + missing + "\nRUN true\n"})
 	b, _ = await(t, e, repo, b.ID, nil)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,7 +26,7 @@ var runningPhases = map[string]bool{"build-scheduled": true, "unpacking": true, 
 // newRepo creates admin/<name>-<random> and returns it.
 func newRepo(t *testing.T, e *env, name string) string {
 	t.Helper()
-	name = name + "-" + randomHex(3)
+	name = name + "-" + harness.RandomHex(3)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := e.client.CreateRepo(ctx, adminUser, name); err != nil {
@@ -250,16 +249,6 @@ func checkUnprivileged(t *testing.T, p harness.WorkerProc) {
 		}
 	}
 	t.Logf("worker %d runs as host uids %v", p.PID, p.UIDs)
-}
-
-// median of durations (0 for none).
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
 }
 
 func writeFile(t *testing.T, path, content string) {

@@ -13,8 +13,6 @@ package builds
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -66,14 +64,10 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	root, err := filepath.Abs(filepath.Join("..", ".."))
+	bin, err := harness.BerthBinary()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "builds: %v\n", err)
 		return 1
-	}
-	bin := os.Getenv("BERTH_BIN")
-	if bin == "" {
-		bin = filepath.Join(root, "bin", "berth")
 	}
 	if _, err := os.Stat(bin); err != nil {
 		skipAll = fmt.Sprintf("%s not found (run `make build`): SKIPPING every build-system end-to-end test", bin)
@@ -124,7 +118,7 @@ func setup(ctx context.Context, bin, work string) (*env, error) {
 	var err error
 	e.srv, err = harness.StartServer(ctx, harness.ServerOptions{
 		Bin: bin, Dir: filepath.Join(work, "server"), Config: harness.BuildManagerConfig(workerCount, timeLimit),
-		User: adminUser, Password: randomHex(16),
+		User: adminUser, Password: harness.RandomHex(16),
 	})
 	if err != nil {
 		return nil, err
@@ -187,12 +181,4 @@ func (e *env) toolsFor(t *testing.T) *harness.Tools {
 	c := *e.tools
 	c.Log = t.Logf
 	return &c
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	return hex.EncodeToString(b)
 }

@@ -86,7 +86,7 @@ func TestLogStream(t *testing.T) {
 	if spread := lineAt[4].Sub(lineAt[0]); spread < time.Second {
 		t.Errorf("line-1 and line-5 (written 1.6 s apart) reached the watcher %s apart: not streamed live", spread)
 	}
-	p50 := median(delays)
+	p50 := harness.Median(delays)
 	t.Logf("log latency worker line → watcher: p50 %s, all %v (target p50 < 100ms)", p50, delays)
 	if p50 > 2*time.Second {
 		t.Errorf("log lines reach a watcher with a median delay of %s", p50)

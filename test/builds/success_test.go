@@ -23,7 +23,7 @@ func TestBuildThroughAPI(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
 	repo := newRepo(t, e, "api")
-	arg, content := "arg-"+randomHex(4), "file-"+randomHex(4)+"\n"
+	arg, content := "arg-"+harness.RandomHex(4), "file-"+harness.RandomHex(4)+"\n"
 	b := submit(t, e, repo, harness.BuildRequest{DockerTags: []string{"v1"}, BuildArgs: map[string]string{"X": arg}},
 		harness.Entry{Name: "Dockerfile", Body: e.dockerfile("ARG X=unset", `RUN echo "$X" > /out`, "COPY file /file")},
 		harness.Entry{Name: "file", Body: content},
@@ -112,7 +112,7 @@ func TestBerthBuildCommand(t *testing.T) {
 		t.Fatalf("berth admin token create: %v", err)
 	}
 	dir := t.TempDir()
-	arg, content := "cli-arg-"+randomHex(4), "cli-file-"+randomHex(4)+"\n"
+	arg, content := "cli-arg-"+harness.RandomHex(4), "cli-file-"+harness.RandomHex(4)+"\n"
 	writeFile(t, filepath.Join(dir, "Dockerfile"), e.dockerfile("ARG X=unset", `RUN echo "$X" > /out`, "COPY file /file"))
 	writeFile(t, filepath.Join(dir, "file"), content)
 	cmd := exec.CommandContext(ctx, e.bin, "build", "-t", repo+":v1", "--build-arg", "X="+arg,

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/test/builds/harness"
 	"github.com/berth-dev/berth/test/gitserver"
 )
 
@@ -115,13 +116,13 @@ func TestFakeGitHubPush(t *testing.T) {
 
 	t.Run("tampered signature", func(t *testing.T) {
 		tampered := []byte(strings.Replace(string(push), `"refs/heads/main"`, `"refs/heads/evil"`, 1))
-		if code, body := deliver("push", randomHex(8), tampered, sign(secret, push)); code != http.StatusUnauthorized {
+		if code, body := deliver("push", harness.RandomHex(8), tampered, sign(secret, push)); code != http.StatusUnauthorized {
 			t.Errorf("tampered payload: %d %s, want 401", code, body)
 		}
-		if code, body := deliver("push", randomHex(8), push, sign("not-the-secret", push)); code != http.StatusUnauthorized {
+		if code, body := deliver("push", harness.RandomHex(8), push, sign("not-the-secret", push)); code != http.StatusUnauthorized {
 			t.Errorf("payload signed with another secret: %d %s, want 401", code, body)
 		}
-		if code, body := deliver("push", randomHex(8), push, ""); code != http.StatusUnauthorized {
+		if code, body := deliver("push", harness.RandomHex(8), push, ""); code != http.StatusUnauthorized {
 			t.Errorf("unsigned payload: %d %s, want 401", code, body)
 		}
 		e.latestDelivery(t, berthRepo, tr.ID, "rejected")
@@ -131,7 +132,7 @@ func TestFakeGitHubPush(t *testing.T) {
 	})
 	t.Run("ping", func(t *testing.T) {
 		ping := fixture(t, "github/ping.json")
-		if code, body := deliver("ping", randomHex(8), ping, sign(secret, ping)); code != http.StatusOK {
+		if code, body := deliver("ping", harness.RandomHex(8), ping, sign(secret, ping)); code != http.StatusOK {
 			t.Fatalf("ping: %d %s, want 200", code, body)
 		}
 		d := e.latestDelivery(t, berthRepo, tr.ID, "skipped")
@@ -141,7 +142,7 @@ func TestFakeGitHubPush(t *testing.T) {
 	})
 	t.Run("branch deletion", func(t *testing.T) {
 		del := fixture(t, "github/push_delete.json", rewrite...)
-		if code, body := deliver("push", randomHex(8), del, sign(secret, del)); code != http.StatusOK {
+		if code, body := deliver("push", harness.RandomHex(8), del, sign(secret, del)); code != http.StatusOK {
 			t.Fatalf("branch deletion: %d %s, want 200", code, body)
 		}
 		e.latestDelivery(t, berthRepo, tr.ID, "skipped")
@@ -151,7 +152,7 @@ func TestFakeGitHubPush(t *testing.T) {
 	})
 
 	// The push, delivered twice with the same delivery ID (a redelivery).
-	deliveryID := "72d3162e-cc78-11e3-81ab-" + randomHex(6)
+	deliveryID := "72d3162e-cc78-11e3-81ab-" + harness.RandomHex(6)
 	for i := range 2 {
 		if code, body := deliver("push", deliveryID, push, sign(secret, push)); code != http.StatusOK {
 			t.Fatalf("push delivery %d: %d %s, want 200", i+1, code, body)
@@ -197,7 +198,7 @@ func TestFakeGitHubPush(t *testing.T) {
 		repo.Tag("v1.4.0")
 		repo.Push("refs/tags/v1.4.0")
 		tag := fixture(t, "github/push_tag.json", rewrite...)
-		if code, body := deliver("push", randomHex(8), tag, sign(secret, tag)); code != http.StatusOK {
+		if code, body := deliver("push", harness.RandomHex(8), tag, sign(secret, tag)); code != http.StatusOK {
 			t.Fatalf("tag push: %d %s, want 200", code, body)
 		}
 		bs := e.triggerBuilds(t, berthRepo, tr.ID)
@@ -266,7 +267,7 @@ func TestFakeGitLabPush(t *testing.T) {
 	deliver := func(name string, token string) (int, string) {
 		body := fixture(t, name, rewrite...)
 		return e.post(t, e.hookURL(tr.ID), map[string]string{
-			"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": token, "X-Gitlab-Event-UUID": randomHex(16),
+			"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": token, "X-Gitlab-Event-UUID": harness.RandomHex(16),
 		}, body)
 	}
 	if code, body := deliver("gitlab/push_branch.json", secret+"x"); code != http.StatusUnauthorized {
@@ -351,7 +352,7 @@ func TestFakeBitbucketPush(t *testing.T) {
 			body = []byte(strings.Replace(string(body), sha, sha[:39]+"0", 1))
 		}
 		return e.post(t, e.hookURL(tr.ID), map[string]string{
-			"X-Event-Key": "repo:push", "X-Hub-Signature": sig, "X-Request-UUID": randomHex(16),
+			"X-Event-Key": "repo:push", "X-Hub-Signature": sig, "X-Request-UUID": harness.RandomHex(16),
 		}, body)
 	}
 	if code, body := deliver("bitbucket/push_branch.json", true); code != http.StatusUnauthorized {

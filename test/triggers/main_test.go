@@ -15,8 +15,6 @@ package triggers
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -69,14 +67,10 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	root, err := filepath.Abs(filepath.Join("..", ".."))
+	bin, err := harness.BerthBinary()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "triggers: %v\n", err)
 		return 1
-	}
-	bin := os.Getenv("BERTH_BIN")
-	if bin == "" {
-		bin = filepath.Join(root, "bin", "berth")
 	}
 	if _, err := os.Stat(bin); err != nil {
 		skipAll = fmt.Sprintf("%s not found (run `make build`): SKIPPING every trigger end-to-end test", bin)
@@ -149,7 +143,7 @@ func setup(ctx context.Context, bin, work string, fg *fakeForge) (*env, error) {
 	e.srv, err = harness.StartServer(ctx, harness.ServerOptions{
 		Bin: bin, Dir: filepath.Join(work, "server"),
 		Config: harness.BuildManagerConfig(workerCount, timeLimit) + forgeConfig(fg.srv.URL),
-		User:   adminUser, Password: randomHex(16),
+		User:   adminUser, Password: harness.RandomHex(16),
 	})
 	if err != nil {
 		return nil, err
@@ -188,14 +182,6 @@ func (e *env) toolsFor(t *testing.T) *harness.Tools {
 	c := *e.tools
 	c.Log = t.Logf
 	return &c
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	return hex.EncodeToString(b)
 }
 
 // ---- berth's REST API ----

@@ -14,8 +14,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,7 +22,6 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,9 +49,9 @@ func run(ctx context.Context, bin string, runs int, workerUser string) error {
 		return errors.New("run as root: the worker and the baseline run as the unprivileged worker user")
 	}
 	if bin == "" {
-		root, err := moduleRoot()
+		root, err := harness.ModuleRoot()
 		if err != nil {
-			return err
+			return fmt.Errorf("%w; pass -bin", err)
 		}
 		bin = filepath.Join(root, "bin", "berth")
 	}
@@ -69,7 +66,7 @@ func run(ctx context.Context, bin string, runs int, workerUser string) error {
 	}
 	srv, err := harness.StartServer(ctx, harness.ServerOptions{
 		Bin: bin, Dir: filepath.Join(work, "server"), Config: harness.BuildManagerConfig(2, 10*time.Minute),
-		User: "admin", Password: randomHex(16),
+		User: "admin", Password: harness.RandomHex(16),
 	})
 	if err != nil {
 		return err
@@ -127,21 +124,21 @@ func run(ctx context.Context, bin string, runs int, workerUser string) error {
 			return fmt.Errorf("buildah baseline %d: %w", i, err)
 		}
 		plainT = append(plainT, p)
-		fmt.Printf("  run %d: berth %s (queue %s)   buildah %s\n", i+1, round(m.total), round(m.queue), round(p))
+		fmt.Printf("  run %d: berth %s (queue %s)   buildah %s\n", i+1, harness.Round(m.total), harness.Round(m.queue), harness.Round(p))
 	}
-	bp, pp := median(berthT), median(plainT)
+	bp, pp := harness.Median(berthT), harness.Median(plainT)
 	ratio := float64(bp) / float64(pp)
 	verdict := "MISS"
 	if ratio <= 1.25 || bp-pp <= 3*time.Second {
 		verdict = "ok"
 	}
-	fmt.Printf("berth   API POST → image pullable   p50 %8s\n", round(bp))
-	fmt.Printf("buildah bud + push → pullable       p50 %8s\n", round(pp))
-	fmt.Printf("ratio %.2f, overhead %s (target ≤ 1.25 or ≤ 3s): %s\n", ratio, round(bp-pp), verdict)
-	q := median(queueT)
-	fmt.Printf("queue latency POST → worker registered  p50 %s (target < 1s): %s\n", round(q), okIf(q < time.Second))
-	l := median(logT)
-	fmt.Printf("log latency worker line → SSE watcher   p50 %s over %d lines (target < 100ms): %s\n", round(l), len(logT), okIf(len(logT) > 0 && l < 100*time.Millisecond))
+	fmt.Printf("berth   API POST → image pullable   p50 %8s\n", harness.Round(bp))
+	fmt.Printf("buildah bud + push → pullable       p50 %8s\n", harness.Round(pp))
+	fmt.Printf("ratio %.2f, overhead %s (target ≤ 1.25 or ≤ 3s): %s\n", ratio, harness.Round(bp-pp), verdict)
+	q := harness.Median(queueT)
+	fmt.Printf("queue latency POST → worker registered  p50 %s (target < 1s): %s\n", harness.Round(q), okIf(q < time.Second))
+	l := harness.Median(logT)
+	fmt.Printf("log latency worker line → SSE watcher   p50 %s over %d lines (target < 100ms): %s\n", harness.Round(l), len(logT), okIf(len(logT) > 0 && l < 100*time.Millisecond))
 	return nil
 }
 
@@ -162,7 +159,7 @@ func berthBuild(ctx context.Context, c *harness.Client, tools *harness.Tools, ad
 	tag := fmt.Sprintf("b%d", i)
 	posted := time.Now()
 	b, err := c.RequestBuild(ctx, "admin/bench-berth", harness.BuildRequest{FileID: fileID, DockerTags: []string{tag},
-		BuildArgs: map[string]string{"X": randomHex(4)}})
+		BuildArgs: map[string]string{"X": harness.RandomHex(4)}})
 	if err != nil {
 		return m, err
 	}
@@ -250,7 +247,7 @@ func plainBuild(ctx context.Context, tools *harness.Tools, work, addr, creds str
 	global := []string{"--root", filepath.Join(dir, "storage"), "--runroot", filepath.Join(dir, "run", "storage"), "--storage-driver", "vfs"}
 	steps := [][]string{
 		append(append([]string{}, global...), "bud", "--isolation", "chroot", "--tls-verify=false", "--creds", creds,
-			"--build-arg", "X="+randomHex(4), "-t", ref, ctxDir),
+			"--build-arg", "X="+harness.RandomHex(4), "-t", ref, ctxDir),
 		append(append([]string{}, global...), "push", "--tls-verify=false", "--creds", creds, ref, "docker://"+ref),
 	}
 	start := time.Now()
@@ -277,50 +274,9 @@ func plainBuild(ctx context.Context, tools *harness.Tools, work, addr, creds str
 	return took, nil
 }
 
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory; pass -bin")
-		}
-		dir = parent
-	}
-}
-
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
-}
-
-func round(d time.Duration) time.Duration {
-	if d < 10*time.Millisecond && d > -10*time.Millisecond {
-		return d.Round(10 * time.Microsecond)
-	}
-	return d.Round(time.Millisecond)
-}
-
 func okIf(ok bool) string {
 	if ok {
 		return "ok"
 	}
 	return "MISS"
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	return hex.EncodeToString(b)
 }

@@ -17,8 +17,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -103,9 +101,9 @@ func run(ctx context.Context, bin string, rounds, hooks int, workerUser string) 
 		}
 	}
 	if bin == "" {
-		root, err := moduleRoot()
+		root, err := harness.ModuleRoot()
 		if err != nil {
-			return err
+			return fmt.Errorf("%w; pass -bin", err)
 		}
 		bin = filepath.Join(root, "bin", "berth")
 	}
@@ -121,7 +119,7 @@ func run(ctx context.Context, bin string, rounds, hooks int, workerUser string) 
 	b := &bench{work: work, workerUser: workerUser, http: &http.Client{Timeout: 30 * time.Second}}
 	b.srv, err = harness.StartServer(ctx, harness.ServerOptions{
 		Bin: bin, Dir: filepath.Join(work, "server"), Config: harness.BuildManagerConfig(2, buildTimeout),
-		User: ns, Password: randomHex(16),
+		User: ns, Password: harness.RandomHex(16),
 	})
 	if err != nil {
 		return err
@@ -190,7 +188,7 @@ func run(ctx context.Context, bin string, rounds, hooks int, workerUser string) 
 			return fmt.Errorf("round %d, manual: %w", i+1, err)
 		}
 		pushT, manualT = append(pushT, p), append(manualT, m)
-		fmt.Printf("  round %d (%s): berth %8s   manual %8s   berth phases: %s\n", i+1, sha[:7], round(p), round(m), phases)
+		fmt.Printf("  round %d (%s): berth %8s   manual %8s   berth phases: %s\n", i+1, sha[:7], harness.Round(p), harness.Round(m), phases)
 	}
 
 	hookTrigger, hookURL, err := b.createTrigger(ctx, hookRepo)
@@ -208,14 +206,14 @@ func run(ctx context.Context, bin string, rounds, hooks int, workerUser string) 
 	q50, q90 := percentile(queued, 50), percentile(queued, 90)
 	fmt.Println()
 	fmt.Printf("%-44s %10s   %s\n", "measure", "value", "target")
-	fmt.Printf("%-44s %10s\n", "berth: git push → image pullable, p50", round(bp))
-	fmt.Printf("%-44s %10s\n", "manual: clone + bud + push → pullable, p50", round(mp))
+	fmt.Printf("%-44s %10s\n", "berth: git push → image pullable, p50", harness.Round(bp))
+	fmt.Printf("%-44s %10s\n", "manual: clone + bud + push → pullable, p50", harness.Round(mp))
 	fmt.Printf("%-44s %10.2f   ≤ %.1f or overhead ≤ %s: %s\n", "ratio berth / manual", ratio, targetRatio, targetOverhead,
 		verdict(ratio <= targetRatio || overhead <= targetOverhead))
-	fmt.Printf("%-44s %10s\n", "overhead berth − manual", round(overhead))
-	fmt.Printf("%-44s %10s   p50 < %s: %s\n", fmt.Sprintf("webhook receipt → build queued, p50 (n=%d)", len(queued)), round(q50),
+	fmt.Printf("%-44s %10s\n", "overhead berth − manual", harness.Round(overhead))
+	fmt.Printf("%-44s %10s   p50 < %s: %s\n", fmt.Sprintf("webhook receipt → build queued, p50 (n=%d)", len(queued)), harness.Round(q50),
 		targetQueued, verdict(q50 < targetQueued))
-	fmt.Printf("%-44s %10s\n", "webhook receipt → build queued, p90", round(q90))
+	fmt.Printf("%-44s %10s\n", "webhook receipt → build queued, p90", harness.Round(q90))
 	return nil
 }
 
@@ -285,7 +283,7 @@ func (b *bench) startGit(ctx context.Context) (func(), error) {
 // commit writes a Dockerfile that differs in every round and commits it;
 // it returns the commit's SHA.
 func (b *bench) commit(ctx context.Context, i int) (string, error) {
-	dockerfile := fmt.Sprintf("FROM %s\nRUN echo round-%d-%s > /out\n", b.base, i, randomHex(4))
+	dockerfile := fmt.Sprintf("FROM %s\nRUN echo round-%d-%s > /out\n", b.base, i, harness.RandomHex(4))
 	if err := os.WriteFile(filepath.Join(b.clone, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 		return "", err
 	}
@@ -420,7 +418,7 @@ func (b *bench) asWorker(ctx context.Context, dir string, args ...string) error 
 // before the next delivery, so that no worker competes with it.
 func (b *bench) webhookLatency(ctx context.Context, triggerID, hookURL, sha string, n int) ([]time.Duration, error) {
 	payload := fmt.Sprintf(`{"commit": %q, "ref": "refs/heads/main", "default_branch": "main"}`, sha)
-	run := randomHex(4)
+	run := harness.RandomHex(4)
 	var out []time.Duration
 	for j := range n {
 		id := fmt.Sprintf("bench-%s-%d", run, j)
@@ -684,23 +682,6 @@ func (b *bench) git(ctx context.Context, dir string, args ...string) (string, er
 
 // ---- helpers ----
 
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory; pass -bin")
-		}
-		dir = parent
-	}
-}
-
 // percentile is the nearest-rank p-th percentile of ds.
 func percentile(ds []time.Duration, p int) time.Duration {
 	if len(ds) == 0 {
@@ -723,24 +704,9 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func round(d time.Duration) time.Duration {
-	if d < 10*time.Millisecond && d > -10*time.Millisecond {
-		return d.Round(10 * time.Microsecond)
-	}
-	return d.Round(time.Millisecond)
-}
-
 func verdict(ok bool) string {
 	if ok {
 		return "PASS"
 	}
 	return "MISS"
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	return hex.EncodeToString(b)
 }
