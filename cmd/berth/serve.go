@@ -234,7 +234,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr
 	if err != nil {
 		return nil, fmt.Errorf("token signing key: %w", err)
 	}
-	secrets, err := auth.LoadSecrets(rawString(cfg, "DATABASE_SECRET_KEY"), cfg.DataDir)
+	secrets, err := api.LoadSecrets(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +242,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr
 	policy := &auth.Policy{Store: st, SuperUsers: cfg.SuperUsers}
 	authenticator := auth.NewAuthenticator(st)
 	authenticator.Secrets = secrets
-	authenticator.RobotsDisallowed = rawBool(cfg, "ROBOTS_DISALLOW")
+	authenticator.RobotsDisallowed = api.RobotsDisallowed(cfg)
 	tokens := auth.NewTokenService(key, cfg.TokenLifetime)
 	authServer := regauth.NewServer(regauth.ServerOptions{
 		Policy:        policy,
@@ -503,16 +503,4 @@ func bootstrapAdmin(ctx context.Context, st store.Store, cfg *config.Config, log
 	}
 	log.Info("superuser created", "user", name)
 	return nil
-}
-
-// rawString reads a string key of config.yaml that has no typed field.
-func rawString(cfg *config.Config, key string) string {
-	v, _ := cfg.Raw[key].(string)
-	return v
-}
-
-// rawBool reads a boolean key of config.yaml that has no typed field.
-func rawBool(cfg *config.Config, key string) bool {
-	v, _ := cfg.Raw[key].(bool)
-	return v
 }
