@@ -98,6 +98,12 @@ func (m *Manager) attempt(ctx context.Context, b *store.Build) error {
 		if err := m.st.RenewBuildLease(ctx, b.ID, attempt, time.Now().Add(e.SetupTime)); err != nil {
 			return err
 		}
+		// The executor is recorded before the worker starts: a fast worker
+		// can finish the build before Start returns, and a finished build
+		// takes no more execution updates.
+		if err := m.st.SetBuildExecution(ctx, b.ID, attempt, e.Name(), ""); err != nil && !errors.Is(err, store.ErrStale) {
+			m.log.Warn("recording the executor failed", "build", b.ID, "err", err)
+		}
 		id, err := e.Start(ctx, executors.WorkerSpec{
 			BuildID:           b.ID,
 			RegistrationToken: token,
