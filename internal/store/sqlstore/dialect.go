@@ -95,6 +95,13 @@ func isUniqueViolation(err error) bool {
 	return errors.As(err, &pe) && pe.Code == "23505"
 }
 
+// isBusy reports whether err is SQLite's "database is locked" (any
+// SQLITE_BUSY extended code).
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
+}
+
 // isForeignKeyViolation reports whether err says a referenced row is missing.
 func isForeignKeyViolation(err error) bool {
 	var se *sqlite.Error

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Migrations are files named NNNN_description.sql, applied in version
@@ -101,7 +102,33 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
+// migrationBusyWait bounds how long migrationTx keeps retrying a SQLite
+// BEGIN that fails with SQLITE_BUSY.
+const migrationBusyWait = 30 * time.Second
+
+// migrationTx runs fn in a write transaction under the migration lock.
+//
+// SQLite does not call its busy handler in every contended case: while
+// another process is switching a new file to WAL, BEGIN IMMEDIATE can fail
+// with SQLITE_BUSY at once, busy_timeout notwithstanding. Only processes
+// opening the same new database race like that, so the migration steps (and
+// nothing on the hot path) retry busy failures with a short backoff.
 func (s *Store) migrationTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	deadline := time.Now().Add(migrationBusyWait)
+	for backoff := 5 * time.Millisecond; ; backoff = min(2*backoff, 250*time.Millisecond) {
+		err := s.migrationTxOnce(ctx, fn)
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+	}
+}
+
+func (s *Store) migrationTxOnce(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return s.writeTx(ctx, func(tx *sql.Tx) error {
 		if s.d.migrationLock != "" {
 			if _, err := tx.ExecContext(ctx, s.d.migrationLock); err != nil {
