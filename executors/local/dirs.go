@@ -75,6 +75,23 @@ func (e *Executor) prepareBuildRoot() error {
 	}
 }
 
+// removeEmptyBuildRoot removes BuildRoot on Close when no build directory
+// is left in it, so a machine that ran many short-lived servers (tests, or
+// one per data directory) keeps no empty root per instance. It runs while
+// the lock is still held; each step is a plain Remove, which leaves
+// anything a build left behind in place.
+func (e *Executor) removeEmptyBuildRoot() {
+	if err := os.Remove(e.buildsDir()); err != nil {
+		return
+	}
+	if err := os.Remove(filepath.Join(e.cfg.BuildRoot, ".lock")); err != nil {
+		return
+	}
+	if err := os.Remove(e.cfg.BuildRoot); err != nil {
+		e.cfg.Logger.Debug("build root kept", "dir", e.cfg.BuildRoot, "err", err)
+	}
+}
+
 // lockBuildRoot holds an exclusive lock on BuildRoot for the executor's
 // life: New removes every build directory it finds, which must never hit a
 // second server's live builds.

@@ -402,6 +402,7 @@ func (e *Executor) Close(ctx context.Context) error {
 	if err := os.RemoveAll(filepath.Join(e.cfg.BuildRoot, "bin")); err != nil {
 		errs = append(errs, err)
 	}
+	e.removeEmptyBuildRoot()
 	errs = append(errs, e.lock.Close())
 	return errors.Join(errs...)
 }

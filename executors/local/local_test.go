@@ -409,7 +409,12 @@ func TestMaxLifetimeEndsWorker(t *testing.T) {
 }
 
 func TestCloseStopsWorkersAndRefusesStart(t *testing.T) {
-	ex, err := local.New(local.Config{Command: workerCommand, BuildRoot: buildRoot(t), StopGrace: time.Second, Logger: testLogger()})
+	parent := buildRoot(t)
+	if err := os.Chmod(parent, 0o755); err != nil { // the worker user must reach root
+		t.Fatal(err)
+	}
+	root := filepath.Join(parent, "instance")
+	ex, err := local.New(local.Config{Command: workerCommand, BuildRoot: root, StopGrace: time.Second, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,6 +428,10 @@ func TestCloseStopsWorkersAndRefusesStart(t *testing.T) {
 	}
 	if _, err := os.Stat(info.Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("build dir after Close: %v", err)
+	}
+	// Nothing is left in it, so the instance's build root goes too.
+	if _, err := os.Stat(root); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("build root after Close: %v", err)
 	}
 	if _, ok := <-ex.Exited(); ok {
 		t.Error("Exited reported a worker ended by Close, or was not closed")
