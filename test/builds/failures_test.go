@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/test/builds/harness"
+	"github.com/berth-dev/berth/test/harness"
 )
 
 // userErrorWithin is how soon after the failing step a user error must

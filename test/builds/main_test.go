@@ -15,12 +15,10 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/test/builds/harness"
+	"github.com/berth-dev/berth/test/harness"
 )
 
 const (
@@ -45,131 +43,63 @@ type env struct {
 }
 
 // creds is user:password for podman, buildah and skopeo.
-func (e *env) creds() string { return e.srv.Opts.User + ":" + e.srv.Opts.Password }
+func (e *env) creds() string { return e.srv.Creds() }
 
 var (
-	shared *env
-	// skipAll says why every test skips (bin/berth missing).
-	skipAll string
-	// setupErr is why the shared environment could not be made: a failure
-	// of every test, not a skip.
-	setupErr error
+	suite  = &harness.Suite{Name: "builds"}
+	shared = &env{}
 	// buildsMissing is set when the build endpoints answer 404: the
 	// feature is not in the binary yet.
 	buildsMissing string
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	bin, err := harness.BerthBinary()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "builds: %v\n", err)
-		return 1
-	}
-	if _, err := os.Stat(bin); err != nil {
-		skipAll = fmt.Sprintf("%s not found (run `make build`): SKIPPING every build-system end-to-end test", bin)
-		fmt.Fprintf(os.Stderr, "builds: %s\n", skipAll)
-		return m.Run()
-	}
-	// The server's data dir and the isolated tool storage must be
-	// reachable by nobody but root; the worker never reads them.
-	work, err := os.MkdirTemp("", "berth-builds-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "builds: %v\n", err)
-		return 1
-	}
-	defer harness.RemoveAll(work)
-
-	ctx := context.Background()
-	shared, setupErr = setup(ctx, bin, work)
-	if setupErr != nil {
-		fmt.Fprintf(os.Stderr, "builds: setup failed: %v\n", setupErr)
-	}
-	code := m.Run()
-	if shared != nil && shared.srv != nil {
-		stopErr := shared.srv.Stop()
-		if stopErr != nil {
-			fmt.Fprintf(os.Stderr, "builds: stopping the server: %v\n", stopErr)
-			if code == 0 {
-				code = 1
-			}
-		}
-		if code != 0 {
-			fmt.Fprintln(os.Stderr, shared.srv.Tail(150))
-			// The work dir goes away; the whole server log is what a
-			// red run needs next.
-			if data, err := os.ReadFile(shared.srv.LogPath); err == nil {
-				keep := filepath.Join(os.TempDir(), "berth-builds-server-"+time.Now().Format("20060102-150405")+".log")
-				if os.WriteFile(keep, data, 0o600) == nil {
-					fmt.Fprintf(os.Stderr, "builds: full server log kept at %s\n", keep)
-				}
-			}
-		}
-	}
-	return code
+	os.Exit(suite.Main(m, setup))
 }
 
 // setup starts the server, pushes the base image and probes the build API.
-func setup(ctx context.Context, bin, work string) (*env, error) {
-	e := &env{bin: bin}
-	var err error
-	e.srv, err = harness.StartServer(ctx, harness.ServerOptions{
-		Bin: bin, Dir: filepath.Join(work, "server"), Config: harness.BuildManagerConfig(workerCount, timeLimit),
-		User: adminUser, Password: harness.RandomHex(16),
+func setup(ctx context.Context) error {
+	e := shared
+	e.bin = suite.Bin
+	err := suite.StartServer(ctx, harness.ServerOptions{
+		Config: harness.BuildManagerConfig(workerCount, timeLimit), User: adminUser,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	fmt.Fprintf(os.Stderr, "builds: berth listening on %s (log %s)\n", e.srv.Addr, e.srv.LogPath)
+	e.srv = suite.Server
 	e.client = harness.NewClient(e.srv)
-	toolDir := filepath.Join(work, "tools")
-	if err := os.MkdirAll(toolDir, 0o700); err != nil {
-		return e, err
+	if e.tools, err = suite.NewTools(); err != nil {
+		return err
 	}
-	if e.tools, err = harness.NewTools(toolDir); err != nil {
-		return e, err
+	if err := harness.RequireTools("buildah", "podman", "skopeo"); err != nil {
+		return err
 	}
-	for _, tool := range []string{"buildah", "podman", "skopeo"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return e, fmt.Errorf("%s is not installed (run scripts/install-deps.sh): %w", tool, err)
-		}
+	if e.base, err = suite.PushBase(ctx, e.tools); err != nil {
+		return err
 	}
-	e.base = e.srv.Addr + "/" + adminUser + "/base:latest"
-	start := time.Now()
-	if err := e.tools.PushBusybox(ctx, e.base, e.creds()); err != nil {
-		return e, fmt.Errorf("pushing the busybox base image: %w", err)
-	}
-	fmt.Fprintf(os.Stderr, "builds: base image %s pushed in %s\n", e.base, time.Since(start).Round(time.Millisecond))
 
 	// A 404 from either route means the build API is not in the binary.
 	if _, _, err := e.client.Filedrop(ctx); harness.IsNotFound(err) {
 		buildsMissing = "POST /api/v1/filedrop/ answers 404: the build API (api.RegisterBuilds) is not wired into `berth serve` yet"
 	} else if err != nil {
-		return e, fmt.Errorf("probing the filedrop API: %w", err)
+		return fmt.Errorf("probing the filedrop API: %w", err)
 	} else if _, err := e.client.ListBuilds(ctx, adminUser+"/base"); harness.IsNotFound(err) {
 		buildsMissing = "GET /api/v1/repository/{ns}/{repo}/build/ answers 404: the build routes are not registered"
 	} else if err != nil {
-		return e, fmt.Errorf("probing the build API: %w", err)
+		return fmt.Errorf("probing the build API: %w", err)
 	}
 	if buildsMissing != "" {
 		fmt.Fprintf(os.Stderr, "builds: !!! %s — build tests will SKIP !!!\n", buildsMissing)
 	}
-	return e, nil
+	return nil
 }
 
 // requireEnv returns the shared environment, skipping only when bin/berth
 // is missing or the build API is not in it.
 func requireEnv(t *testing.T) *env {
 	t.Helper()
-	if skipAll != "" {
-		t.Skip(skipAll)
-	}
-	if setupErr != nil {
-		t.Fatalf("shared setup failed: %v", setupErr)
-	}
+	suite.Require(t)
 	if buildsMissing != "" {
 		t.Skipf("MISSING FEATURE: %s", buildsMissing)
 	}
@@ -177,8 +107,4 @@ func requireEnv(t *testing.T) *env {
 }
 
 // toolsFor is the shared tool environment logging to t.
-func (e *env) toolsFor(t *testing.T) *harness.Tools {
-	c := *e.tools
-	c.Log = t.Logf
-	return &c
-}
+func (e *env) toolsFor(t *testing.T) *harness.Tools { return e.tools.WithLog(t.Logf) }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/test/builds/harness"
+	"github.com/berth-dev/berth/test/harness"
 )
 
 // These tests run alone (not in parallel): one restarts the shared server,

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/test/builds/harness"
+	"github.com/berth-dev/berth/test/harness"
 )
 
 // TestLogStream: a watcher on …/logs/stream, connected before the build

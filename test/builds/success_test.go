@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/test/builds/harness"
+	"github.com/berth-dev/berth/test/harness"
 )
 
 // digestPattern is a sha256 manifest digest.
@@ -107,7 +107,7 @@ func TestBerthBuildCommand(t *testing.T) {
 	repo := newRepo(t, e, "cli")
 	token, err := exec.CommandContext(ctx, e.bin, "admin", "token", "create", "--user", adminUser,
 		"--scope", "repo:admin", "--scope", "repo:create", "--scope", "repo:write", "--scope", "repo:read",
-		"--data-dir", e.srv.DataDir, "--config", filepath.Join(e.srv.Opts.Dir, "config.yaml")).Output()
+		"--data-dir", e.srv.DataDir, "--config", e.srv.ConfigPath).Output()
 	if err != nil {
 		t.Fatalf("berth admin token create: %v", err)
 	}

@@ -22,7 +22,7 @@ func makePublic(t *testing.T, s *server, repository string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
-		s.url("/api/v1/repository/"+ns+"/"+name+"/changevisibility"),
+		s.URL("/api/v1/repository/"+ns+"/"+name+"/changevisibility"),
 		bytes.NewReader([]byte(`{"visibility":"public"}`)))
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func TestAnonymous(t *testing.T) {
 	anon := newRegClient(s, "", "")
 	getManifest := func(repository string) (int, error) {
 		resp, err := anon.do(ctx, pullScope(repository), func() (*http.Request, error) {
-			req, err := http.NewRequest(http.MethodGet, s.url("/v2/"+repository+"/manifests/v1"), nil)
+			req, err := http.NewRequest(http.MethodGet, s.URL("/v2/"+repository+"/manifests/v1"), nil)
 			if err == nil {
 				req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
 			}
@@ -98,7 +98,7 @@ func TestAnonymous(t *testing.T) {
 	}
 	r := c.exec(t, "", "skopeo", "copy", "--src-tls-verify=false", "--src-no-creds",
 		"docker://"+s.ref(private, "v1"), "oci:"+t.TempDir()+":anon")
-	if r.err == nil {
+	if r.Err == nil {
 		t.Fatalf("anonymous skopeo pull of a private repository succeeded")
 	}
 }

@@ -30,7 +30,7 @@ type regClient struct {
 
 func newRegClient(s *server, user, password string) *regClient {
 	return &regClient{
-		base:     "http://" + s.addr,
+		base:     "http://" + s.Addr,
 		user:     user,
 		password: password,
 		http:     &http.Client{Timeout: 5 * time.Minute},

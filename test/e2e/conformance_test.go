@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/test/harness"
 )
 
 // conformanceTimeout bounds the whole OCI suite (about a minute locally).
@@ -23,13 +25,15 @@ const conformanceTimeout = 10 * time.Minute
 // fails listing each failing test.
 func TestConformance(t *testing.T) {
 	s := requireServer(t)
-	bin := toolPath(t, "conformance")
+	bin, err := harness.LookTool("conformance")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	resultsDir := os.Getenv("BERTH_E2E_RESULTS_DIR")
 	if resultsDir == "" {
 		// Kept after the run on purpose: report.html is the first thing to
 		// open when this test fails.
-		var err error
 		resultsDir, err = os.MkdirTemp("", "berth-conformance-")
 		if err != nil {
 			t.Fatal(err)
@@ -40,7 +44,7 @@ func TestConformance(t *testing.T) {
 
 	env := []string{
 		"OCI_VERSION=1.1",
-		"OCI_REGISTRY=" + s.addr,
+		"OCI_REGISTRY=" + s.Addr,
 		"OCI_TLS=disabled",
 		"OCI_REPO1=" + repo("conformance"),
 		"OCI_REPO2=" + repo("crossmount"),

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/berth-dev/berth/test/harness"
 )
 
 const (
@@ -21,10 +23,10 @@ func oras(t *testing.T, c *containerEnv, dir string, args ...string) string {
 	t.Helper()
 	args = append(args, "--plain-http", "--username", tgt.user, "--password", tgt.password)
 	r := c.execIn(t, dir, "", "oras", args...)
-	if r.err != nil {
-		t.Fatalf("oras %s: %v\nstdout:\n%s\nstderr:\n%s", redact(strings.Join(args, " ")), r.err, r.stdout, r.stderr)
+	if r.Err != nil {
+		t.Fatalf("oras %s: %v\nstdout:\n%s\nstderr:\n%s", redact(strings.Join(args, " ")), r.Err, r.Stdout, r.Stderr)
 	}
-	return r.stdout
+	return r.Stdout
 }
 
 // descriptor is what `oras ... --format json` prints for what it pushed.
@@ -42,7 +44,7 @@ func TestOras(t *testing.T) {
 
 	t.Run("push-pull", func(t *testing.T) {
 		src := t.TempDir()
-		content := []byte(`{"berth":"e2e","nonce":"` + randomHex(8) + `"}` + "\n")
+		content := []byte(`{"berth":"e2e","nonce":"` + harness.RandomHex(8) + `"}` + "\n")
 		if err := os.WriteFile(filepath.Join(src, orasArtifactFile), content, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -84,11 +86,11 @@ func TestOras(t *testing.T) {
 		// Copy the image in with oras itself, straight from the OCI layout.
 		r := c.execIn(t, work, "", "oras", "cp", "--from-oci-layout", "--to-plain-http",
 			"--to-username", tgt.user, "--to-password", tgt.password, img.ociDir+":latest", subject)
-		if r.err != nil {
-			t.Fatalf("oras cp: %v\n%s%s", r.err, r.stdout, r.stderr)
+		if r.Err != nil {
+			t.Fatalf("oras cp: %v\n%s%s", r.Err, r.Stdout, r.Stderr)
 		}
 
-		sig := []byte("signed by berth e2e " + randomHex(8) + "\n")
+		sig := []byte("signed by berth e2e " + harness.RandomHex(8) + "\n")
 		if err := os.WriteFile(filepath.Join(work, orasSignatureFile), sig, 0o644); err != nil {
 			t.Fatal(err)
 		}

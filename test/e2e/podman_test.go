@@ -18,16 +18,16 @@ func TestPodman(t *testing.T) {
 	img := busyboxImage(t)
 	remote := s.ref(repo("podman-busybox"), "v1")
 
-	r := c.exec(t, tgt.password+"\n", "podman", "login", "--tls-verify=false", "--username", tgt.user, "--password-stdin", s.addr)
-	if r.err != nil {
-		t.Fatalf("podman login: %v\n%s%s", r.err, r.stdout, r.stderr)
+	r := c.exec(t, tgt.password+"\n", "podman", "login", "--tls-verify=false", "--username", tgt.user, "--password-stdin", s.Addr)
+	if r.Err != nil {
+		t.Fatalf("podman login: %v\n%s%s", r.Err, r.Stdout, r.Stderr)
 	}
 	c.run(t, "podman", "tag", img.name, remote)
 	c.run(t, "podman", "push", "--tls-verify=false", remote)
 	wantID := imageID(t, c, remote)
 
 	c.run(t, "podman", "rmi", remote)
-	if r := c.exec(t, "", "podman", "image", "exists", remote); r.err == nil {
+	if r := c.exec(t, "", "podman", "image", "exists", remote); r.Err == nil {
 		t.Fatalf("%s still exists locally after rmi", remote)
 	}
 	c.run(t, "podman", "pull", "--tls-verify=false", remote)
@@ -38,9 +38,9 @@ func TestPodman(t *testing.T) {
 	// A wrong password must not log in. distribution has no auth to refuse.
 	if tgt.hasAuth() {
 		r := c.exec(t, "wrong-"+tgt.password+"\n", "podman", "login", "--tls-verify=false",
-			"--authfile", filepath.Join(t.TempDir(), "auth.json"), "--username", tgt.user, "--password-stdin", s.addr)
-		if r.err == nil {
-			t.Errorf("podman login with a wrong password succeeded:\n%s%s", r.stdout, r.stderr)
+			"--authfile", filepath.Join(t.TempDir(), "auth.json"), "--username", tgt.user, "--password-stdin", s.Addr)
+		if r.Err == nil {
+			t.Errorf("podman login with a wrong password succeeded:\n%s%s", r.Stdout, r.Stderr)
 		}
 	}
 
@@ -77,16 +77,16 @@ func runPulledImage(t *testing.T, c *containerEnv, ref, marker string) {
 		args := append([]string{"run", "--rm", "--network", "none"}, limits...)
 		args = append(args, ref, "cat", "/berth-e2e.txt")
 		r := c.exec(t, "", "podman", args...)
-		if r.err == nil {
-			if r.stdout != marker {
-				t.Fatalf("container printed %q, want %q", r.stdout, marker)
+		if r.Err == nil {
+			if r.Stdout != marker {
+				t.Fatalf("container printed %q, want %q", r.Stdout, marker)
 			}
 			if len(failures) > 0 {
 				t.Logf("ran with explicit limits %v; podman refused the earlier attempt:\n  %s", limits, strings.Join(failures, "\n  "))
 			}
 			return
 		}
-		failures = append(failures, fmt.Sprintf("%v: %s", r.err, strings.TrimSpace(r.stderr)))
+		failures = append(failures, r.Err.Error())
 	}
 	t.Logf("podman run is not possible here, checking the image's files instead:\n  %s", strings.Join(failures, "\n  "))
 	mnt := strings.TrimSpace(c.run(t, "podman", "image", "mount", ref))

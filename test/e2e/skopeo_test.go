@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/berth-dev/berth/test/harness"
 )
 
 // ociIndex is the part of an OCI index (or Docker manifest list, which has
@@ -94,7 +96,7 @@ func TestSkopeo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		list := "localhost/berth-e2e/multi-list:" + randomHex(4)
+		list := "localhost/berth-e2e/multi-list:" + harness.RandomHex(4)
 		c.run(t, "buildah", "manifest", "create", list)
 		defer c.exec(t, "", "buildah", "manifest", "rm", list)
 		c.run(t, "buildah", "manifest", "add", list, "containers-storage:"+amd.name)
@@ -116,7 +118,7 @@ func TestSkopeo(t *testing.T) {
 			}
 			arches = append(arches, m.Platform.OS+"/"+m.Platform.Architecture)
 			// Each child must be served byte-exact under its digest.
-			child := rawManifest(t, c, s.addr+"/"+repo("skopeo-multi")+"@"+m.Digest)
+			child := rawManifest(t, c, s.Addr+"/"+repo("skopeo-multi")+"@"+m.Digest)
 			if got := sha256Digest(child); got != m.Digest {
 				t.Errorf("child manifest %s is served with digest %s", m.Digest, got)
 			}

@@ -11,9 +11,10 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/test/harness"
 )
 
 const (
@@ -28,7 +29,7 @@ const (
 // so no registry can already hold it) and its digest.
 func randomBlob(n int) ([]byte, string) {
 	var seed [32]byte
-	copy(seed[:], randomHex(16))
+	copy(seed[:], harness.RandomHex(16))
 	r := mrand.NewChaCha8(seed)
 	b := make([]byte, n)
 	_, _ = r.Read(b)
@@ -166,22 +167,20 @@ func TestKillDuringChunkedUpload(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
-	dataDir := filepath.Join(t.TempDir(), "data")
-	addr, err := freeLoopbackAddr()
+	o, err := serverOptions(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := startServer(ctx, tgt, dataDir, addr)
+	hs, err := harness.StartServer(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv := &server{hs}
 	defer func() {
 		if t.Failed() {
-			var b bytes.Buffer
-			srv.dumpLog(&b, 80)
-			t.Log(b.String())
+			t.Log(srv.Tail(80))
 		}
-		_ = srv.kill()
+		_ = srv.Kill()
 	}()
 
 	blob, digest := randomBlob(killBlobSize)
@@ -236,7 +235,7 @@ func TestKillDuringChunkedUpload(t *testing.T) {
 	if err != nil {
 		t.Fatalf("writing the first half of the interrupted chunk: %v", err)
 	}
-	if err := srv.kill(); err != nil {
+	if err := srv.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	_ = pw.CloseWithError(errors.New("server killed"))
@@ -245,8 +244,7 @@ func TestKillDuringChunkedUpload(t *testing.T) {
 	}
 	t.Logf("killed the server after %d acknowledged bytes and %d more in flight", offset, sent)
 
-	srv, err = startServer(ctx, tgt, dataDir, addr)
-	if err != nil {
+	if err := srv.Start(ctx); err != nil {
 		t.Fatalf("restarting on the same data dir: %v", err)
 	}
 	cl.forgetTokens()
@@ -282,7 +280,7 @@ func TestKillDuringChunkedUpload(t *testing.T) {
 		t.Fatalf("GET blob after finalize: status %d, %d bytes, digest %s; want 200, %d bytes, %s",
 			code, n, got, killBlobSize, digest)
 	}
-	if err := srv.stop(); err != nil {
+	if err := srv.Stop(); err != nil {
 		t.Error(err)
 	}
 }

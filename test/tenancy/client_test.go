@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/test/harness"
 )
 
 // httpClient is shared; every call sets its own credentials.
@@ -89,7 +91,7 @@ func (s *server) do(t testing.TB, method, path string, c cred, body any, header 
 	}
 	target := path
 	if !strings.HasPrefix(path, "http") {
-		target = s.url(path)
+		target = s.URL(path)
 	}
 	req, err := http.NewRequest(method, target, rd)
 	if err != nil {
@@ -342,7 +344,7 @@ func digestOf(b []byte) string {
 // digest. The layer's content is unique per call.
 func (rc *regClient) pushImage(t testing.TB, repository, tag string) string {
 	t.Helper()
-	layer := []byte("berth tenancy layer " + randomHex(8))
+	layer := []byte("berth tenancy layer " + harness.RandomHex(8))
 	config := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["` + digestOf(layer) + `"]}}`)
 	for _, blob := range [][]byte{config, layer} {
 		r := rc.do(t, http.MethodPost, "/v2/"+repository+"/blobs/uploads/?digest="+digestOf(blob), blob,

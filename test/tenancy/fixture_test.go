@@ -62,7 +62,7 @@ var (
 )
 
 // admin is the superuser's credential.
-func (s *server) admin() cred { return basic(adminUser, s.adminPass) }
+func (s *server) admin() cred { return basic(adminUser, s.Opts.Password) }
 
 // matrixWorld builds the world once; a failure fails every test that needs
 // it.

@@ -407,7 +407,7 @@ func assertSeedNotFound(t *testing.T, r response) {
 	}
 	m := r.object(t)
 	if m["detail"] != "Not Found" || m["error_message"] != "Not Found" || m["title"] != "not_found" ||
-		m["type"] != srv.url("/api/v1/error/not_found") {
+		m["type"] != srv.URL("/api/v1/error/not_found") {
 		t.Errorf("%s: differs from the seed's 404 body", r)
 	}
 }

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/test/builds/harness"
 	"github.com/berth-dev/berth/test/gitserver"
+	"github.com/berth-dev/berth/test/harness"
 )
 
 // statusTimeout bounds how long a commit status may take to reach the forge

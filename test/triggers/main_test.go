@@ -21,15 +21,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/test/builds/harness"
+	"github.com/berth-dev/berth/test/harness"
 )
 
 const (
@@ -54,61 +52,15 @@ type env struct {
 	base string
 }
 
-func (e *env) creds() string { return e.srv.Opts.User + ":" + e.srv.Opts.Password }
+func (e *env) creds() string { return e.srv.Creds() }
 
 var (
-	shared   *env
-	skipAll  string
-	setupErr error
+	suite  = &harness.Suite{Name: "triggers"}
+	shared = &env{}
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	bin, err := harness.BerthBinary()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "triggers: %v\n", err)
-		return 1
-	}
-	if _, err := os.Stat(bin); err != nil {
-		skipAll = fmt.Sprintf("%s not found (run `make build`): SKIPPING every trigger end-to-end test", bin)
-		fmt.Fprintf(os.Stderr, "triggers: %s\n", skipAll)
-		return m.Run()
-	}
-	work, err := os.MkdirTemp("", "berth-triggers-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "triggers: %v\n", err)
-		return 1
-	}
-	defer harness.RemoveAll(work)
-
-	fg := newFakeForge()
-	defer fg.srv.Close()
-	shared, setupErr = setup(context.Background(), bin, work, fg)
-	if setupErr != nil {
-		fmt.Fprintf(os.Stderr, "triggers: setup failed: %v\n", setupErr)
-	}
-	code := m.Run()
-	if shared != nil && shared.srv != nil {
-		if err := shared.srv.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "triggers: stopping the server: %v\n", err)
-			if code == 0 {
-				code = 1
-			}
-		}
-		if code != 0 {
-			fmt.Fprintln(os.Stderr, shared.srv.Tail(200))
-			if data, err := os.ReadFile(shared.srv.LogPath); err == nil {
-				keep := filepath.Join(os.TempDir(), "berth-triggers-server-"+time.Now().Format("20060102-150405")+".log")
-				if os.WriteFile(keep, data, 0o600) == nil {
-					fmt.Fprintf(os.Stderr, "triggers: full server log kept at %s\n", keep)
-				}
-			}
-		}
-	}
-	return code
+	os.Exit(suite.Main(m, setup))
 }
 
 // forgeConfig points the three forges' APIs at the fake.
@@ -132,57 +84,37 @@ BITBUCKET_TRIGGER_CONFIG:
 `, fakeURL, githubToken, gitlabToken, bitbucketToken)
 }
 
-func setup(ctx context.Context, bin, work string, fg *fakeForge) (*env, error) {
-	e := &env{forge: fg, http: &http.Client{Timeout: 30 * time.Second}}
-	for _, tool := range []string{"buildah", "podman", "skopeo", "git", "curl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("%s is not installed (run scripts/install-deps.sh): %w", tool, err)
-		}
+func setup(ctx context.Context) error {
+	e := shared
+	e.forge, e.http = newFakeForge(), &http.Client{Timeout: 30 * time.Second}
+	suite.Cleanup(e.forge.srv.Close)
+	if err := harness.RequireTools("buildah", "podman", "skopeo", "git", "curl"); err != nil {
+		return err
 	}
-	var err error
-	e.srv, err = harness.StartServer(ctx, harness.ServerOptions{
-		Bin: bin, Dir: filepath.Join(work, "server"),
-		Config: harness.BuildManagerConfig(workerCount, timeLimit) + forgeConfig(fg.srv.URL),
-		User:   adminUser, Password: harness.RandomHex(16),
+	err := suite.StartServer(ctx, harness.ServerOptions{
+		Config: harness.BuildManagerConfig(workerCount, timeLimit) + forgeConfig(e.forge.srv.URL),
+		User:   adminUser,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	fmt.Fprintf(os.Stderr, "triggers: berth listening on %s (log %s)\n", e.srv.Addr, e.srv.LogPath)
-	toolDir := filepath.Join(work, "tools")
-	if err := os.MkdirAll(toolDir, 0o700); err != nil {
-		return e, err
+	e.srv = suite.Server
+	if e.tools, err = suite.NewTools(); err != nil {
+		return err
 	}
-	if e.tools, err = harness.NewTools(toolDir); err != nil {
-		return e, err
-	}
-	e.base = e.srv.Addr + "/" + adminUser + "/base:latest"
-	start := time.Now()
-	if err := e.tools.PushBusybox(ctx, e.base, e.creds()); err != nil {
-		return e, fmt.Errorf("pushing the busybox base image: %w", err)
-	}
-	fmt.Fprintf(os.Stderr, "triggers: base image %s pushed in %s\n", e.base, time.Since(start).Round(time.Millisecond))
-	return e, nil
+	e.base, err = suite.PushBase(ctx, e.tools)
+	return err
 }
 
 // requireEnv returns the shared environment, skipping only when bin/berth
 // is missing.
 func requireEnv(t *testing.T) *env {
 	t.Helper()
-	if skipAll != "" {
-		t.Skip(skipAll)
-	}
-	if setupErr != nil {
-		t.Fatalf("shared setup failed: %v", setupErr)
-	}
+	suite.Require(t)
 	return shared
 }
 
-func (e *env) toolsFor(t *testing.T) *harness.Tools {
-	c := *e.tools
-	c.Log = t.Logf
-	return &c
-}
+func (e *env) toolsFor(t *testing.T) *harness.Tools { return e.tools.WithLog(t.Logf) }
 
 // ---- berth's REST API ----
 

@@ -28,11 +28,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berth-dev/berth/test/builds/harness"
+	"github.com/berth-dev/berth/test/harness"
 )
 
 func main() {
-	bin := flag.String("bin", "", "berth binary (default: bin/berth at the module root)")
+	bin := flag.String("bin", "", "berth binary (default: $BERTH_BIN, or bin/berth at the module root)")
 	runs := flag.Int("n", 5, "builds measured on each side")
 	workerUser := flag.String("worker-user", "berth-worker", "the local executor's worker user, which runs the buildah baseline")
 	flag.Parse()
@@ -49,11 +49,10 @@ func run(ctx context.Context, bin string, runs int, workerUser string) error {
 		return errors.New("run as root: the worker and the baseline run as the unprivileged worker user")
 	}
 	if bin == "" {
-		root, err := harness.ModuleRoot()
-		if err != nil {
+		var err error
+		if bin, err = harness.BerthBinary(); err != nil {
 			return fmt.Errorf("%w; pass -bin", err)
 		}
-		bin = filepath.Join(root, "bin", "berth")
 	}
 	work, err := os.MkdirTemp("", "berth-buildbench-")
 	if err != nil {
@@ -76,16 +75,12 @@ func run(ctx context.Context, bin string, runs int, workerUser string) error {
 			fmt.Fprintf(os.Stderr, "bench: stopping berth: %v\n", err)
 		}
 	}()
-	creds := srv.Opts.User + ":" + srv.Opts.Password
-	toolDir := filepath.Join(work, "tools")
-	if err := os.MkdirAll(toolDir, 0o700); err != nil {
-		return err
-	}
-	tools, err := harness.NewTools(toolDir)
+	creds := srv.Creds()
+	tools, err := harness.NewTools(filepath.Join(work, "tools"))
 	if err != nil {
 		return err
 	}
-	base := srv.Addr + "/admin/base:latest"
+	base := srv.Ref("admin/base:latest")
 	if err := tools.PushBusybox(ctx, base, creds); err != nil {
 		return fmt.Errorf("pushing the base image: %w", err)
 	}

@@ -36,7 +36,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berth-dev/berth/test/builds/harness"
+	"github.com/berth-dev/berth/test/harness"
 )
 
 // Targets of issue 5's benchmark.
@@ -59,7 +59,7 @@ const (
 )
 
 func main() {
-	bin := flag.String("bin", "", "berth binary (default: bin/berth at the module root)")
+	bin := flag.String("bin", "", "berth binary (default: $BERTH_BIN, or bin/berth at the module root)")
 	rounds := flag.Int("n", 3, "pushes measured on each side")
 	hooks := flag.Int("hooks", 20, "direct webhook deliveries measured")
 	workerUser := flag.String("worker-user", "berth-worker", "the local executor's worker user, which runs the manual baseline")
@@ -95,17 +95,14 @@ func run(ctx context.Context, bin string, rounds, hooks int, workerUser string) 
 	if rounds < 1 || hooks < 1 {
 		return errors.New("-n and -hooks must be at least 1")
 	}
-	for _, tool := range []string{"git", "curl", "buildah", "skopeo", "runuser"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s is not installed (run scripts/install-deps.sh): %w", tool, err)
-		}
+	if err := harness.RequireTools("git", "curl", "buildah", "skopeo", "runuser"); err != nil {
+		return err
 	}
 	if bin == "" {
-		root, err := harness.ModuleRoot()
-		if err != nil {
+		var err error
+		if bin, err = harness.BerthBinary(); err != nil {
 			return fmt.Errorf("%w; pass -bin", err)
 		}
-		bin = filepath.Join(root, "bin", "berth")
 	}
 	work, err := os.MkdirTemp("", "berth-triggerbench-")
 	if err != nil {
@@ -129,7 +126,7 @@ func run(ctx context.Context, bin string, rounds, hooks int, workerUser string) 
 			fmt.Fprintf(os.Stderr, "bench: stopping berth: %v\n", err)
 		}
 	}()
-	b.creds = b.srv.Opts.User + ":" + b.srv.Opts.Password
+	b.creds = b.srv.Creds()
 	b.client = harness.NewClient(b.srv)
 	// The worker user exists once serve started as root.
 	wu, err := user.Lookup(workerUser)
@@ -139,15 +136,11 @@ func run(ctx context.Context, bin string, rounds, hooks int, workerUser string) 
 	b.uid, _ = strconv.Atoi(wu.Uid)
 	b.gid, _ = strconv.Atoi(wu.Gid)
 
-	toolDir := filepath.Join(work, "tools")
-	if err := os.MkdirAll(toolDir, 0o700); err != nil {
-		return err
-	}
-	tools, err := harness.NewTools(toolDir)
+	tools, err := harness.NewTools(filepath.Join(work, "tools"))
 	if err != nil {
 		return err
 	}
-	b.base = b.srv.Addr + "/" + ns + "/base:latest"
+	b.base = b.srv.Ref(ns + "/base:latest")
 	if err := tools.PushBusybox(ctx, b.base, b.creds); err != nil {
 		return fmt.Errorf("pushing the base image: %w", err)
 	}
