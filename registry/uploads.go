@@ -320,7 +320,9 @@ func (h *Handler) appendChunk(r *http.Request, u *store.Upload, ranged, persist 
 	bufp := copyBufs.Get().(*[]byte)
 	n, copyErr := io.CopyBuffer(io.MultiWriter(wc, hs), onlyReader{r.Body}, *bufp)
 	copyBufs.Put(bufp)
-	closeErr := wc.Close()
+	// Only an offset that is recorded needs its bytes durable now; when this
+	// request commits the upload, Commit makes them durable.
+	closeErr := storage.CloseAppend(wc, persist)
 	if closeErr != nil {
 		return errInternal(closeErr)
 	}

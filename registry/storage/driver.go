@@ -70,3 +70,24 @@ type Driver interface {
 	// fn returns an error (which Walk returns).
 	Walk(ctx context.Context, fn func(dgst digest.Digest, size int64) error) error
 }
+
+// UnsyncedCloser is implemented by Append writers that can close without
+// making what was written durable. Close must make the bytes durable
+// because the caller may record the new offset next; when nothing records
+// it (the same request commits the upload, and Commit makes the bytes
+// durable, or the upload is dropped), that flush is paid for nothing.
+type UnsyncedCloser interface {
+	// CloseUnsynced releases the writer like Close, but the bytes written
+	// may not survive a crash until a later Commit. An offset reached this
+	// way must not be recorded.
+	CloseUnsynced() error
+}
+
+// CloseAppend closes an Append writer: durably, or, when durable is false
+// and the writer supports it, without the flush (see UnsyncedCloser).
+func CloseAppend(w io.WriteCloser, durable bool) error {
+	if u, ok := w.(UnsyncedCloser); ok && !durable {
+		return u.CloseUnsynced()
+	}
+	return w.Close()
+}

@@ -186,7 +186,9 @@ func (d *Driver) UploadReader(ctx context.Context, uploadID string) (io.ReadClos
 
 // Commit fsyncs the staged file, renames it into the blob tree and fsyncs the
 // blob's directory. The rename is the commit point: before it the digest
-// names nothing, after it the complete file.
+// names nothing, after it the complete file. The staging directory needs no
+// fsync of its own: the journal commits the rename, which moves the file's
+// entry out of it, no earlier than the file's creation there.
 func (d *Driver) Commit(ctx context.Context, uploadID string, dgst digest.Digest, size int64) error {
 	if err := ctx.Err(); err != nil {
 		return err

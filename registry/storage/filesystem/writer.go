@@ -114,12 +114,20 @@ func (w *writer) wrote(n int) {
 
 // Close flushes, fsyncs and closes the file. The fsync is what lets the
 // caller record the new offset: see Driver.Append.
-func (w *writer) Close() error {
+func (w *writer) Close() error { return w.close(true) }
+
+// CloseUnsynced flushes and closes the file without an fsync, for a caller
+// that commits next (Commit fsyncs the file before the rename) or records
+// nothing: see storage.UnsyncedCloser. The writeback started along the way
+// keeps going, so Commit's fsync waits only for the tail.
+func (w *writer) CloseUnsynced() error { return w.close(false) }
+
+func (w *writer) close(durable bool) error {
 	if w.bp == nil {
 		return errClosed
 	}
 	err := w.flush()
-	if err == nil {
+	if err == nil && durable {
 		if serr := w.f.Sync(); serr != nil {
 			err = fmt.Errorf("filesystem: sync upload: %w", serr)
 		}
@@ -127,7 +135,7 @@ func (w *writer) Close() error {
 	if cerr := w.f.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("filesystem: close upload: %w", cerr)
 	}
-	if err == nil && w.syncDir != "" {
+	if err == nil && durable && w.syncDir != "" {
 		err = syncDir(w.syncDir)
 	}
 	bufPool.Put(w.bp)

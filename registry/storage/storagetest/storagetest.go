@@ -30,6 +30,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) storage.Driver) {
 		{"AppendChunksCommitRead", testAppendChunksCommitRead},
 		{"LargeWrites", testLargeWrites},
 		{"ResumeTruncates", testResumeTruncates},
+		{"UnsyncedAppendThenCommit", testUnsyncedAppendThenCommit},
 		{"ResumeAtEnd", testResumeAtEnd},
 		{"AppendBeyondStaged", testAppendBeyondStaged},
 		{"AppendUnknownUpload", testAppendUnknownUpload},
@@ -111,6 +112,39 @@ func appendAt(t *testing.T, d storage.Driver, uploadID string, off int64, b []by
 	if err := w.Close(); err != nil {
 		t.Fatalf("closing writer of %s: %v", uploadID, err)
 	}
+}
+
+// testUnsyncedAppendThenCommit closes appends with storage.CloseAppend
+// without durability, as the registry does when the same request commits:
+// a resumed upload still starts from the last recorded offset, and Commit
+// serves exactly the bytes written.
+func testUnsyncedAppendThenCommit(t *testing.T, d storage.Driver) {
+	ctx := context.Background()
+	first, second := Data(7, 3<<20), Data(8, 5<<20+17)
+	appendUnsynced := func(off int64, b []byte) {
+		t.Helper()
+		w, err := d.Append(ctx, "unsynced", off)
+		if err != nil {
+			t.Fatalf("Append at %d: %v", off, err)
+		}
+		if _, err := io.Copy(w, onlyReader{bytes.NewReader(b)}); err != nil {
+			t.Fatalf("write at %d: %v", off, err)
+		}
+		if err := storage.CloseAppend(w, false); err != nil {
+			t.Fatalf("CloseAppend: %v", err)
+		}
+	}
+	appendAt(t, d, "unsynced", 0, first)
+	// A final chunk whose commit then fails leaves bytes past the recorded
+	// offset; the next Append at that offset must discard them.
+	appendUnsynced(int64(len(first)), Data(9, 1<<20))
+	appendUnsynced(int64(len(first)), second)
+	want := append(append([]byte(nil), first...), second...)
+	dgst := Digest(want)
+	if err := d.Commit(ctx, "unsynced", dgst, int64(len(want))); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	CheckBlob(t, d, dgst, want)
 }
 
 // onlyReader hides every method but Read.

@@ -31,6 +31,7 @@ type config struct {
 	user, password    string
 	tmpRoot           string
 	startTimeout      time.Duration
+	blobsOnly         bool
 
 	blobs, blobBytes, blobStreams, blobRounds int
 	getRequests, getRounds                    int
@@ -87,6 +88,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&cfg.password, "password", os.Getenv("BERTH_ADMIN_PASSWORD"), "password of -user (random when regbench starts berth itself)")
 	fs.StringVar(&cfg.tmpRoot, "tmp-dir", os.TempDir(), "where server data dirs and the disk-ceiling probe go")
 	fs.DurationVar(&cfg.startTimeout, "start-timeout", 30*time.Second, "how long a started server may take to become healthy")
+	fs.BoolVar(&cfg.blobsOnly, "blobs-only", false, "run only the blob push and pull workload (a quick loop while working on the blob path)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -125,6 +127,7 @@ type report struct {
 	diskMBps   float64
 	tags       int
 	tagSegment int
+	blobsOnly  bool // only the blob workload ran: the table stops after its rows
 	pageSize   int
 }
 
@@ -132,7 +135,7 @@ type report struct {
 // every workload, writes progress and the final table to out, and returns
 // the figures.
 func run(ctx context.Context, cfg *config, out io.Writer) (*report, error) {
-	rep := &report{berthLabel: "berth", tags: cfg.tags, tagSegment: cfg.tagSegment, pageSize: cfg.pageSize}
+	rep := &report{berthLabel: "berth", tags: cfg.tags, tagSegment: cfg.tagSegment, pageSize: cfg.pageSize, blobsOnly: cfg.blobsOnly}
 	berthUser, berthPass := cfg.user, cfg.password
 
 	// Servers stop together, after the table is out: removing the data
@@ -231,6 +234,9 @@ func run(ctx context.Context, cfg *config, out io.Writer) (*report, error) {
 		{"blob push and pull", b.blobs},
 		{"manifest GETs", b.manifestGets},
 		{"tags", b.tagWorkload},
+	}
+	if cfg.blobsOnly {
+		steps = steps[:3]
 	}
 	for _, step := range steps {
 		start := time.Now()

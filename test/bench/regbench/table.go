@@ -63,6 +63,9 @@ func (r *report) rows() []row {
 		berth:    fmt.Sprintf("%.1f", b.pullMBps), dist: fmt.Sprintf("%.1f", d.pullMBps),
 		ratio: pl, target: fmt.Sprintf(">=%.2fx", targetPullRatio), verdict: verdict(pl >= targetPullRatio),
 	})
+	if r.blobsOnly {
+		return out
+	}
 
 	for k := range min(len(b.gets), len(d.gets)) {
 		bg, dg := b.gets[k], d.gets[k]
