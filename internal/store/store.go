@@ -203,6 +203,9 @@ type Store interface {
 
 	// Uploads.
 
+	// CreateUpload records a new, empty upload session. Its commit may not
+	// survive a power cut (a process crash loses nothing): the session holds
+	// no bytes, and a client whose session is gone restarts the upload.
 	CreateUpload(ctx context.Context, u *Upload) error
 	GetUpload(ctx context.Context, id string) (*Upload, error)
 	// AdvanceUpload moves an upload from offset `from` to u.Offset with the

@@ -125,6 +125,14 @@ func TestSQLiteSettings(t *testing.T) {
 			}
 		}
 	}
+	// A relaxed write leaves the writer at synchronous=FULL again.
+	if err := s.relaxedExec(context.Background(), `DELETE FROM uploads WHERE id = 'none'`); err != nil {
+		t.Fatal(err)
+	}
+	var sync string
+	if err := s.w.QueryRow("PRAGMA synchronous").Scan(&sync); err != nil || sync != "2" {
+		t.Errorf("writer after relaxedExec: PRAGMA synchronous = %s (%v), want 2", sync, err)
+	}
 	if _, err := s.r.Exec(`DELETE FROM accounts`); err == nil {
 		t.Error("the read pool accepted a write")
 	}

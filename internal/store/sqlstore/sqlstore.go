@@ -17,6 +17,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -221,6 +222,41 @@ func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// relaxedExec runs one write statement whose loss in a power cut the caller
+// accepts, without waiting for the log to reach the disk. The commit stays
+// atomic and ordered: a crash of the process loses nothing (the log is in
+// the OS), the next durable commit makes it durable too, and a power cut
+// keeps it or loses it whole. On SQLite the single writer connection drops
+// to synchronous=NORMAL (crash-safe in WAL mode) for the statement; on
+// PostgreSQL the transaction sets synchronous_commit off.
+func (s *Store) relaxedExec(ctx context.Context, query string, args ...any) error {
+	if s.d == postgresDialect {
+		return s.writeTx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, query, args...)
+			return err
+		})
+	}
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
+		return err
+	}
+	_, execErr := conn.ExecContext(ctx, query, args...)
+	if _, err := conn.ExecContext(context.Background(), "PRAGMA synchronous = FULL"); err != nil {
+		// A writer left at NORMAL would weaken every later commit: drop
+		// the connection; the pool opens a new one with FULL.
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		return errors.Join(execErr, fmt.Errorf("restore synchronous=FULL: %w", err))
+	}
+	return execErr
 }
 
 // execOne runs a single-statement write outside an explicit transaction

@@ -15,7 +15,11 @@ import (
 // does not exist.
 func (s *Store) CreateUpload(ctx context.Context, u *store.Upload) error {
 	t := now()
-	_, err := s.w.ExecContext(ctx, s.q(`INSERT INTO uploads
+	// A new session holds no bytes: losing it in a power cut costs the
+	// client a restarted upload (its next request answers UPLOAD_UNKNOWN),
+	// so its commit does not wait for the disk. On ext4 that wait would be
+	// behind the writeback of every blob being uploaded at the same time.
+	err := s.relaxedExec(ctx, s.q(`INSERT INTO uploads
 		(id, repo_id, byte_offset, algorithm, hash_state, created_at, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		u.ID, u.RepoID, u.Offset, u.Algorithm, u.HashState, nanos(t), nanos(t))
