@@ -68,10 +68,15 @@ type Forge interface {
 	DeleteDeployKey(ctx context.Context, repo, keyID string) error
 	SetCommitStatus(ctx context.Context, repo, sha string, status Status) error
 	// GetChangedFiles lists the paths changed from before to after; an
-	// empty before means "after's own changes".
+	// empty before means "after's own changes". A forge that cannot list
+	// them all answers ErrIncompleteFileList.
 	GetChangedFiles(ctx context.Context, repo, before, after string) ([]string, error)
 	DefaultBranch(ctx context.Context, repo string) (string, error)
 }
+
+// ErrIncompleteFileList: the forge lists only part of a push's changed
+// files, so path filters cannot be judged from it.
+var ErrIncompleteFileList = errors.New("forge: the forge lists only part of the changed files")
 
 // ErrBadRepo: repo is not in the form the forge needs.
 var ErrBadRepo = errors.New("forge: bad repository name")

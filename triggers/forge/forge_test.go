@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -170,6 +172,31 @@ func TestFakeGitHubActivationAndStatuses(t *testing.T) {
 	}
 	if err := gh.DeleteHook(ctx, "octo-org/hello-app", "99"); err == nil {
 		t.Error("404 from the forge not reported")
+	}
+}
+
+// GitHub's compare API stops at 300 files; a list that long may be missing
+// the very file a path filter looks for.
+func TestFakeGitHubChangedFilesAtTheCompareLimit(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"files":[`)
+	for i := range 300 {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `{"filename":"f%d.go"}`, i)
+	}
+	b.WriteString(`]}`)
+	f := newFakeForge(t, map[string]string{
+		"GET /api/v3/repos/octo-org/big/compare/aaa...bbb": b.String(),
+	})
+	gh, err := forge.NewGitHub(forge.GitHubConfig{APIEndpoint: f.srv.URL + "/api/v3", AccessToken: "t"}, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := gh.GetChangedFiles(ctx, "octo-org/big", "aaa", "bbb")
+	if !errors.Is(err, forge.ErrIncompleteFileList) || files != nil {
+		t.Fatalf("GetChangedFiles at the limit = %d files, %v; want ErrIncompleteFileList", len(files), err)
 	}
 }
 

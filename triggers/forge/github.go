@@ -151,8 +151,13 @@ func (g *GitHub) SetCommitStatus(ctx context.Context, repo, sha string, st Statu
 	return nil
 }
 
-// GetChangedFiles implements Forge with the compare API (up to 300 files,
-// GitHub's limit for one comparison).
+// githubCompareFileLimit is the most files GitHub's compare API lists; a
+// comparison that reaches it may have changed more.
+const githubCompareFileLimit = 300
+
+// GetChangedFiles implements Forge with the compare API. A comparison with
+// githubCompareFileLimit files or more answers ErrIncompleteFileList rather
+// than a list that may miss the files a path filter is looking for.
 func (g *GitHub) GetChangedFiles(ctx context.Context, repo, before, after string) ([]string, error) {
 	owner, name, err := splitRepo(repo)
 	if err != nil {
@@ -165,6 +170,9 @@ func (g *GitHub) GetChangedFiles(ctx context.Context, repo, before, after string
 	cmp, _, err := g.client.Repositories.CompareCommits(ctx, owner, name, base, after, nil)
 	if err != nil {
 		return nil, fmt.Errorf("forge: GitHub compare %s...%s on %s: %w", base, after, repo, err)
+	}
+	if len(cmp.Files) >= githubCompareFileLimit {
+		return nil, fmt.Errorf("%w: GitHub compare %s...%s on %s lists %d files", ErrIncompleteFileList, base, after, repo, len(cmp.Files))
 	}
 	var files []string
 	for _, f := range cmp.Files {
