@@ -16,10 +16,14 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/berth-dev/berth/buildmanager"
+	"github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/triggers"
 	"github.com/berth-dev/berth/triggers/webhook"
+	"github.com/berth-dev/berth/worker/dockerfile"
+	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/worker/gitsource"
 )
 
 // TriggerOptions configure RegisterTriggers. Manager and Builds are
@@ -465,8 +469,9 @@ type runParameters struct {
 }
 
 // start is Quay's manual run: the ref from refs{kind,name} or branch_name
-// (default: the default branch), the commit from commit_sha (required for
-// custom-git; for forges the worker builds the ref's head without one).
+// (default: the default branch), the commit from commit_sha or else the
+// ref's head on the git server now (git ls-remote), so that the queued
+// build names the commit it will build.
 func (t *Triggers) start(c echo.Context) error {
 	repo, tr, err := t.triggerFromPath(c)
 	if err != nil {
@@ -485,14 +490,14 @@ func (t *Triggers) start(c echo.Context) error {
 	if body.CommitSHA != "" && !isHex(body.CommitSHA) {
 		return BadRequest("commit_sha must be a hexadecimal commit id")
 	}
-	if tr.Service == triggers.ServiceCustomGit && body.CommitSHA == "" {
-		return BadRequest("commit_sha is required to run a custom git trigger")
+	var cfg triggers.Config
+	if err := json.Unmarshal(tr.Config, &cfg); err != nil {
+		return Internal(err)
 	}
 	ctx := c.Request().Context()
 	src := webhook.BuildSource(tr)
-	md := triggers.Metadata{Commit: body.CommitSHA, GitURL: src}
+	md := triggers.Metadata{Commit: body.CommitSHA, GitURL: t.triggerGitURL(tr, cfg)}
 	if tr.Service != triggers.ServiceCustomGit {
-		md.GitURL = "git@" + t.forgeHost(tr.Service) + ":" + src + ".git"
 		if fg, err := t.f.ForTrigger(tr, t.o.Secrets); err == nil {
 			if b, err := fg.DefaultBranch(ctx, src); err == nil {
 				md.DefaultBranch = b
@@ -510,12 +515,19 @@ func (t *Triggers) start(c echo.Context) error {
 		md.Ref = "refs/heads/" + body.BranchName
 	case md.DefaultBranch != "":
 		md.Ref = "refs/heads/" + md.DefaultBranch
-	default:
-		md.Ref = "refs/heads/master"
 	}
-	var cfg triggers.Config
-	if err := json.Unmarshal(tr.Config, &cfg); err != nil {
-		return Internal(err)
+	if md.Commit == "" {
+		head, err := t.resolveHead(ctx, tr, cfg, md.Ref)
+		if err != nil {
+			return err
+		}
+		md.Commit, md.Ref = head.Commit, head.Name
+		if md.DefaultBranch == "" {
+			md.DefaultBranch = head.DefaultBranch
+		}
+	}
+	if md.Ref == "" {
+		md.Ref = "refs/heads/master"
 	}
 	prep, sk := triggers.Prepare(cfg, triggers.PushEvent{Service: tr.Service, Repository: src, Metadata: md})
 	if sk.Skipped() && sk.Reason != triggers.SkipFiltered {
@@ -542,6 +554,37 @@ func (t *Triggers) start(c echo.Context) error {
 	c.Response().Header().Set("Location", t.a.externalURL(c.Request())+Prefix+"/repository/"+
 		repo.Namespace+"/"+repo.Name+"/build/"+built.ID+"/status")
 	return c.JSON(http.StatusCreated, t.o.Builds.view(built, store.RoleAdmin))
+}
+
+// resolveHead asks the trigger's git server for ref's head ("": the
+// default branch). Every failure is a 400 the caller can act on.
+func (t *Triggers) resolveHead(ctx context.Context, tr *store.Trigger, cfg triggers.Config, ref string) (gitsource.RemoteRef, error) {
+	if t.triggerGitURL(tr, cfg) == "" {
+		return gitsource.RemoteRef{}, BadRequest("The trigger has no build_source to build from.")
+	}
+	src, err := t.gitSource(ctx, tr, cfg, ref)
+	if err != nil {
+		return gitsource.RemoteRef{}, Internal(err)
+	}
+	head, err := gitsource.ResolveRef(ctx, src, ref)
+	if err == nil {
+		return head, nil
+	}
+	if errors.Is(err, gitsource.ErrRefNotFound) {
+		what := "The default branch"
+		switch kind, name := triggers.ParsedRef(ref); kind {
+		case "heads":
+			what = "Branch " + strconv.Quote(name)
+		case "tags":
+			what = "Tag " + strconv.Quote(name)
+		}
+		return gitsource.RemoteRef{}, BadRequest(what + " does not exist in the trigger's git repository.")
+	}
+	if ue, ok := engine.AsUserError(err); ok {
+		return gitsource.RemoteRef{}, BadRequest("Could not read the trigger's git repository: " + ue.Message)
+	}
+	t.a.log.WarnContext(ctx, "resolving a trigger's ref failed", "trigger", tr.UUID, "ref", ref, "err", err)
+	return gitsource.RemoteRef{}, BadRequest("Could not reach the trigger's git repository to find the commit to build; try again, or give commit_sha.")
 }
 
 func isHex(s string) bool {
@@ -587,16 +630,302 @@ func (t *Triggers) builds(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"builds": views})
 }
 
-// analyze answers Quay's analyzer shape. berth does not read Dockerfiles
-// from the forge, so the status is "notimplemented".
+// Analyzer statuses (Quay's): the Dockerfile's base image needs no
+// credentials (publicbase), needs a pull robot (requiresrobot), may not
+// build (warning), or cannot build (error).
+const (
+	analyzePublicBase    = "publicbase"
+	analyzeRequiresRobot = "requiresrobot"
+	analyzeWarning       = "warning"
+	analyzeError         = "error"
+)
+
+// analyzeRank orders the statuses of a multi-stage Dockerfile's bases: the
+// highest is reported. A private base surely fails without a robot, a
+// warning only may.
+var analyzeRank = map[string]int{analyzePublicBase: 1, analyzeWarning: 2, analyzeRequiresRobot: 3, analyzeError: 4}
+
+// maxAnalyzedDockerfile bounds the Dockerfile analyze reads, as the
+// worker's parser does.
+const maxAnalyzedDockerfile = 1 << 20
+
+// analyzeRobot is a robot of the trigger's namespace in the analyzer view.
+type analyzeRobot struct {
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+	IsRobot bool   `json:"is_robot"`
+	CanRead bool   `json:"can_read"`
+}
+
+// analyzeView is Quay's analyzer answer. Namespace and Name are the
+// berth repository of the reported base image, when it is one.
+type analyzeView struct {
+	Namespace *string        `json:"namespace"`
+	Name      *string        `json:"name"`
+	Robots    []analyzeRobot `json:"robots"`
+	Status    string         `json:"status"`
+	Message   string         `json:"message"`
+	IsAdmin   bool           `json:"is_admin"`
+}
+
+// analysis is the finding about one base image (or the whole Dockerfile).
+type analysis struct {
+	status, message string
+	// repo is the berth repository of the base image, when the caller may
+	// know it exists.
+	repo *store.Repository
+}
+
+// analyze is Quay's trigger analyzer: it reads the Dockerfile a build of
+// the proposed config would use, from the default branch of the trigger's
+// git source with the trigger's own credentials, and tells whether its
+// base images need a pull robot. Multi-stage Dockerfiles are judged on
+// every FROM that pulls; the gravest finding is reported.
 func (t *Triggers) analyze(c echo.Context) error {
-	if _, _, err := t.triggerFromPath(c); err != nil {
+	repo, tr, err := t.triggerFromPath(c)
+	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{
-		"status": "notimplemented", "message": "berth does not analyze Dockerfiles before a build",
-		"namespace": nil, "name": nil, "robots": []any{}, "is_admin": true,
-	})
+	var body struct {
+		Config map[string]any `json:"config"`
+	}
+	if err := DecodeJSON(c, &body, true); err != nil {
+		return err
+	}
+	cfg, err := proposedConfig(tr, body.Config)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	found, err := t.analyzeConfig(c, tr, cfg)
+	if err != nil {
+		return err
+	}
+	ns, err := t.a.o.Store.GetAccountByID(ctx, repo.NamespaceID)
+	if err != nil {
+		return Internal(err)
+	}
+	isAdmin, err := t.a.o.Policy.CanAdminNamespace(ctx, Caller(c), ns)
+	if err != nil {
+		return Internal(err)
+	}
+	v := analyzeView{Status: found.status, Message: found.message, IsAdmin: isAdmin, Robots: []analyzeRobot{}}
+	if found.repo != nil {
+		v.Namespace, v.Name = &found.repo.Namespace, &found.repo.Name
+	}
+	if isAdmin {
+		if v.Robots, err = t.analyzeRobots(ctx, ns, found.repo); err != nil {
+			return Internal(err)
+		}
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+// proposedConfig is the trigger's stored config with the proposed keys
+// laid over it.
+func proposedConfig(tr *store.Trigger, proposed map[string]any) (triggers.Config, error) {
+	merged := map[string]any{}
+	if len(tr.Config) > 0 {
+		if err := json.Unmarshal(tr.Config, &merged); err != nil {
+			return triggers.Config{}, Internal(err)
+		}
+	}
+	for k, v := range proposed {
+		merged[k] = v
+	}
+	b, err := json.Marshal(merged)
+	if err != nil {
+		return triggers.Config{}, Internal(err)
+	}
+	var cfg triggers.Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return triggers.Config{}, BadRequest("Invalid trigger config: " + jsonProblem(err))
+	}
+	return cfg, nil
+}
+
+// analyzeConfig reads and judges the Dockerfile of cfg. Only a store
+// failure is an error; everything about the Dockerfile is a finding.
+func (t *Triggers) analyzeConfig(c echo.Context, tr *store.Trigger, cfg triggers.Config) (analysis, error) {
+	ctx := c.Request().Context()
+	dfPath, contextPath, err := triggers.BuildPaths(cfg)
+	if err != nil {
+		return analysis{status: analyzeError, message: "The trigger's paths are invalid: " + err.Error()}, nil
+	}
+	if t.triggerGitURL(tr, cfg) == "" {
+		return analysis{status: analyzeError, message: "The trigger has no build_source to read the Dockerfile from."}, nil
+	}
+	src, err := t.gitSource(ctx, tr, cfg, "")
+	if err != nil {
+		return analysis{}, Internal(err)
+	}
+	content, err := gitsource.ReadFile(ctx, src, dfPath, maxAnalyzedDockerfile)
+	if finding, ok := t.readFinding(ctx, tr, dfPath, err); ok {
+		return finding, nil
+	}
+	bases, perr := triggers.BaseImages(content)
+	if perr != nil && !errors.Is(perr, dockerfile.ErrNoFrom) && !errors.Is(perr, dockerfile.ErrUnresolvedArg) {
+		return analysis{status: analyzeError, message: "The Dockerfile " + dfPath + " cannot be parsed: " + userMessage(perr)}, nil
+	}
+	if !triggers.InContext(dfPath, contextPath) {
+		return analysis{status: analyzeError, message: fmt.Sprintf("The Dockerfile %s is not inside the build context %s.", dfPath, contextPath)}, nil
+	}
+	switch {
+	case errors.Is(perr, dockerfile.ErrNoFrom):
+		return analysis{status: analyzeWarning, message: "The Dockerfile " + dfPath + " has no FROM instruction, so its builds will fail."}, nil
+	case perr != nil:
+		return analysis{status: analyzeWarning, message: "The Dockerfile " + dfPath + " may not build: " + userMessage(perr)}, nil
+	}
+	hosts := t.registryHosts(c.Request())
+	var worst analysis
+	for _, b := range bases {
+		found, err := t.analyzeBase(c, b, hosts)
+		if err != nil {
+			return analysis{}, err
+		}
+		if analyzeRank[found.status] > analyzeRank[worst.status] {
+			worst = found
+		}
+	}
+	if worst.status == "" {
+		// Only scratch and earlier stages: nothing to pull.
+		worst = analysis{status: analyzePublicBase, message: "The Dockerfile pulls no base image."}
+	}
+	return worst, nil
+}
+
+// readFinding turns a failure to read the Dockerfile into a finding; ok
+// is false when it was read.
+func (t *Triggers) readFinding(ctx context.Context, tr *store.Trigger, dfPath string, err error) (analysis, bool) {
+	switch {
+	case err == nil:
+		return analysis{}, false
+	case errors.Is(err, gitsource.ErrFileNotFound), errors.Is(err, gitsource.ErrRefNotFound):
+		return analysis{status: analyzeWarning, message: "The Dockerfile " + dfPath +
+			" was not found on the default branch of the git repository; builds of this trigger may fail."}, true
+	case errors.Is(err, gitsource.ErrFileTooLarge):
+		return analysis{status: analyzeError, message: fmt.Sprintf("The Dockerfile %s is larger than %d bytes.", dfPath, maxAnalyzedDockerfile)}, true
+	}
+	if ue, ok := engine.AsUserError(err); ok {
+		return analysis{status: analyzeError, message: "The git repository could not be read: " + ue.Message}, true
+	}
+	t.a.log.WarnContext(ctx, "reading a trigger's Dockerfile failed", "trigger", tr.UUID, "err", err)
+	return analysis{status: analyzeError, message: "The git repository could not be read: its server did not answer in time or broke the connection."}, true
+}
+
+// userMessage is a Dockerfile error's message for the caller.
+func userMessage(err error) string {
+	if ue, ok := engine.AsUserError(err); ok {
+		return ue.Message
+	}
+	return err.Error()
+}
+
+// analyzeBase judges one base image. A berth repository the caller cannot
+// read is reported exactly like a missing one.
+func (t *Triggers) analyzeBase(c echo.Context, b triggers.BaseImage, hosts map[string]bool) (analysis, error) {
+	line := fmt.Sprintf("line %d: ", b.Line)
+	if len(b.Unresolved) > 0 {
+		return analysis{status: analyzeWarning, message: line + "FROM " + b.Ref + " uses the build argument " +
+			strings.Join(b.Unresolved, ", ") + " without a value; trigger builds pass none, so the base image may not be the one meant."}, nil
+	}
+	if !hosts[normalHost(b.Host)] {
+		return analysis{status: analyzePublicBase, message: line + "the base image " + b.Ref + " is from another registry: no robot of this one is needed to pull it."}, nil
+	}
+	ns, name, ok := strings.Cut(b.Repository, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return analysis{status: analyzeWarning, message: line + "the base image " + b.Ref + " does not name a repository of this registry as namespace/name."}, nil
+	}
+	ctx := c.Request().Context()
+	hidden := analysis{status: analyzeError, message: line + "the base repository " + ns + "/" + name + " was not found."}
+	base, err := t.a.o.Store.GetRepository(ctx, ns, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return hidden, nil
+	}
+	if err != nil {
+		return analysis{}, Internal(err)
+	}
+	role, err := t.a.o.Policy.RepositoryRole(ctx, Caller(c), base)
+	if err != nil {
+		return analysis{}, Internal(err)
+	}
+	switch {
+	case role == "":
+		return hidden, nil
+	case base.Visibility == store.Public:
+		return analysis{status: analyzePublicBase, repo: base, message: line + "the base repository " + base.FullName() + " is public."}, nil
+	}
+	return analysis{status: analyzeRequiresRobot, repo: base, message: line + "the base repository " + base.FullName() +
+		" is private: the trigger needs a pull robot that can read it."}, nil
+}
+
+// analyzeRobots lists the robots of the trigger's namespace, each saying
+// whether it may read base (never, when base is nil).
+func (t *Triggers) analyzeRobots(ctx context.Context, ns *store.Account, base *store.Repository) ([]analyzeRobot, error) {
+	robots, err := t.a.o.Store.ListRobots(ctx, ns.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]analyzeRobot, 0, len(robots))
+	for i := range robots {
+		r := analyzeRobot{Name: robots[i].Name, Kind: "user", IsRobot: true}
+		if base != nil {
+			role, err := t.a.o.Policy.RepositoryRole(ctx, &auth.Principal{Account: &robots[i]}, base)
+			if err != nil {
+				return nil, err
+			}
+			r.CanRead = auth.RoleAtLeast(role, store.RoleRead)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// registryHosts are the names clients reach this registry by: the
+// external URL's host, the request's Host and SERVER_HOSTNAME.
+func (t *Triggers) registryHosts(r *http.Request) map[string]bool {
+	hosts := map[string]bool{}
+	add := func(h string) {
+		if h != "" {
+			hosts[normalHost(h)] = true
+		}
+	}
+	if u, err := url.Parse(t.a.externalURL(r)); err == nil {
+		add(u.Host)
+	}
+	add(r.Host)
+	add(t.a.o.Config.ServerHostname)
+	return hosts
+}
+
+// normalHost lower-cases a host[:port] and drops a default port.
+func normalHost(h string) string {
+	h = strings.ToLower(h)
+	for _, p := range []string{":443", ":80"} {
+		h = strings.TrimSuffix(h, p)
+	}
+	return h
+}
+
+// triggerGitURL is the URL builds of tr clone, as Prepare decides it:
+// custom-git's build_source, a forge's clone_url, else the forge's SSH URL.
+func (t *Triggers) triggerGitURL(tr *store.Trigger, cfg triggers.Config) string {
+	switch {
+	case tr.Service == triggers.ServiceCustomGit:
+		return cfg.BuildSource
+	case cfg.CloneURL != "":
+		return cfg.CloneURL
+	case cfg.BuildSource == "":
+		return ""
+	}
+	return "git@" + t.forgeHost(tr.Service) + ":" + cfg.BuildSource + ".git"
+}
+
+// gitSource is the git source a build of tr would fetch ref from, with the
+// deploy key and recorded host key the worker gets (webhook.GitSource).
+func (t *Triggers) gitSource(ctx context.Context, tr *store.Trigger, cfg triggers.Config, ref string) (*workerpb.GitSource, error) {
+	b := &store.Build{TriggerID: tr.UUID, Request: store.BuildRequest{Git: &store.BuildGitSource{URL: t.triggerGitURL(tr, cfg), Ref: ref}}}
+	return webhook.GitSource(t.a.o.Store, t.o.Secrets)(ctx, b)
 }
 
 func (t *Triggers) deliveries(c echo.Context) error {

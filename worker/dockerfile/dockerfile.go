@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -28,7 +29,19 @@ type Stage struct {
 	Base string
 	// Line is the FROM instruction's line (1-based).
 	Line int
+	// Unresolved are the build arguments the FROM refers to that have no
+	// value (undeclared, or declared without a default and not given):
+	// they expanded to nothing, so Base is likely not what was meant.
+	Unresolved []string
 }
+
+// ErrNoFrom is in the chain of Parse's error for a Dockerfile without a
+// FROM instruction (an empty one included).
+var ErrNoFrom = errors.New("no FROM instruction")
+
+// ErrUnresolvedArg is in the chain of Parse's error for a FROM that names
+// no image because a build argument it uses has no value.
+var ErrUnresolvedArg = errors.New("build argument without a value")
 
 // Info is what the worker learns from a Dockerfile before building it.
 type Info struct {
@@ -48,7 +61,7 @@ func Parse(content []byte, buildArgs map[string]string, target string) (*Info, e
 		return nil, engine.Errorf(engine.CodeDockerfile, "the Dockerfile is larger than %d bytes", maxSize)
 	}
 	if len(bytes.TrimSpace(content)) == 0 {
-		return nil, engine.Errorf(engine.CodeDockerfile, "the Dockerfile is empty")
+		return nil, &engine.UserError{Code: engine.CodeDockerfile, Message: "the Dockerfile is empty", Err: ErrNoFrom}
 	}
 	res, err := parser.Parse(bytes.NewReader(content))
 	if err != nil {
@@ -59,11 +72,14 @@ func Parse(content []byte, buildArgs map[string]string, target string) (*Info, e
 		return nil, syntaxError(err)
 	}
 	if len(stages) == 0 {
-		return nil, engine.Errorf(engine.CodeDockerfile, "the Dockerfile has no FROM instruction")
+		return nil, &engine.UserError{Code: engine.CodeDockerfile, Message: "the Dockerfile has no FROM instruction", Err: ErrNoFrom}
 	}
 	args := argEnv{}
+	// noValue are the ARGs declared without a default and not given.
+	noValue := map[string]bool{}
 	for _, a := range metaArgs {
 		for _, kv := range a.Args {
+			noValue[kv.Key] = false
 			if v, ok := buildArgs[kv.Key]; ok {
 				args[kv.Key] = v
 			} else if kv.Value != nil {
@@ -75,6 +91,7 @@ func Parse(content []byte, buildArgs map[string]string, target string) (*Info, e
 				args[kv.Key] = v
 			} else {
 				args[kv.Key] = ""
+				noValue[kv.Key] = true
 			}
 		}
 	}
@@ -94,9 +111,23 @@ func Parse(content []byte, buildArgs map[string]string, target string) (*Info, e
 	named := map[string]bool{}
 	seen := map[string]bool{}
 	for i, s := range stages {
-		base, _, err := shell.NewLex(res.EscapeToken).ProcessWord(s.BaseName, args)
+		word, err := shell.NewLex(res.EscapeToken).ProcessWordWithMatches(s.BaseName, args)
 		if err != nil {
 			return nil, lineError(s.Location, fmt.Errorf("FROM %s: %w", s.BaseName, err))
+		}
+		base := word.Result
+		var unresolved []string
+		for k := range word.Unmatched {
+			unresolved = append(unresolved, k)
+		}
+		for k := range word.Matched {
+			if noValue[k] {
+				unresolved = append(unresolved, k)
+			}
+		}
+		slices.Sort(unresolved)
+		if base == "" && len(unresolved) > 0 {
+			return nil, lineError(s.Location, fmt.Errorf("FROM %s names no image: %w (%s)", s.BaseName, ErrUnresolvedArg, strings.Join(unresolved, ", ")))
 		}
 		if base == "" {
 			return nil, lineError(s.Location, fmt.Errorf("FROM %s names no image (is a build argument missing?)", s.BaseName))
@@ -105,7 +136,7 @@ func Parse(content []byte, buildArgs map[string]string, target string) (*Info, e
 		if len(s.Location) > 0 {
 			line = s.Location[0].Start.Line
 		}
-		info.Stages = append(info.Stages, Stage{Name: s.Name, Base: base, Line: line})
+		info.Stages = append(info.Stages, Stage{Name: s.Name, Base: base, Line: line, Unresolved: unresolved})
 		if i <= last && !named[strings.ToLower(base)] && !strings.EqualFold(base, "scratch") && !seen[base] {
 			if err := checkRef(base); err != nil {
 				return nil, lineError(s.Location, fmt.Errorf("FROM %s: %w", base, err))

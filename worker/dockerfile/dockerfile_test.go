@@ -1,6 +1,7 @@
 package dockerfile
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -96,5 +97,47 @@ func TestSplitRef(t *testing.T) {
 		if name != want[0] || tag != want[1] {
 			t.Errorf("SplitRef(%q) = %q, %q; want %q, %q", ref, name, tag, want[0], want[1])
 		}
+	}
+}
+
+func TestParseUnresolvedArgs(t *testing.T) {
+	df := "ARG NS\nARG TAG=1\nARG EMPTY=\nFROM reg.example/$NS/app:$TAG AS a\nFROM busybox:$TAG$EMPTY\nFROM $UNDECLARED/x\n"
+	info, err := Parse([]byte(df), nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Stage{
+		{Name: "a", Base: "reg.example//app:1", Line: 4, Unresolved: []string{"NS"}},
+		{Base: "busybox:1", Line: 5},
+		{Base: "/x", Line: 6, Unresolved: []string{"UNDECLARED"}},
+	}
+	if !reflect.DeepEqual(info.Stages, want) {
+		t.Errorf("Stages = %+v, want %+v", info.Stages, want)
+	}
+	// A value given as a build argument resolves it.
+	info, err = Parse([]byte(df), map[string]string{"NS": "team"}, "")
+	if err != nil || info.Stages[0].Base != "reg.example/team/app:1" || info.Stages[0].Unresolved != nil {
+		t.Errorf("with NS given: %+v, %v", info, err)
+	}
+
+	for _, df := range []string{"ARG BASE\nFROM $BASE\n", "FROM ${NOPE}\n"} {
+		_, err := Parse([]byte(df), nil, "")
+		if !errors.Is(err, ErrUnresolvedArg) {
+			t.Errorf("%q: %v, want ErrUnresolvedArg", df, err)
+		}
+	}
+	if _, err := Parse([]byte("ARG BASE=\nFROM $BASE\n"), nil, ""); err == nil || errors.Is(err, ErrUnresolvedArg) {
+		t.Errorf("an ARG whose default is empty: %v, want an error without ErrUnresolvedArg", err)
+	}
+}
+
+func TestParseNoFrom(t *testing.T) {
+	for _, df := range []string{"", " \n\n", "ARG X=1\n"} {
+		if _, err := Parse([]byte(df), nil, ""); !errors.Is(err, ErrNoFrom) {
+			t.Errorf("%q: %v, want ErrNoFrom", df, err)
+		}
+	}
+	if _, err := Parse([]byte("FROM a b\n"), nil, ""); err == nil || errors.Is(err, ErrNoFrom) {
+		t.Errorf("a syntax error: %v, want an error without ErrNoFrom", err)
 	}
 }

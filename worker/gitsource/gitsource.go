@@ -1,5 +1,8 @@
 // Package gitsource fetches exactly one commit of a git repository, with
-// its submodules, into a directory: the build worker's git source.
+// its submodules, into a directory: the build worker's git source. The API
+// server uses the same credentials and host-key checks to ask a source
+// which commit a ref names (ResolveRef) and to read one file of it into
+// memory (ReadFile).
 //
 // Servers only serve commits reachable from their refs (a bare SHA that is
 // not a ref tip is refused), so the pushed ref is fetched shallowly and
