@@ -20,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/triggers"
+	"github.com/berth-dev/berth/triggers/forge"
 	"github.com/berth-dev/berth/triggers/webhook"
 	"github.com/berth-dev/berth/worker/dockerfile"
 	"github.com/berth-dev/berth/worker/engine"
@@ -347,24 +348,37 @@ func (t *Triggers) activate(c echo.Context, tr *store.Trigger, body activateBody
 	if body.AccessToken != "" {
 		tr.SealedAuthToken = t.o.Secrets.Seal([]byte(body.AccessToken), webhook.AuthTokenPurpose(tr.UUID))
 	}
-	if tr.Service == triggers.ServiceCustomGit {
-		if hostport, ok := sshHost(cfg.BuildSource); ok {
-			sctx, cancel := context.WithTimeout(ctx, hostKeyTimeout)
-			line, err := t.o.ScanHostKey(sctx, hostport)
-			cancel()
-			if err != nil {
-				return BadRequest("Could not record the git server's SSH host key: " + err.Error())
-			}
-			tr.KnownHosts = line
-		}
-	} else {
+	var fg forge.Forge
+	if tr.Service != triggers.ServiceCustomGit {
 		if !strings.Contains(cfg.BuildSource, "/") {
 			return BadRequest("config.build_source must name the forge repository as owner/name")
 		}
-		fg, err := t.f.ForTrigger(tr, t.o.Secrets)
-		if err != nil {
+		if fg, err = t.f.ForTrigger(tr, t.o.Secrets); err != nil {
 			return BadRequest("Could not activate the trigger: " + err.Error())
 		}
+	}
+	// Builds fetch over SSH with the deploy key and check the server's host
+	// key against the one recorded now, at activation, by the admin setting
+	// the trigger up. For a forge without clone_url that server is the
+	// forge's own SSH host.
+	if hostport, ok := sshHost(t.triggerGitURL(tr, cfg)); ok {
+		sctx, cancel := context.WithTimeout(ctx, hostKeyTimeout)
+		line, err := t.o.ScanHostKey(sctx, hostport)
+		cancel()
+		switch {
+		case err == nil:
+			tr.KnownHosts = line
+		case fg == nil || cfg.CloneURL != "":
+			return BadRequest("Could not record the git server's SSH host key: " + err.Error())
+		default:
+			// The forge's SSH host is derived from its endpoint, not given by
+			// the admin, and its pushes may name another clone URL: the
+			// trigger is still activated, and a build that fetches over SSH
+			// fails with a message that names the missing host key.
+			t.a.log.WarnContext(ctx, "forge SSH host key not recorded", "trigger", tr.UUID, "host", hostport, "err", err)
+		}
+	}
+	if fg != nil {
 		if err := webhook.Install(ctx, fg, tr, t.webhookURL(c, tr.UUID, ""), []byte(secret)); err != nil {
 			return BadRequest("Could not activate the trigger: " + err.Error())
 		}

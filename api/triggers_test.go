@@ -3,10 +3,12 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -70,6 +72,9 @@ func newTriggerEnv(t *testing.T) (*buildEnv, *fakeForgeAPI, *[]string) {
 		Forges: &webhook.Forges{GitHub: &forge.GitHubConfig{APIEndpoint: fake.srv.URL, AccessToken: "svc"}},
 		ScanHostKey: func(_ context.Context, hostport string) (string, error) {
 			scanned = append(scanned, hostport)
+			if strings.HasPrefix(hostport, "unreachable.") {
+				return "", errors.New("dial tcp: connection refused")
+			}
 			return "[" + strings.Split(hostport, ":")[0] + "]:22 ssh-ed25519 HOSTKEY", nil
 		}})
 	if err != nil {
@@ -197,7 +202,7 @@ func TestTriggerCustomGitLifecycle(t *testing.T) {
 }
 
 func TestFakeGitHubTriggerActivationAndDelete(t *testing.T) {
-	e, fake, _ := newTriggerEnv(t)
+	e, fake, scanned := newTriggerEnv(t)
 	const base = "/api/v1/repository/alice/app/trigger/"
 	// Builds clone the mirror clone_url names, a real git server.
 	g := gitserver.NewRepo(t)
@@ -215,6 +220,9 @@ func TestFakeGitHubTriggerActivationAndDelete(t *testing.T) {
 	hookURL := creds[1].(map[string]any)["value"].(string)
 	if strings.Contains(hookURL, "$token") || strings.Contains(hookURL, "%24token") || !strings.HasSuffix(hookURL, "/webhooks/push/trigger/"+id) {
 		t.Fatalf("forge webhook URL carries credentials: %q", hookURL)
+	}
+	if len(*scanned) != 0 {
+		t.Fatalf("a git:// clone_url needs no host key, yet %q was scanned", *scanned)
 	}
 	calls := fake.take()
 	if len(calls) != 2 || !strings.HasPrefix(calls[0], "POST /repos/octo-org/hello-app/keys ") ||
@@ -253,6 +261,27 @@ func TestFakeGitHubTriggerActivationAndDelete(t *testing.T) {
 		!strings.HasPrefix(calls[1], "DELETE /repos/octo-org/hello-app/keys/42") {
 		t.Fatalf("delete calls %q", calls)
 	}
+
+	// Without clone_url, builds fetch from the forge's SSH host with the
+	// deploy key: its host key is recorded at activation.
+	r = e.must(201, http.MethodPost, base, basic("alice"), map[string]any{"service": "github",
+		"config": map[string]any{"build_source": "octo-org/hello-app"}})
+	if want := []string{"github.com:22"}; !slices.Equal(*scanned, want) {
+		t.Fatalf("scanned %q, want %q", *scanned, want)
+	}
+	tr, _ = e.store.GetTrigger(context.Background(), r.obj()["id"].(string))
+	if !strings.Contains(tr.KnownHosts, "ssh-ed25519 HOSTKEY") {
+		t.Fatalf("forge host key not recorded: %q", tr.KnownHosts)
+	}
+	// An SSH clone_url the admin gave must have a host key berth can record.
+	*scanned = nil
+	assertError(t, e.call(http.MethodPost, base, basic("alice"), map[string]any{"service": "github",
+		"config": map[string]any{"build_source": "octo-org/hello-app", "clone_url": "ssh://git@unreachable.example/octo-org/hello-app.git"}}),
+		400, "invalid_request")
+	if want := []string{"unreachable.example:22"}; !slices.Equal(*scanned, want) {
+		t.Fatalf("scanned %q, want %q", *scanned, want)
+	}
+	fake.take()
 }
 
 // triggerCommit is the commit a started build's trigger_metadata names.
