@@ -73,6 +73,18 @@ func New(root string) (*Driver, error) {
 			return nil, fmt.Errorf("filesystem: create %s: %w", dir, err)
 		}
 	}
+	// The sha256 fan-out directories are made up front: a new directory
+	// costs a commit three fsyncs (its parents up to the root), which every
+	// one of the first few hundred blobs of a new registry would pay.
+	fanout := filepath.Join(d.blobs, string(digest.SHA256))
+	for i := range 256 {
+		dir := filepath.Join(fanout, fmt.Sprintf("%02x", i))
+		if err := os.MkdirAll(dir, dirPerm); err != nil {
+			return nil, fmt.Errorf("filesystem: create %s: %w", dir, err)
+		}
+		d.durable.Store(dir, struct{}{})
+	}
+	toSync = append(toSync, d.blobs, fanout)
 	for _, dir := range toSync {
 		if err := syncDir(dir); err != nil {
 			return nil, err
@@ -379,11 +391,12 @@ func notFound(err error, kind, name string) error {
 }
 
 // ensureDir creates a blob fan-out directory and makes its entry durable by
-// fsyncing every directory from its parent up to the root: each may have
-// gained an entry, ours or a concurrent caller's that has not synced yet, and
-// a rename into a directory whose own entry is lost would be lost with it.
-// Directories made durable once are remembered, so steady-state commits
-// sync only the blob's own directory.
+// fsyncing the directories from its parent up: each may have gained an
+// entry, ours or a concurrent caller's that has not synced yet, and a
+// rename into a directory whose own entry is lost would be lost with it.
+// The walk stops below the first ancestor already known durable, whose
+// entry no longer changes. Directories made durable are remembered, so
+// steady-state commits sync only the blob's own directory.
 func (d *Driver) ensureDir(dir string) error {
 	if _, ok := d.durable.Load(dir); ok {
 		return nil
@@ -391,15 +404,19 @@ func (d *Driver) ensureDir(dir string) error {
 	if err := os.MkdirAll(dir, dirPerm); err != nil {
 		return fmt.Errorf("filesystem: create blob directory: %w", err)
 	}
+	var synced []string
 	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
 		if err := syncDir(p); err != nil {
 			return err
 		}
-		if p == d.root || p == filepath.Dir(p) {
+		synced = append(synced, p)
+		if _, ok := d.durable.Load(p); ok || p == d.root || p == filepath.Dir(p) {
 			break
 		}
 	}
-	d.durable.Store(dir, struct{}{})
+	for _, p := range append(synced, dir) {
+		d.durable.Store(p, struct{}{})
+	}
 	return nil
 }
 
