@@ -932,7 +932,13 @@ func (t *Triggers) triggerGitURL(tr *store.Trigger, cfg triggers.Config) string 
 	case cfg.BuildSource == "":
 		return ""
 	}
-	return "git@" + t.forgeHost(tr.Service) + ":" + cfg.BuildSource + ".git"
+	// The SSH host is the web host without its port: an scp-like URL has
+	// no room for one, and a forge's SSH port is not its web port.
+	host := t.forgeHost(tr.Service)
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return "git@" + host + ":" + cfg.BuildSource + ".git"
 }
 
 // gitSource is the git source a build of tr would fetch ref from, with the

@@ -528,3 +528,16 @@ func TestTriggerStartResolvesHead(t *testing.T) {
 		t.Errorf("missing tag: %q", d)
 	}
 }
+
+// A forge's SSH URL names its web host without the web port.
+func TestTriggerGitURLOfSelfHostedForge(t *testing.T) {
+	tg := &Triggers{f: webhook.Forges{GitHub: &forge.GitHubConfig{GitHubEndpoint: "https://ghe.example.com:8443/"}}}
+	tr := &store.Trigger{Service: triggers.ServiceGitHub}
+	got := tg.triggerGitURL(tr, triggers.Config{BuildSource: "octo/app"})
+	if want := "git@ghe.example.com:octo/app.git"; got != want {
+		t.Errorf("triggerGitURL = %q, want %q", got, want)
+	}
+	if got := tg.repositoryURL(triggers.ServiceGitHub, "octo/app"); got != "https://ghe.example.com:8443/octo/app" {
+		t.Errorf("repository_url = %q keeps no web port", got)
+	}
+}
