@@ -103,10 +103,21 @@ func (a *API) createApp(c echo.Context) error {
 	if err := b.apply(app); err != nil {
 		return err
 	}
-	app.ClientSecretEnc = a.o.Secrets.Seal([]byte(auth.RandomString(auth.ClientSecretLen, auth.UpperAlnum)), auth.ClientSecretPurpose(app.ClientID))
+	a.sealNewClientSecret(app)
 	if err := a.o.Store.CreateOAuthApplication(c.Request().Context(), app); err != nil {
 		return Internal(err)
 	}
+	return a.sendAppView(c, app)
+}
+
+// sealNewClientSecret gives app a fresh client secret, stored sealed.
+func (a *API) sealNewClientSecret(app *store.OAuthApplication) {
+	secret := auth.RandomString(auth.ClientSecretLen, auth.UpperAlnum)
+	app.ClientSecretEnc = a.o.Secrets.Seal([]byte(secret), auth.ClientSecretPurpose(app.ClientID))
+}
+
+// sendAppView answers 200 with Quay's view of app, its secret included.
+func (a *API) sendAppView(c echo.Context, app *store.OAuthApplication) error {
 	v, err := a.appView(app)
 	if err != nil {
 		return err
@@ -134,11 +145,7 @@ func (a *API) getApp(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	v, err := a.appView(app)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, v)
+	return a.sendAppView(c, app)
 }
 
 func (a *API) updateApp(c echo.Context) error {
@@ -156,11 +163,7 @@ func (a *API) updateApp(c echo.Context) error {
 	if err := a.o.Store.UpdateOAuthApplication(c.Request().Context(), app); err != nil {
 		return Internal(err)
 	}
-	v, err := a.appView(app)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, v)
+	return a.sendAppView(c, app)
 }
 
 func (a *API) deleteApp(c echo.Context) error {
@@ -181,15 +184,11 @@ func (a *API) resetClientSecret(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	app.ClientSecretEnc = a.o.Secrets.Seal([]byte(auth.RandomString(auth.ClientSecretLen, auth.UpperAlnum)), auth.ClientSecretPurpose(app.ClientID))
+	a.sealNewClientSecret(app)
 	if err := a.o.Store.UpdateOAuthApplication(c.Request().Context(), app); err != nil {
 		return Internal(err)
 	}
-	v, err := a.appView(app)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, v)
+	return a.sendAppView(c, app)
 }
 
 type tokenBody struct {
