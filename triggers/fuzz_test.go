@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/berth-dev/berth/triggers"
@@ -102,4 +103,34 @@ func FuzzParseGitLab(f *testing.F) {
 func FuzzParseBitbucket(f *testing.F) {
 	fuzzSeeds(f, "bitbucket")
 	f.Fuzz(func(t *testing.T, body []byte) { fuzzParse(t, triggers.Bitbucket{}, "X-Event-Key", "repo:push", body) })
+}
+
+// FuzzBaseImages feeds analyze's Dockerfile reader arbitrary files: it
+// must not panic, and every base it reports is a pulled image (never
+// scratch, never an earlier stage) with a line and a host.
+func FuzzBaseImages(f *testing.F) {
+	for _, s := range []string{
+		"FROM busybox\n",
+		"ARG NS=alice\nFROM quay.example.com/${NS}/base:1 AS b\nFROM b\nCOPY --from=b /x /x\n",
+		"FROM scratch\nFROM localhost:5000/a/b@sha256:0123\n",
+		"ARG BASE\nFROM $BASE\n",
+		"# syntax=docker/dockerfile:1\nFROM --platform=$BUILDPLATFORM golang:1 AS build\nRUN <<EOF\necho hi\nEOF\n",
+		"FROM a b c\n", "", "\x00FROM\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, content []byte) {
+		bases, err := triggers.BaseImages(content)
+		if err != nil {
+			if len(bases) != 0 {
+				t.Fatalf("error %v with bases %+v", err, bases)
+			}
+			return
+		}
+		for _, b := range bases {
+			if b.Ref == "" || b.Line < 1 || b.Host == "" || strings.EqualFold(b.Ref, "scratch") {
+				t.Fatalf("base %+v of %q", b, content)
+			}
+		}
+	})
 }
