@@ -289,7 +289,9 @@ func (a *API) deleteOrg(c echo.Context) error {
 		return Internal(err)
 	}
 	for _, r := range robots {
-		a.revokeAccount(r.Name)
+		if err := a.revokeAccount(ctx, r.Name); err != nil {
+			return Internal(err)
+		}
 	}
 	for i := range repos {
 		a.o.InvalidateRepo(repos[i].FullName())

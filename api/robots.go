@@ -188,7 +188,9 @@ func (a *API) deleteRobot(c echo.Context) error {
 	if err := a.o.Store.DeleteAccount(c.Request().Context(), robot.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return Internal(err)
 	}
-	a.revokeAccount(robot.Name)
+	if err := a.revokeAccount(c.Request().Context(), robot.Name); err != nil {
+		return Internal(err)
+	}
 	return c.NoContent(http.StatusNoContent)
 }
 
@@ -205,7 +207,9 @@ func (a *API) regenerateRobot(c echo.Context) error {
 	if err := a.o.Store.SetRobotToken(c.Request().Context(), robot.ID, info.TokenEnc); err != nil {
 		return Internal(err)
 	}
-	a.revokeAccount(robot.Name)
+	if err := a.revokeAccount(c.Request().Context(), robot.Name); err != nil {
+		return Internal(err)
+	}
 	v, err := a.robotView(robot, info)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"net/http"
@@ -134,10 +135,11 @@ func (a *API) userByName(c echo.Context, name string) (*store.Account, error) {
 }
 
 // revokeAccount ends every credential of name at once: cached logins and
-// registry tokens already issued.
-func (a *API) revokeAccount(name string) {
+// registry tokens already issued. The revocation is recorded in the store,
+// so it outlives a restart and reaches the other servers of the database.
+func (a *API) revokeAccount(ctx context.Context, name string) error {
 	a.o.Authenticator.Forget(name)
-	a.o.Revoker.Revoke(name)
+	return a.o.Revoker.Revoke(ctx, name)
 }
 
 func (a *API) suDeleteUser(c echo.Context) error {
@@ -159,9 +161,13 @@ func (a *API) suDeleteUser(c echo.Context) error {
 	if err := a.o.Store.DeleteAccount(ctx, u.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return Internal(err)
 	}
-	a.revokeAccount(u.Name)
+	if err := a.revokeAccount(ctx, u.Name); err != nil {
+		return Internal(err)
+	}
 	for _, r := range robots {
-		a.revokeAccount(r.Name)
+		if err := a.revokeAccount(ctx, r.Name); err != nil {
+			return Internal(err)
+		}
 	}
 	return c.NoContent(http.StatusNoContent)
 }
@@ -215,7 +221,9 @@ func (a *API) suUpdateUser(c echo.Context) error {
 		return Internal(err)
 	}
 	if revoke {
-		a.revokeAccount(u.Name)
+		if err := a.revokeAccount(c.Request().Context(), u.Name); err != nil {
+			return Internal(err)
+		}
 	}
 	return c.JSON(http.StatusOK, a.userView(u))
 }

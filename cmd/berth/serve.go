@@ -207,6 +207,11 @@ func (a *application) close() {
 	}
 }
 
+// revocationSyncInterval is how often serve loads the credential epochs
+// other servers on the same database raised: the longest a registry token
+// or a cached login revoked there still works here.
+const revocationSyncInterval = 2 * time.Second
+
 // build opens the state and composes the HTTP application. listenAddr is
 // the server's own listener, which local build workers use to reach the
 // registry.
@@ -244,6 +249,18 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr
 	authenticator.Secrets = secrets
 	authenticator.RobotsDisallowed = api.RobotsDisallowed(cfg)
 	tokens := auth.NewTokenService(key, cfg.TokenLifetime)
+	// Revocations live in the database: load them before serving, so a
+	// restart does not revive a token revoked before it, and keep loading
+	// what other servers on the same database revoke.
+	tokens.Revoker.Store = st
+	if err := tokens.Revoker.Sync(ctx); err != nil {
+		return nil, err
+	}
+	authenticator.Revoker = tokens.Revoker
+	app.background = append(app.background, func(ctx context.Context) error {
+		tokens.Revoker.RunSync(ctx, revocationSyncInterval, log)
+		return nil
+	})
 	authServer := regauth.NewServer(regauth.ServerOptions{
 		Policy:        policy,
 		Authenticator: authenticator,

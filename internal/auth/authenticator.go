@@ -109,6 +109,11 @@ type Authenticator struct {
 	Secrets *Secrets
 	// RobotsDisallowed refuses every robot login (config ROBOTS_DISALLOW).
 	RobotsDisallowed bool
+	// Revoker, when set, ends remembered logins of a subject whose
+	// credential epoch rose after they were cached: a revocation made by
+	// another server reaches this cache with the revoker's sync, not only
+	// through Forget on the server that made it.
+	Revoker *TokenRevoker
 
 	// now is time.Now outside tests.
 	now func() time.Time
@@ -135,6 +140,12 @@ func NewAuthenticator(s store.Store) *Authenticator {
 type cachedLogin struct {
 	principal *Principal
 	expires   time.Time
+	epoch     uint64 // the account's credential epoch when cached
+}
+
+// fresh reports whether a cached login may still be used at now.
+func (a *Authenticator) fresh(c cachedLogin, now time.Time) bool {
+	return now.Before(c.expires) && a.Revoker.Epoch(c.principal.Account.Name) <= c.epoch
 }
 
 type failures struct {
@@ -192,11 +203,11 @@ func (a *Authenticator) Basic(ctx context.Context, username, password string) (*
 
 	now := a.now()
 	a.mu.Lock()
-	if c, ok := a.ok[key]; ok && now.Before(c.expires) {
+	if c, ok := a.ok[key]; ok && a.fresh(c, now) {
 		a.mu.Unlock()
 		return c.principal, nil
 	}
-	gen := a.gen
+	gen, ver := a.gen, a.Revoker.Version()
 	wait, err := a.reserve(username, now)
 	a.mu.Unlock()
 	if err != nil {
@@ -240,7 +251,7 @@ func (a *Authenticator) Basic(ctx context.Context, username, password string) (*
 	a.mu.Lock()
 	delete(a.fails, username)
 	a.mu.Unlock()
-	a.remember(key, p, gen, a.now().Add(a.CacheTTL))
+	a.remember(key, p, gen, ver, a.now().Add(a.CacheTTL))
 	return p, nil
 }
 
@@ -281,11 +292,11 @@ func (a *Authenticator) AccessToken(ctx context.Context, token string) (*Princip
 	key := a.cacheKey(OAuthTokenUser, token)
 	now := a.now()
 	a.mu.Lock()
-	if c, ok := a.ok[key]; ok && now.Before(c.expires) {
+	if c, ok := a.ok[key]; ok && a.fresh(c, now) {
 		a.mu.Unlock()
 		return c.principal, nil
 	}
-	gen := a.gen
+	gen, ver := a.gen, a.Revoker.Version()
 	a.mu.Unlock()
 
 	t, err := a.Store.GetAccessTokenByHash(ctx, HashToken(token))
@@ -318,7 +329,7 @@ func (a *Authenticator) AccessToken(ctx context.Context, token string) (*Princip
 		return nil, ErrInvalidCredentials
 	}
 	p := &Principal{Account: acct, Scopes: scopes}
-	a.remember(key, p, gen, expires)
+	a.remember(key, p, gen, ver, expires)
 	return p, nil
 }
 
@@ -329,10 +340,14 @@ func minTime(a, b time.Time) time.Time {
 	return a
 }
 
-// remember caches a successful login until expires, unless Forget ran since
-// the login read the store (gen).
-func (a *Authenticator) remember(key [sha256.Size]byte, p *Principal, gen uint64, expires time.Time) {
+// remember caches a successful login until expires, unless Forget ran
+// (gen) or a credential epoch rose (ver) since the login read the store.
+func (a *Authenticator) remember(key [sha256.Size]byte, p *Principal, gen, ver uint64, expires time.Time) {
 	now := a.now()
+	epoch := a.Revoker.Epoch(p.Account.Name)
+	if a.Revoker.Version() != ver {
+		return
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if gen != a.gen {
@@ -346,7 +361,7 @@ func (a *Authenticator) remember(key [sha256.Size]byte, p *Principal, gen uint64
 		}
 		a.okSweep = 2 * len(a.ok)
 	}
-	a.ok[key] = cachedLogin{principal: p, expires: expires}
+	a.ok[key] = cachedLogin{principal: p, expires: expires, epoch: epoch}
 }
 
 // Forget drops every remembered success of username (its password, robot

@@ -238,11 +238,42 @@ func TestForgetDuringLogin(t *testing.T) {
 	gen := a.gen
 	a.mu.Unlock()
 	a.Forget("alice")
-	a.remember(key, &Principal{Account: &store.Account{Name: "alice"}}, gen, time.Now().Add(time.Minute))
+	a.remember(key, &Principal{Account: &store.Account{Name: "alice"}}, gen, 0, time.Now().Add(time.Minute))
 	a.mu.Lock()
 	_, cached := a.ok[key]
 	a.mu.Unlock()
 	if cached {
 		t.Fatal("a login older than Forget was cached")
+	}
+}
+
+// A robot regenerated on another server: this server's cache learns of it
+// through its revoker's epoch (Sync), with no Forget here.
+func TestCachedLoginEndsWhenEpochRises(t *testing.T) {
+	ctx := context.Background()
+	fs := newFakeStore()
+	sec := testSecrets(t)
+	org := fs.addUser(t, "acme", "", func(a *store.Account) { a.Kind = store.KindOrganization })
+	addRobot(t, fs, sec, org, "ci", "TOKEN-ONE")
+	rev := &TokenRevoker{}
+	a := &Authenticator{Store: fs, Secrets: sec, Revoker: rev}
+	if _, err := a.Basic(ctx, "acme+ci", "TOKEN-ONE"); err != nil {
+		t.Fatal(err)
+	}
+	calls := fs.accountCalls.Load()
+	if _, err := a.Basic(ctx, "acme+ci", "TOKEN-ONE"); err != nil || fs.accountCalls.Load() != calls {
+		t.Fatalf("second login was not served from the cache: %v", err)
+	}
+	fs.mu.Lock()
+	fs.robots[fs.accounts["acme+ci"].ID].TokenEnc = sec.Seal([]byte("TOKEN-TWO"), RobotTokenPurpose("acme+ci"))
+	fs.mu.Unlock()
+	rev.mu.Lock()
+	rev.raiseLocked("acme+ci", 1) // what Sync does on news from another server
+	rev.mu.Unlock()
+	if _, err := a.Basic(ctx, "acme+ci", "TOKEN-ONE"); !errors.Is(err, ErrInvalidCredentials) {
+		t.Fatalf("cached old token after the epoch rose: %v", err)
+	}
+	if _, err := a.Basic(ctx, "acme+ci", "TOKEN-TWO"); err != nil {
+		t.Fatalf("new token: %v", err)
 	}
 }

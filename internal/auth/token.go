@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -81,31 +82,131 @@ type Token struct {
 	IssuedAt  time.Time
 }
 
-// TokenRevoker keeps a credential epoch per subject, in memory. Tokens
-// record their subject's epoch when issued; Revoke bumps it, so every token
-// issued earlier fails verification, cached or not. The zero value is ready.
+// TokenRevoker keeps a credential epoch per subject. Tokens record their
+// subject's epoch when issued; Revoke raises it, so every token issued
+// earlier fails verification, cached or not. Verification reads only the
+// in-memory copy, never the database.
 //
-// The epochs are per process: after a restart they are all zero again, so a
-// subject revoked before it loses every older token as well (verification
-// demands equality). Across several nodes, a revocation must be broadcast to
-// each node's revoker.
+// With Store set, epochs persist: Revoke writes the new epoch before it
+// takes effect, Sync loads what the database holds (at start, so a restart
+// does not bring revoked tokens back to life, and then periodically, so a
+// revocation made by another server on the same database reaches this one
+// within the sync interval). Without Store (unit tests) epochs live in
+// memory only. The zero value is ready.
 type TokenRevoker struct {
-	mu     sync.RWMutex
-	epochs map[string]uint64
+	// Store persists the epochs; nil keeps them in memory.
+	Store EpochStore
+
+	mu      sync.RWMutex
+	epochs  map[string]uint64
+	version uint64    // counts raises, for Version
+	synced  time.Time // newest UpdatedAt Sync has seen
 }
 
-// Revoke invalidates every token issued to subject so far.
-func (r *TokenRevoker) Revoke(subject string) {
+// EpochStore is where credential epochs persist: the metadata store.
+type EpochStore interface {
+	BumpCredentialEpoch(ctx context.Context, subject string) (uint64, error)
+	CredentialEpochsSince(ctx context.Context, since time.Time) ([]store.CredentialEpoch, error)
+}
+
+// syncOverlap is how far before the newest change it has seen Sync asks
+// again: another server's clock may lag this one's, and reading a few
+// changes twice is harmless (raise is idempotent).
+const syncOverlap = time.Minute
+
+// Revoke invalidates every token issued to subject so far. With a Store
+// the new epoch is written first; on a write error nothing changes and
+// the error is returned, so the caller does not report a revocation that
+// a restart would undo.
+func (r *TokenRevoker) Revoke(ctx context.Context, subject string) error {
+	if r.Store == nil {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.raiseLocked(subject, r.epochs[subject]+1)
+		return nil
+	}
+	epoch, err := r.Store.BumpCredentialEpoch(ctx, subject)
+	if err != nil {
+		return fmt.Errorf("auth: revoke %s: %w", subject, err)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.raiseLocked(subject, epoch)
+	return nil
+}
+
+// Sync loads the epochs changed since the last Sync (all of them the
+// first time). It needs a Store.
+func (r *TokenRevoker) Sync(ctx context.Context) error {
+	if r.Store == nil {
+		return errors.New("auth: TokenRevoker.Sync without a Store")
+	}
+	r.mu.RLock()
+	since := r.synced
+	r.mu.RUnlock()
+	if !since.IsZero() {
+		since = since.Add(-syncOverlap)
+	}
+	changed, err := r.Store.CredentialEpochsSince(ctx, since)
+	if err != nil {
+		return fmt.Errorf("auth: load credential epochs: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range changed {
+		r.raiseLocked(e.Subject, e.Epoch)
+		if e.UpdatedAt.After(r.synced) {
+			r.synced = e.UpdatedAt
+		}
+	}
+	return nil
+}
+
+// RunSync calls Sync every interval until ctx ends, logging failures.
+func (r *TokenRevoker) RunSync(ctx context.Context, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := r.Sync(ctx); err != nil && ctx.Err() == nil {
+				log.WarnContext(ctx, "credential epoch sync failed", "err", err)
+			}
+		}
+	}
+}
+
+// raiseLocked sets subject's epoch to epoch unless it is already higher:
+// epochs only grow, whichever order the news arrives in.
+func (r *TokenRevoker) raiseLocked(subject string, epoch uint64) {
 	if r.epochs == nil {
 		r.epochs = map[string]uint64{}
 	}
-	r.epochs[subject]++
+	if epoch > r.epochs[subject] {
+		r.epochs[subject] = epoch
+		r.version++
+	}
+}
+
+// Version changes whenever any subject's epoch rises: a reader that saw
+// the same Version before and after a store read knows no revocation
+// landed in between.
+func (r *TokenRevoker) Version() uint64 {
+	if r == nil {
+		return 0
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.version
 }
 
 // Epoch is subject's current credential epoch.
 func (r *TokenRevoker) Epoch(subject string) uint64 {
+	if r == nil {
+		return 0
+	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.epochs[subject]
@@ -221,7 +322,9 @@ func (s *TokenService) Verify(ctx context.Context, token string) (*Claims, error
 	if !now.Before(c.expires) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, jwt.ErrTokenExpired)
 	}
-	if c.Epoch != s.Revoker.Epoch(c.Subject) {
+	// Older than the subject's epoch: revoked. Newer: issued by another
+	// server after a revocation this one has not synced yet, and valid.
+	if c.Epoch < s.Revoker.Epoch(c.Subject) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, ErrTokenRevoked)
 	}
 	return c, nil

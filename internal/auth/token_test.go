@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/internal/store/sqlstore"
 )
 
 func newTestTokens(t testing.TB) *TokenService {
@@ -176,7 +177,7 @@ func TestRevoke(t *testing.T) {
 		}
 	}
 
-	s.Revoker.Revoke("alice")
+	_ = s.Revoker.Revoke(context.Background(), "alice")
 	if _, err := s.Verify(ctx, ta.Token); !errors.Is(err, ErrTokenRevoked) || !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("revoked cached token: %v", err)
 	}
@@ -187,10 +188,58 @@ func TestRevoke(t *testing.T) {
 	if _, err := s.Verify(ctx, ta2.Token); err != nil {
 		t.Fatalf("token issued after revocation: %v", err)
 	}
-	// A restart (fresh epochs) must not revive the revoked token.
+}
+
+// TestRevocationSurvivesRestart: with the epochs in the metadata store, a
+// server that starts again (or another server on the same database) loads
+// them, so a token issued before a revocation stays dead and one issued
+// after it stays good.
+func TestRevocationSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s := newTestTokens(t)
+	s.Revoker.Store = st
+	alice := &Principal{Account: &store.Account{Name: "alice"}}
+	before, _ := s.Issue(alice, "svc", nil)
+	if err := s.Revoker.Revoke(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := s.Issue(alice, "svc", nil)
+
 	restarted := NewTokenService(s.key, 0)
-	if _, err := restarted.Verify(ctx, ta2.Token); !errors.Is(err, ErrTokenRevoked) {
-		t.Fatalf("token of a revoked subject after restart: %v", err)
+	restarted.Revoker.Store = st
+	if err := restarted.Revoker.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restarted.Verify(ctx, before.Token); !errors.Is(err, ErrTokenRevoked) {
+		t.Fatalf("token issued before the revocation, after a restart: %v", err)
+	}
+	if _, err := restarted.Verify(ctx, after.Token); err != nil {
+		t.Fatalf("token issued after the revocation, after a restart: %v", err)
+	}
+
+	// A revocation on the first server reaches the second with its next
+	// Sync; until then the second still accepts the newer token it has
+	// never seen revoked, and tokens newer than its own epoch.
+	if err := s.Revoker.Revoke(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	newest, _ := s.Issue(alice, "svc", nil)
+	if _, err := restarted.Verify(ctx, newest.Token); err != nil {
+		t.Fatalf("a token from a newer epoch than this server knows: %v", err)
+	}
+	if err := restarted.Revoker.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restarted.Verify(ctx, after.Token); !errors.Is(err, ErrTokenRevoked) {
+		t.Fatalf("token revoked on another server, after sync: %v", err)
+	}
+	if got := restarted.Revoker.Epoch("alice"); got != 2 {
+		t.Fatalf("epoch after sync = %d, want 2", got)
 	}
 }
 

@@ -242,4 +242,20 @@ type TenancyStore interface {
 	CreateSession(ctx context.Context, s *Session) error
 	GetSession(ctx context.Context, idHash string) (*Session, error)
 	DeleteSession(ctx context.Context, idHash string) error
+
+	// Credential epochs (registry token revocation).
+
+	// BumpCredentialEpoch increments subject's credential epoch (from 0)
+	// durably and returns the new value.
+	BumpCredentialEpoch(ctx context.Context, subject string) (uint64, error)
+	// CredentialEpochsSince lists the epochs changed at or after since;
+	// the zero time lists them all.
+	CredentialEpochsSince(ctx context.Context, since time.Time) ([]CredentialEpoch, error)
+}
+
+// CredentialEpoch is a subject's credential epoch and when it last changed.
+type CredentialEpoch struct {
+	Subject   string
+	Epoch     uint64
+	UpdatedAt time.Time
 }

@@ -138,6 +138,17 @@ func TestPodmanRobot(t *testing.T) {
 		if r := s.do(t, http.MethodGet, manifest, bearer(issued), nil, accept); r.status != http.StatusUnauthorized {
 			t.Errorf("a registry token issued before regenerate still works: %s", r)
 		}
+		// The revocation is in the database, not only in the process: a
+		// crash and restart within the token's lifetime do not revive it.
+		if err := s.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatalf("restarting the server: %v", err)
+		}
+		if r := s.do(t, http.MethodGet, manifest, bearer(issued), nil, accept); r.status != http.StatusUnauthorized {
+			t.Errorf("a registry token issued before regenerate works again after a restart: %s", r)
+		}
 		assertQuayError(t, s.api(t, http.MethodGet, "/repository/podorg/app", basic("podorg+ci", oldToken), nil), http.StatusUnauthorized, "invalid_token")
 		s.mustAPI(t, http.StatusOK, http.MethodGet, "/repository/podorg/app", basic("podorg+ci", newToken), nil)
 		if r := login(t, s, filepath.Join(tools.Dir, "robot-again.json"), "podorg+ci", oldToken); r.Err == nil {

@@ -1013,3 +1013,34 @@ func TestAuthorizationQueriesUseIndexes(t *testing.T) {
 		}
 	})
 }
+
+func TestCredentialEpochs(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		if all, err := s.CredentialEpochsSince(ctx, time.Time{}); err != nil || len(all) != 0 {
+			t.Fatalf("new store epochs = %+v, %v", all, err)
+		}
+		for want := uint64(1); want <= 3; want++ {
+			got, err := s.BumpCredentialEpoch(ctx, "acme+ci")
+			if err != nil || got != want {
+				t.Fatalf("bump %d = %d, %v", want, got, err)
+			}
+		}
+		mark := time.Now()
+		time.Sleep(2 * time.Millisecond)
+		if got, err := s.BumpCredentialEpoch(ctx, "alice"); err != nil || got != 1 {
+			t.Fatalf("bump alice = %d, %v", got, err)
+		}
+		all, err := s.CredentialEpochsSince(ctx, time.Time{})
+		if err != nil || len(all) != 2 || all[0].Subject != "acme+ci" || all[0].Epoch != 3 || all[1].Subject != "alice" || all[1].Epoch != 1 {
+			t.Fatalf("all epochs = %+v, %v", all, err)
+		}
+		recent, err := s.CredentialEpochsSince(ctx, mark)
+		if err != nil || len(recent) != 1 || recent[0].Subject != "alice" || recent[0].UpdatedAt.Before(mark) {
+			t.Fatalf("epochs since the mark = %+v, %v", recent, err)
+		}
+		if _, err := s.BumpCredentialEpoch(ctx, ""); err == nil {
+			t.Error("empty subject bumped")
+		}
+	})
+}

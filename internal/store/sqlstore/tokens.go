@@ -188,3 +188,53 @@ func (s *Store) DeleteSession(ctx context.Context, idHash string) error {
 	}
 	return nil
 }
+
+// BumpCredentialEpoch increments subject's credential epoch, creating it at
+// 1, and returns the new value.
+func (s *Store) BumpCredentialEpoch(ctx context.Context, subject string) (uint64, error) {
+	if subject == "" {
+		return 0, fmt.Errorf("sqlstore: bump credential epoch: empty subject")
+	}
+	var epoch int64
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, s.q(`INSERT INTO credential_epochs (subject, epoch, updated_at) VALUES (?, 1, ?)
+			ON CONFLICT (subject) DO UPDATE SET epoch = credential_epochs.epoch + 1, updated_at = excluded.updated_at
+			RETURNING epoch`), subject, nanos(now())).Scan(&epoch)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlstore: bump credential epoch of %s: %w", subject, err)
+	}
+	return uint64(epoch), nil
+}
+
+// CredentialEpochsSince lists the credential epochs changed at or after
+// since, oldest change first.
+func (s *Store) CredentialEpochsSince(ctx context.Context, since time.Time) ([]store.CredentialEpoch, error) {
+	var from int64
+	if !since.IsZero() {
+		from = nanos(since)
+	}
+	rows, err := s.r.QueryContext(ctx, s.q(`SELECT subject, epoch, updated_at FROM credential_epochs
+		WHERE updated_at >= ? ORDER BY updated_at`), from)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: list credential epochs: %w", err)
+	}
+	defer rows.Close()
+	var out []store.CredentialEpoch
+	for rows.Next() {
+		var (
+			e       store.CredentialEpoch
+			epoch   int64
+			updated int64
+		)
+		if err := rows.Scan(&e.Subject, &epoch, &updated); err != nil {
+			return nil, fmt.Errorf("sqlstore: list credential epochs: %w", err)
+		}
+		e.Epoch, e.UpdatedAt = uint64(epoch), fromNanos(updated)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlstore: list credential epochs: %w", err)
+	}
+	return out, nil
+}
