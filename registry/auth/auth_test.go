@@ -418,7 +418,7 @@ func TestAuthorizeRevoked(t *testing.T) {
 	if _, err := e.srv.Authorize(r, "alice/private", iauth.Pull); err != nil {
 		t.Fatal(err)
 	}
-	e.srv.Tokens.Revoker.Revoke("alice")
+	_ = e.srv.Tokens.Revoker.Revoke(context.Background(), "alice")
 	var ce *ChallengeError
 	if _, err := e.srv.Authorize(r, "alice/private", iauth.Pull); !errors.As(err, &ce) ||
 		ce.Status != 401 || !strings.Contains(ce.Header, `error="invalid_token"`) {
