@@ -21,6 +21,9 @@ func TestDeployConfigExample(t *testing.T) {
 	if !cfg.IsSuperUser("admin") || !cfg.Feature("USER_INITIALIZE", false) {
 		t.Errorf("SUPER_USERS or FEATURE_USER_INITIALIZE not read: %+v", cfg)
 	}
+	if got := cfg.TokenSigningKeyPath(); got != "/etc/berth/token-signing.pem" {
+		t.Errorf("token signing key at %q", got)
+	}
 	if name, params, err := cfg.StorageDriver(); err != nil || name != "LocalStorage" || params["storage_path"] != "/var/lib/berth/storage" {
 		t.Errorf("storage = %q %v %v", name, params, err)
 	}

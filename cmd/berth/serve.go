@@ -235,7 +235,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr
 	if err := bootstrapAdmin(ctx, st, cfg, log); err != nil {
 		return nil, err
 	}
-	key, err := auth.LoadOrCreateKey(filepath.Join(cfg.DataDir, "token-signing.pem"))
+	key, err := auth.LoadOrCreateKey(cfg.TokenSigningKeyPath())
 	if err != nil {
 		return nil, fmt.Errorf("token signing key: %w", err)
 	}

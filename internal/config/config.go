@@ -28,6 +28,11 @@ type Config struct {
 	// e.g. {"default": ["LocalStorage", {"storage_path": "/data"}]}.
 	DistributedStorageConfig     map[string][]any `yaml:"DISTRIBUTED_STORAGE_CONFIG"`
 	DistributedStoragePreference []string         `yaml:"DISTRIBUTED_STORAGE_PREFERENCE"`
+	// InstanceServiceKeyLocation is the file of the Ed25519 key that signs
+	// registry tokens (created when missing; default
+	// <data-dir>/token-signing.pem). Servers sharing a database share it,
+	// so that each accepts the tokens the others issue.
+	InstanceServiceKeyLocation string `yaml:"INSTANCE_SERVICE_KEY_LOCATION"`
 	// TokenLifetime is how long registry bearer tokens live (berth key).
 	TokenLifetime time.Duration `yaml:"-"`
 	// Features holds every FEATURE_* key.
@@ -71,6 +76,7 @@ var knownKeys = map[string]bool{
 	"DATABASE_SECRET_KEY": true, "SECRET_KEY": true, "TAG_EXPIRATION_OPTIONS": true,
 	"DEFAULT_TAG_EXPIRATION": true, "CREATE_PRIVATE_REPO_ON_PUSH": true,
 	"CREATE_NAMESPACE_ON_PUSH": true, "AUTHENTICATION_TYPE": true,
+	"INSTANCE_SERVICE_KEY_LOCATION": true,
 }
 
 // Load reads a config.yaml. Unknown keys are returned as warnings, not
@@ -130,6 +136,14 @@ func (c *Config) Feature(name string, def bool) bool {
 		return v
 	}
 	return def
+}
+
+// TokenSigningKeyPath is the registry token signing key's file.
+func (c *Config) TokenSigningKeyPath() string {
+	if c.InstanceServiceKeyLocation != "" {
+		return c.InstanceServiceKeyLocation
+	}
+	return filepath.Join(c.DataDir, "token-signing.pem")
 }
 
 // DatabaseURI is DB_URI or the embedded SQLite file in the data directory.

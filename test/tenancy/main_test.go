@@ -53,6 +53,10 @@ var (
 	tools *harness.Tools
 	// dbKind is "sqlite" or "postgres", for test logs.
 	dbKind string
+	// sharedConfig is what every server of this database must agree on (the
+	// secrets key and the token signing key), and dbURI the database itself:
+	// a second server started with both joins the first.
+	sharedConfig, dbURI string
 )
 
 func TestMain(m *testing.M) { os.Exit(suite.Main(m, setup)) }
@@ -60,7 +64,9 @@ func TestMain(m *testing.M) { os.Exit(suite.Main(m, setup)) }
 // setup makes the metadata database BERTH_E2E_DB asks for, then starts the
 // server on it with config.yaml (DB_URI when the database is PostgreSQL).
 func setup(ctx context.Context) error {
-	conf := "FEATURE_USER_INITIALIZE: true\n"
+	sharedConfig = fmt.Sprintf("DATABASE_SECRET_KEY: %q\nINSTANCE_SERVICE_KEY_LOCATION: %q\n",
+		harness.RandomHex(32), filepath.Join(suite.Work, "token-signing.pem"))
+	conf := "FEATURE_USER_INITIALIZE: true\n" + sharedConfig
 	dbKind = os.Getenv("BERTH_E2E_DB")
 	switch dbKind {
 	case "", "sqlite":
@@ -75,6 +81,7 @@ func setup(ctx context.Context) error {
 				fmt.Fprintf(os.Stderr, "tenancy: dropping the test database: %v\n", err)
 			}
 		})
+		dbURI = uri
 		conf += fmt.Sprintf("DB_URI: %q\n", uri)
 	default:
 		return fmt.Errorf("BERTH_E2E_DB=%q: want sqlite or postgres", dbKind)
@@ -84,6 +91,9 @@ func setup(ctx context.Context) error {
 		return err
 	}
 	srv = &server{suite.Server}
+	if dbURI == "" {
+		dbURI = "sqlite://" + filepath.Join(srv.DataDir, "berth.db")
+	}
 	suite.Cleanup(srv.removeBuildRoot)
 	fmt.Fprintf(os.Stderr, "tenancy: metadata in %s\n", dbKind)
 	tools, err = suite.NewTools()
