@@ -174,8 +174,13 @@ func (a *API) deleteApp(c echo.Context) error {
 	if err := a.o.Store.DeleteOAuthApplication(c.Request().Context(), app.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return Internal(err)
 	}
-	// Its tokens are gone from the store; drop any cached logins with them.
+	// Its tokens are gone from the store; drop any cached logins with them,
+	// here at once and on the other servers of the database at their next
+	// revocation sync.
 	a.o.Authenticator.ForgetAll()
+	if err := a.o.Revoker.Revoke(c.Request().Context(), auth.OAuthAppSubject(app.ID)); err != nil {
+		return Internal(err)
+	}
 	return c.NoContent(http.StatusNoContent)
 }
 

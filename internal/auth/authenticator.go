@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -141,11 +142,24 @@ type cachedLogin struct {
 	principal *Principal
 	expires   time.Time
 	epoch     uint64 // the account's credential epoch when cached
+	// app is the OAuth application subject of a token login ("" for
+	// passwords and robot tokens), appEpoch its epoch when cached.
+	app      string
+	appEpoch uint64
 }
+
+// OAuthAppSubject is the revocation subject of every token an OAuth
+// application issued: deleting the application revokes it, which ends
+// cached logins with those tokens on every server. (Account names cannot
+// contain ':', so it never collides with one.)
+func OAuthAppSubject(appID int64) string { return "oauth-app:" + strconv.FormatInt(appID, 10) }
 
 // fresh reports whether a cached login may still be used at now.
 func (a *Authenticator) fresh(c cachedLogin, now time.Time) bool {
-	return now.Before(c.expires) && a.Revoker.Epoch(c.principal.Account.Name) <= c.epoch
+	if !now.Before(c.expires) || a.Revoker.Epoch(c.principal.Account.Name) > c.epoch {
+		return false
+	}
+	return c.app == "" || a.Revoker.Epoch(c.app) <= c.appEpoch
 }
 
 type failures struct {
@@ -251,7 +265,7 @@ func (a *Authenticator) Basic(ctx context.Context, username, password string) (*
 	a.mu.Lock()
 	delete(a.fails, username)
 	a.mu.Unlock()
-	a.remember(key, p, gen, ver, a.now().Add(a.CacheTTL))
+	a.remember(key, p, "", gen, ver, a.now().Add(a.CacheTTL))
 	return p, nil
 }
 
@@ -329,7 +343,7 @@ func (a *Authenticator) AccessToken(ctx context.Context, token string) (*Princip
 		return nil, ErrInvalidCredentials
 	}
 	p := &Principal{Account: acct, Scopes: scopes}
-	a.remember(key, p, gen, ver, expires)
+	a.remember(key, p, OAuthAppSubject(t.ApplicationID), gen, ver, expires)
 	return p, nil
 }
 
@@ -340,11 +354,12 @@ func minTime(a, b time.Time) time.Time {
 	return a
 }
 
-// remember caches a successful login until expires, unless Forget ran
-// (gen) or a credential epoch rose (ver) since the login read the store.
-func (a *Authenticator) remember(key [sha256.Size]byte, p *Principal, gen, ver uint64, expires time.Time) {
+// remember caches a successful login (with app, a token login's OAuth
+// application subject) until expires, unless Forget ran (gen) or a
+// credential epoch rose (ver) since the login read the store.
+func (a *Authenticator) remember(key [sha256.Size]byte, p *Principal, app string, gen, ver uint64, expires time.Time) {
 	now := a.now()
-	epoch := a.Revoker.Epoch(p.Account.Name)
+	epoch, appEpoch := a.Revoker.Epoch(p.Account.Name), a.Revoker.Epoch(app)
 	if a.Revoker.Version() != ver {
 		return
 	}
@@ -361,7 +376,7 @@ func (a *Authenticator) remember(key [sha256.Size]byte, p *Principal, gen, ver u
 		}
 		a.okSweep = 2 * len(a.ok)
 	}
-	a.ok[key] = cachedLogin{principal: p, expires: expires, epoch: epoch}
+	a.ok[key] = cachedLogin{principal: p, expires: expires, epoch: epoch, app: app, appEpoch: appEpoch}
 }
 
 // Forget drops every remembered success of username (its password, robot

@@ -238,7 +238,7 @@ func TestForgetDuringLogin(t *testing.T) {
 	gen := a.gen
 	a.mu.Unlock()
 	a.Forget("alice")
-	a.remember(key, &Principal{Account: &store.Account{Name: "alice"}}, gen, 0, time.Now().Add(time.Minute))
+	a.remember(key, &Principal{Account: &store.Account{Name: "alice"}}, "", gen, 0, time.Now().Add(time.Minute))
 	a.mu.Lock()
 	_, cached := a.ok[key]
 	a.mu.Unlock()
@@ -275,5 +275,35 @@ func TestCachedLoginEndsWhenEpochRises(t *testing.T) {
 	}
 	if _, err := a.Basic(ctx, "acme+ci", "TOKEN-TWO"); err != nil {
 		t.Fatalf("new token: %v", err)
+	}
+}
+
+// An OAuth application deleted on another server: the cached logins with
+// its tokens end here once the revoker learns its epoch, with no Forget.
+func TestCachedTokenLoginEndsWithItsApplication(t *testing.T) {
+	ctx := context.Background()
+	fs := newFakeStore()
+	alice := fs.addUser(t, "alice", "pw", nil)
+	fs.tokens[HashToken("tok-app7")] = &store.AccessToken{ApplicationID: 7, AccountID: alice.ID, Scopes: []string{"repo:read"}}
+	fs.tokens[HashToken("tok-app8")] = &store.AccessToken{ApplicationID: 8, AccountID: alice.ID, Scopes: []string{"repo:read"}}
+	rev := &TokenRevoker{}
+	a := &Authenticator{Store: fs, Revoker: rev}
+	for _, tok := range []string{"tok-app7", "tok-app8"} {
+		if _, err := a.AccessToken(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both are gone from the store; only the cache still knows them.
+	delete(fs.tokens, HashToken("tok-app7"))
+	delete(fs.tokens, HashToken("tok-app8"))
+	if _, err := a.AccessToken(ctx, "tok-app7"); err != nil {
+		t.Fatalf("a cached token login before any revocation: %v", err)
+	}
+	_ = rev.Revoke(ctx, OAuthAppSubject(7))
+	if _, err := a.AccessToken(ctx, "tok-app7"); !errors.Is(err, ErrInvalidCredentials) {
+		t.Fatalf("token of a deleted application served from the cache: %v", err)
+	}
+	if _, err := a.AccessToken(ctx, "tok-app8"); err != nil {
+		t.Fatalf("revoking application 7 dropped application 8's cached login: %v", err)
 	}
 }

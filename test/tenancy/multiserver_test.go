@@ -16,8 +16,9 @@ import (
 // with the same secrets and token signing keys, as a highly available
 // deployment does. A registry token issued by either server works on the
 // other, and a robot token regenerated through one stops working on the
-// other, registry tokens and cached logins included, within the
-// revocation sync interval (2 s), with no restart.
+// other, registry tokens and cached logins included, as does an OAuth token
+// of an application deleted through it, within the revocation sync
+// interval (2 s), with no restart.
 func TestSecondServerOnTheSameDatabase(t *testing.T) {
 	s := requireServer(t)
 	b, err := harness.StartServer(context.Background(), harness.ServerOptions{
@@ -61,17 +62,29 @@ func TestSecondServerOnTheSameDatabase(t *testing.T) {
 		t.Fatalf("the second server refuses a token the first issued: %s", r)
 	}
 
+	// An OAuth token of an application of the organization, used once on
+	// the second server so that it caches the login.
+	app := s.mustAPI(t, http.StatusOK, http.MethodPost, "/organization/haorg/applications", admin,
+		map[string]string{"name": "deployer"}).object(t)
+	clientID, _ := app["client_id"].(string)
+	minted := s.mustAPI(t, http.StatusOK, http.MethodPost, "/organization/haorg/applications/"+clientID+"/token", admin,
+		map[string]any{"scopes": []string{"repo:read"}}).object(t)
+	oauth, _ := minted["access_token"].(string)
+	second.mustAPI(t, http.StatusOK, http.MethodGet, "/repository/haorg/app", bearer(oauth), nil)
+
 	s.mustAPI(t, http.StatusOK, http.MethodPost, "/organization/haorg/robots/ci/regenerate", admin, nil)
+	s.mustAPI(t, http.StatusNoContent, http.MethodDelete, "/organization/haorg/applications/"+clientID, admin, nil)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		tokenDead := second.do(t, http.MethodGet, manifest, bearer(issued), nil, accept).status == http.StatusUnauthorized
 		loginDead := second.api(t, http.MethodGet, "/repository/haorg/app", basic("haorg+ci", oldToken), nil).status == http.StatusUnauthorized
-		if tokenDead && loginDead {
+		oauthDead := second.api(t, http.MethodGet, "/repository/haorg/app", bearer(oauth), nil).status == http.StatusUnauthorized
+		if tokenDead && loginDead && oauthDead {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("5 s after the regenerate the second server still accepts the old credentials: registry token refused %v, cached login refused %v",
-				tokenDead, loginDead)
+			t.Fatalf("5 s after the regenerate and the application's deletion the second server still accepts old credentials: "+
+				"registry token refused %v, cached robot login refused %v, cached OAuth token refused %v", tokenDead, loginDead, oauthDead)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
