@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -34,6 +35,7 @@ type env struct {
 	st      store.Store
 	dataDir string
 	tokens  *auth.TokenService
+	h       *registry.Handler
 }
 
 func newEnv(t *testing.T) *env {
@@ -85,7 +87,7 @@ func (e *env) start() {
 	mux.Handle("/v2/", h)
 	e.srv = httptest.NewServer(mux)
 	base = e.srv.URL
-	e.st = st
+	e.st, e.h = st, h
 	t.Cleanup(func() { e.srv.Close(); st.Close() })
 }
 
@@ -443,5 +445,53 @@ func TestScopedTokenCannotMountBeyondItsClaim(t *testing.T) {
 			// Unlink again so the scoped round starts from the same state.
 			expect(t, e.do("DELETE", "/v2/alice/two/blobs/"+d.String(), "alice", nil), 202, "")
 		}
+	}
+}
+
+// TestPurgeAbandonedUploads: a session nobody touched for the purge age
+// loses its row and staged bytes (its URL answers BLOB_UPLOAD_UNKNOWN), as
+// do staged bytes no session owns; a session in use is kept.
+func TestPurgeAbandonedUploads(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	open := func() string {
+		resp := e.do("POST", "/v2/alice/up/blobs/uploads/", "alice", nil)
+		expect(t, resp, 202, "")
+		loc := resp.Header.Get("Location")
+		return loc[strings.Index(loc, "/v2/"):]
+	}
+	abandoned := open()
+	expect(t, e.do("PATCH", abandoned, "alice", []byte("half a layer"), "Content-Range", "0-11"), 202, "")
+	uploads := filepath.Join(e.dataDir, "blobs", "uploads")
+	// A monolithic upload's staged file whose server died mid-request: no
+	// session row owns it.
+	orphan := filepath.Join(uploads, "0b1c2d3e-4f50-4617-8899-aabbccddeeff")
+	if err := os.WriteFile(orphan, []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(orphan, old, old); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	inUse := open()
+	expect(t, e.do("PATCH", inUse, "alice", []byte("fresh"), "Content-Range", "0-4"), 202, "")
+
+	n, err := e.h.PurgeUploads(ctx, 25*time.Millisecond)
+	if err != nil || n != 2 {
+		t.Fatalf("PurgeUploads = %d, %v; want the abandoned session and the orphan", n, err)
+	}
+	expect(t, e.do("GET", abandoned, "alice", nil), 404, "BLOB_UPLOAD_UNKNOWN")
+	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("orphaned staged bytes survived the purge: %v", err)
+	}
+	entries, _ := os.ReadDir(uploads)
+	if len(entries) != 1 {
+		t.Errorf("staging area after the purge holds %d files, want the one in use", len(entries))
+	}
+	resp := e.do("GET", inUse, "alice", nil)
+	expect(t, resp, 204, "")
+	if got := resp.Header.Get("Range"); got != "0-4" {
+		t.Errorf("session in use after the purge: Range %q", got)
 	}
 }

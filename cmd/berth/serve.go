@@ -281,6 +281,10 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr
 		Logger:      log,
 		ExternalURL: external,
 	})
+	app.background = append(app.background, func(ctx context.Context) error {
+		reg.RunUploadPurge(ctx, registry.DefaultUploadPurgeInterval, registry.DefaultUploadPurgeAge)
+		return nil
+	})
 	restAPI := api.New(api.Options{
 		Store:          st,
 		Policy:         policy,

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -90,4 +91,13 @@ func CloseAppend(w io.WriteCloser, durable bool) error {
 		return u.CloseUnsynced()
 	}
 	return w.Close()
+}
+
+// StagedLister is implemented by drivers that can list their staging
+// area, so that the registry can remove staged bytes no upload session
+// owns any more (left by a server that died mid-request).
+type StagedLister interface {
+	// StagedUploads calls fn for every staged upload with the time it was
+	// last written, until fn returns an error (which it returns).
+	StagedUploads(ctx context.Context, fn func(uploadID string, modified time.Time) error) error
 }

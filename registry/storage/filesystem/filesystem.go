@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -48,7 +49,10 @@ type Driver struct {
 	durable sync.Map // blob directories known to be created and synced
 }
 
-var _ storage.Driver = (*Driver)(nil)
+var (
+	_ storage.Driver       = (*Driver)(nil)
+	_ storage.StagedLister = (*Driver)(nil)
+)
 
 // New returns a driver rooted at root, creating the directory tree if needed.
 func New(root string) (*Driver, error) {
@@ -258,6 +262,35 @@ func (d *Driver) Abort(ctx context.Context, uploadID string) error {
 		return err
 	}
 	return d.removeUpload(path)
+}
+
+// StagedUploads lists the staging directory: every file named like an
+// upload ID, with its modification time. A file removed while the listing
+// runs is skipped.
+func (d *Driver) StagedUploads(ctx context.Context, fn func(uploadID string, modified time.Time) error) error {
+	entries, err := os.ReadDir(d.uploads)
+	if err != nil {
+		return fmt.Errorf("filesystem: list uploads: %w", err)
+	}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !e.Type().IsRegular() || storage.ValidateUploadID(e.Name()) != nil {
+			continue
+		}
+		info, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("filesystem: list uploads: %w", err)
+		}
+		if err := fn(e.Name(), info.ModTime()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (d *Driver) removeUpload(path string) error {
