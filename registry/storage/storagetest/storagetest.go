@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -31,6 +32,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) storage.Driver) {
 		{"LargeWrites", testLargeWrites},
 		{"ResumeTruncates", testResumeTruncates},
 		{"UnsyncedAppendThenCommit", testUnsyncedAppendThenCommit},
+		{"StagedUploadsListing", testStagedUploadsListing},
 		{"ResumeAtEnd", testResumeAtEnd},
 		{"AppendBeyondStaged", testAppendBeyondStaged},
 		{"AppendUnknownUpload", testAppendUnknownUpload},
@@ -145,6 +147,46 @@ func testUnsyncedAppendThenCommit(t *testing.T, d storage.Driver) {
 		t.Fatalf("Commit: %v", err)
 	}
 	CheckBlob(t, d, dgst, want)
+}
+
+// testStagedUploadsListing checks storage.StagedLister, for drivers that
+// implement it: staged uploads are listed with a recent modification time,
+// committed and aborted ones are not.
+func testStagedUploadsListing(t *testing.T, d storage.Driver) {
+	lister, ok := d.(storage.StagedLister)
+	if !ok {
+		t.Skip("the driver does not list its staging area")
+	}
+	ctx := context.Background()
+	before := time.Now().Add(-time.Minute)
+	Upload(t, d, "staged-a", Data(11, 100))
+	Upload(t, d, "staged-b", Data(12, 200))
+	Upload(t, d, "aborted", Data(13, 300))
+	if err := d.Abort(ctx, "aborted"); err != nil {
+		t.Fatal(err)
+	}
+	Put(t, d, "committed", Data(14, 400))
+	got := map[string]time.Time{}
+	if err := lister.StagedUploads(ctx, func(id string, modified time.Time) error {
+		got[id] = modified
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("StagedUploads listed %v, want staged-a and staged-b", got)
+	}
+	for _, id := range []string{"staged-a", "staged-b"} {
+		if m, ok := got[id]; !ok || m.Before(before) || m.After(time.Now().Add(time.Minute)) {
+			t.Errorf("%s listed %v (%v), want a modification time of about now", id, m, ok)
+		}
+	}
+	stop := errors.New("stop")
+	calls := 0
+	err := lister.StagedUploads(ctx, func(string, time.Time) error { calls++; return stop })
+	if !errors.Is(err, stop) || calls != 1 {
+		t.Errorf("StagedUploads went on after fn failed: %v after %d calls", err, calls)
+	}
 }
 
 // onlyReader hides every method but Read.
