@@ -1,6 +1,7 @@
 package triggers
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -349,7 +350,17 @@ func TestFakeBitbucketPush(t *testing.T) {
 		body := fixture(t, name, fixtureSHA, sha)
 		sig := sign(secret, body)
 		if tamper {
-			body = []byte(strings.Replace(string(body), sha, sha[:39]+"0", 1))
+			// Change the commit's last hex digit to another one: a fixed
+			// replacement would leave 1 commit in 16 untouched.
+			last := "0"
+			if sha[39] == '0' {
+				last = "1"
+			}
+			tampered := []byte(strings.Replace(string(body), sha, sha[:39]+last, 1))
+			if bytes.Equal(tampered, body) {
+				t.Fatalf("tampering left %s unchanged", name)
+			}
+			body = tampered
 		}
 		return e.post(t, e.hookURL(tr.ID), map[string]string{
 			"X-Event-Key": "repo:push", "X-Hub-Signature": sig, "X-Request-UUID": harness.RandomHex(16),
