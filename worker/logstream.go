@@ -208,13 +208,6 @@ func (l *logStream) allAcked() bool {
 	return l.acked >= l.seq
 }
 
-// last returns the last sequence number given out.
-func (l *logStream) last() int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.seq
-}
-
 // close stops accepting entries and waits until every entry is
 // acknowledged or ctx ends. It returns the last sequence number.
 func (l *logStream) close(ctx context.Context) (int64, error) {

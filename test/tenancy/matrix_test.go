@@ -44,7 +44,6 @@ type rights struct {
 var (
 	both    = [2]bool{true, true}
 	pubOnly = [2]bool{true, false}
-	none    = [2]bool{}
 )
 
 // expected is the table. Every cell of every row is asserted.

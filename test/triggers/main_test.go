@@ -239,19 +239,6 @@ func (e *env) triggerBuilds(t *testing.T, repo, id string) []build {
 	return out.Builds
 }
 
-// repoBuilds lists every build of admin/repo.
-func (e *env) repoBuilds(t *testing.T, repo string) []build {
-	t.Helper()
-	var out struct {
-		Builds []build `json:"builds"`
-	}
-	code, resp := e.api(t, http.MethodGet, "/api/v1/repository/"+adminUser+"/"+repo+"/build/?limit=100", nil, &out)
-	if code != http.StatusOK {
-		t.Fatalf("listing builds: %d %s", code, resp)
-	}
-	return out.Builds
-}
-
 // waitBuild polls a build until it is terminal and fails the test unless
 // it completed.
 func (e *env) waitBuild(t *testing.T, repo, id string) build {
