@@ -68,6 +68,20 @@ type Registry struct {
 	// PullRobot names the robot whose credentials pull base images, for
 	// error messages ("" when the build names none).
 	PullRobot string
+	// Credentials, when set, returns the registry credentials to use now;
+	// the engine calls it each time it hands credentials to a program
+	// (before pulling, before pushing), so a worker that refreshes its
+	// short-lived token gives out the fresh one. When nil, Username and
+	// Password are used.
+	Credentials func(ctx context.Context) (username, password string, err error)
+}
+
+// Login returns the credentials to use for the registry now.
+func (r Registry) Login(ctx context.Context) (username, password string, err error) {
+	if r.Credentials == nil {
+		return r.Username, r.Password, nil
+	}
+	return r.Credentials(ctx)
 }
 
 // Result is what a successful build produced.
