@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/berth-dev/berth/worker/sandbox"
 )
 
 const usage = `usage: berth <command> [flags]
@@ -19,6 +21,7 @@ commands:
   serve    run the registry, API and build manager
   build    build DIR on a berth server and stream the log
   worker   run one build (started by an executor)
+  sandbox-init  inside a build sandbox: apply its network policy, then run the build engine
   admin    administration: admin token create --user U --scope S
   version  print the version
 `
@@ -41,6 +44,9 @@ func main() {
 		err = runBuild(ctx, args)
 	case "worker":
 		err = runWorker(ctx, args)
+	case "sandbox-init":
+		// Replaces this process with the build engine when it succeeds.
+		err = sandbox.Init(args)
 	case "admin":
 		err = runAdmin(ctx, args)
 	case "version":

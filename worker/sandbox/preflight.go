@@ -1,0 +1,72 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+)
+
+// Programs are what a sandboxed build runs, besides berth itself.
+var Programs = []string{"rootlesskit", "slirp4netns", "runc", "buildah", "newuidmap", "newgidmap", "ip", "nsenter"}
+
+// Preflight checks that this machine can give builds a sandbox, and names
+// the check that failed: the programs are installed, the kernel allows
+// unprivileged user namespaces, and a real sandbox starts and takes the
+// network policy. prepare sets up the probe command as a build would run
+// (its user, environment and directory). The error wraps ErrUnavailable.
+func Preflight(ctx context.Context, cfg Config, prepare func(*exec.Cmd)) error {
+	for _, p := range Programs {
+		if _, err := exec.LookPath(p); err != nil {
+			return fmt.Errorf("%w: %s is not installed (Debian package %s)", ErrUnavailable, p, debianPackage(p))
+		}
+	}
+	if err := checkUserNamespaces(); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	argv := cfg.Wrap([]string{"true"})
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	if prepare != nil {
+		prepare(cmd)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: starting a sandbox (user, PID and network namespaces with slirp4netns) failed: %v: %s",
+			ErrUnavailable, err, lastLines(out, 5))
+	}
+	return nil
+}
+
+func checkUserNamespaces() error {
+	if b, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil {
+		if n, _ := strconv.Atoi(strings.TrimSpace(string(b))); n == 0 {
+			return fmt.Errorf("user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)")
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(b)) == "0" {
+		return fmt.Errorf("unprivileged user namespaces are disabled (/proc/sys/kernel/unprivileged_userns_clone is 0)")
+	}
+	return nil
+}
+
+func debianPackage(program string) string {
+	switch program {
+	case "newuidmap", "newgidmap":
+		return "uidmap"
+	case "ip":
+		return "iproute2"
+	case "nsenter":
+		return "util-linux"
+	}
+	return program
+}
+
+func lastLines(out []byte, n int) string {
+	lines := strings.Split(string(bytes.TrimSpace(out)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
