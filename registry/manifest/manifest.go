@@ -219,6 +219,11 @@ func (p *Parsed) readManifest(raw *rawManifest) error {
 	if raw.Config == nil {
 		return fmt.Errorf("%w: config missing", ErrInvalid)
 	}
+	// Both formats require the array; null unmarshals to the same nil
+	// slice as a missing field, while [] does not.
+	if raw.Layers == nil {
+		return fmt.Errorf("%w: layers missing or null, want an array", ErrInvalid)
+	}
 	isOCI := p.MediaType == MediaTypeImageManifest
 	cfg, err := checkDescriptor(field{"config", -1}, raw.Config)
 	if err != nil {

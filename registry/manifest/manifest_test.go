@@ -314,6 +314,24 @@ func TestParseRules(t *testing.T) {
 			payload: `{"schemaVersion":2,"layers":[]}`, wantErr: ErrInvalid,
 		},
 		{
+			// The review's fuzz run pushed this and got 201 (F17b): image
+			// manifests of both formats require a layers array.
+			name: "layers null", ct: MediaTypeImageManifest,
+			payload: `{"schemaVersion":2,"config":` + goodConfig + `,"layers":null}`, wantErr: ErrInvalid,
+		},
+		{
+			name: "layers null, docker", ct: MediaTypeDockerManifest,
+			payload: `{"schemaVersion":2,"config":` + goodConfig + `,"layers":null}`, wantErr: ErrInvalid,
+		},
+		{
+			name: "layers missing", ct: MediaTypeImageManifest,
+			payload: `{"schemaVersion":2,"config":` + goodConfig + `}`, wantErr: ErrInvalid,
+		},
+		{
+			name: "layers an object", ct: MediaTypeImageManifest,
+			payload: `{"schemaVersion":2,"config":` + goodConfig + `,"layers":{}}`, wantErr: ErrInvalid,
+		},
+		{
 			name: "schemaVersion 1", ct: MediaTypeImageManifest,
 			payload: `{"schemaVersion":1,"config":` + goodConfig + `,"layers":[]}`, wantErr: ErrInvalid,
 		},
