@@ -20,7 +20,9 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -101,6 +103,9 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	if strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("sqlstore: SQLite path %q must not contain '?' or '#'", path)
 	}
+	if err := privateDatabaseFiles(path); err != nil {
+		return nil, err
+	}
 	// The driver strips the query from a plain file name and applies these
 	// keys itself on every new connection.
 	common := "_busy_timeout=10000&_foreign_keys=1&_journal_mode=WAL&_synchronous=FULL&_pragma=wal_autocheckpoint(8192)"
@@ -139,6 +144,35 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	}
 	s.group = newGroupCommitter(w)
 	return s, nil
+}
+
+// privateDatabaseFiles creates the database file, when missing, readable by
+// its owner only, and takes group and other access away from the files of
+// a database created before (or copied in) with a looser mode. It holds
+// password hashes and sealed secrets. SQLite gives the -wal and -shm files
+// it creates the main file's mode, so they stay private whatever the
+// process's umask.
+func privateDatabaseFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sqlstore: create sqlite %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("sqlstore: create sqlite %s: %w", path, err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+		info, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err == nil && info.Mode().Perm()&0o077 != 0 {
+			err = os.Chmod(p, info.Mode().Perm()&0o700)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlstore: restrict sqlite file %s: %w", p, err)
+		}
+	}
+	return nil
 }
 
 func openPostgres(ctx context.Context, dsn string) (*Store, error) {
