@@ -53,6 +53,8 @@ type Handler struct {
 	// uploadLocks serializes requests on one upload within this process;
 	// the store's compare-and-set guards across processes.
 	uploadLocks sync.Map
+	// uploadSlots caps the requests streaming blob bytes per account.
+	uploadSlots *uploadSlots
 }
 
 type manifestKey struct {
@@ -76,6 +78,10 @@ type Options struct {
 	// CacheTTL bounds how long repository and tag lookups may be served
 	// from memory after a change made outside this handler. Default 2 s.
 	CacheTTL time.Duration
+	// MaxUploadsPerAccount caps the requests carrying blob bytes that one
+	// account may have in flight here (default
+	// DefaultMaxUploadsPerAccount; negative: no cap).
+	MaxUploadsPerAccount int
 }
 
 // New builds the /v2 handler.
@@ -88,6 +94,10 @@ func New(o Options) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
+	maxUploads := o.MaxUploadsPerAccount
+	if maxUploads == 0 {
+		maxUploads = DefaultMaxUploadsPerAccount
+	}
 	return &Handler{
 		store:       o.Store,
 		blobs:       o.Blobs,
@@ -98,6 +108,7 @@ func New(o Options) *Handler {
 		repos:       lru.NewLRU[string, *store.Repository](4096, nil, ttl),
 		manifests:   lru.NewLRU[manifestKey, *store.Manifest](8192, nil, time.Hour),
 		tags:        lru.NewLRU[tagKey, string](16384, nil, ttl),
+		uploadSlots: newUploadSlots(maxUploads),
 	}
 }
 
@@ -216,23 +227,29 @@ func (h *Handler) requireRepo(w http.ResponseWriter, r *http.Request, name strin
 // exist creates it, private, in its namespace. Authorization already
 // decided the principal may create it.
 func (h *Handler) ensureRepo(w http.ResponseWriter, r *http.Request, name string) (*store.Repository, *Error) {
+	_, repo, herr := h.ensureRepoFor(w, r, name)
+	return repo, herr
+}
+
+// ensureRepoFor is ensureRepo that also returns the principal pushing.
+func (h *Handler) ensureRepoFor(w http.ResponseWriter, r *http.Request, name string) (*auth.Principal, *store.Repository, *Error) {
 	who, err := h.authz.Authorize(r, name, auth.Pull, auth.Push)
 	if err != nil {
 		h.writeAuthError(w, r, err)
-		return nil, errAuthWritten
+		return nil, nil, errAuthWritten
 	}
 	repo, herr := h.lookupRepo(r.Context(), name)
 	if herr != nil || repo != nil {
-		return repo, herr
+		return who, repo, herr
 	}
 	ctx := r.Context()
 	nsName, rest, _ := strings.Cut(name, "/")
 	ns, err := h.store.GetAccountByName(ctx, nsName)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, errNameUnknown(name)
+		return nil, nil, errNameUnknown(name)
 	}
 	if err != nil {
-		return nil, errInternal(err)
+		return nil, nil, errInternal(err)
 	}
 	// As through the REST API: in an organization the creator gets admin on
 	// what it created and the organization's default permissions apply; in
@@ -241,7 +258,7 @@ func (h *Handler) ensureRepo(w http.ResponseWriter, r *http.Request, name string
 	if ns.Kind == store.KindOrganization && !who.IsAnonymous() {
 		creator, err := h.store.GetAccountByName(ctx, who.Name())
 		if err != nil {
-			return nil, errInternal(err)
+			return nil, nil, errInternal(err)
 		}
 		creatorID = creator.ID
 	}
@@ -252,9 +269,9 @@ func (h *Handler) ensureRepo(w http.ResponseWriter, r *http.Request, name string
 		repo, err = h.store.GetRepository(ctx, nsName, rest)
 	}
 	if err != nil {
-		return nil, errInternal(err)
+		return nil, nil, errInternal(err)
 	}
 	h.log.InfoContext(ctx, "repository created on push", "repository", name)
 	h.repos.Add(name, repo)
-	return repo, nil
+	return who, repo, nil
 }

@@ -71,12 +71,19 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, name, id s
 	if _, err := uuid.Parse(id); err != nil {
 		return errUploadUnknown()
 	}
-	repo, herr := h.accessUpload(w, r, name)
+	who, repo, herr := h.accessUpload(w, r, name)
 	if herr != nil {
 		return herr
 	}
 	if repo == nil {
 		return errUploadUnknown()
+	}
+	if r.Method == http.MethodPatch || (r.Method == http.MethodPut && r.ContentLength != 0) {
+		release, herr := h.takeUploadSlot(w, who.Name())
+		if herr != nil {
+			return herr
+		}
+		defer release()
 	}
 	unlock := h.lockUpload(id)
 	defer unlock()
@@ -129,13 +136,20 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, name, id s
 // accessUpload authorizes a request on an upload session by its method,
 // as the challenge advertises (GET pull, PATCH/PUT push, DELETE delete).
 // Cancelling is also allowed to whoever may push: the session is theirs.
-func (h *Handler) accessUpload(w http.ResponseWriter, r *http.Request, name string) (*store.Repository, *Error) {
+func (h *Handler) accessUpload(w http.ResponseWriter, r *http.Request, name string) (*auth.Principal, *store.Repository, *Error) {
 	if r.Method == http.MethodDelete {
-		if _, err := h.authz.Authorize(r, name, auth.Pull, auth.Push); err == nil {
-			return h.lookupRepo(r.Context(), name)
+		if who, err := h.authz.Authorize(r, name, auth.Pull, auth.Push); err == nil {
+			repo, herr := h.lookupRepo(r.Context(), name)
+			return who, repo, herr
 		}
 	}
-	return h.access(w, r, name, regauth.ActionsFor(r.Method)...)
+	who, err := h.authz.Authorize(r, name, regauth.ActionsFor(r.Method)...)
+	if err != nil {
+		h.writeAuthError(w, r, err)
+		return nil, nil, errAuthWritten
+	}
+	repo, herr := h.lookupRepo(r.Context(), name)
+	return who, repo, herr
 }
 
 func (h *Handler) lockUpload(id string) func() {
@@ -177,7 +191,7 @@ func (h *Handler) writeBlobCreated(w http.ResponseWriter, r *http.Request, name 
 // startUpload handles POST /v2/<name>/blobs/uploads/: a mount, a monolithic
 // upload (?digest=), or the start of a chunked or streamed session.
 func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, name string) *Error {
-	repo, herr := h.ensureRepo(w, r, name)
+	who, repo, herr := h.ensureRepoFor(w, r, name)
 	if herr != nil {
 		return herr
 	}
@@ -212,7 +226,12 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, name strin
 	if dgst != "" {
 		// Monolithic: the body is the whole blob. Nothing can resume it, so
 		// its session lives only in this request and is never recorded.
-		herr := h.appendChunk(r, u, false, false)
+		release, herr := h.takeUploadSlot(w, who.Name())
+		if herr != nil {
+			return herr
+		}
+		defer release()
+		herr = h.appendChunk(r, u, false, false)
 		if herr == nil {
 			herr = h.finishUpload(ctx, repo, u, dgst, false)
 		}
