@@ -117,6 +117,12 @@ type TriggerDelivery struct {
 //   - ListTriggerDeliveries is newest first, at most limit (<= 0: all).
 //   - PruneTriggerDeliveries keeps the newest `keep` deliveries of a
 //     trigger and returns how many it deleted.
+//   - ClaimTriggerPayload records that a trigger received a payload with
+//     the given hash at `at`, and reports whether it is new: false when
+//     the same hash was recorded at or after notBefore (a replay). An
+//     older record is taken over. Deleting the trigger deletes them.
+//   - PruneTriggerPayloads deletes a trigger's payload records from before
+//     `before` and returns how many.
 type TriggerStore interface {
 	CreateTrigger(ctx context.Context, t *Trigger) error
 	GetTrigger(ctx context.Context, uuid string) (*Trigger, error)
@@ -130,4 +136,6 @@ type TriggerStore interface {
 	FinishTriggerDelivery(ctx context.Context, triggerUUID, id string, status DeliveryStatus, reason, buildID string) error
 	ListTriggerDeliveries(ctx context.Context, triggerUUID string, limit int) ([]TriggerDelivery, error)
 	PruneTriggerDeliveries(ctx context.Context, triggerUUID string, keep int) (int, error)
+	ClaimTriggerPayload(ctx context.Context, triggerUUID, sha256Hex string, at, notBefore time.Time) (bool, error)
+	PruneTriggerPayloads(ctx context.Context, triggerUUID string, before time.Time) (int, error)
 }

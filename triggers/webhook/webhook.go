@@ -8,6 +8,8 @@ package webhook
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,8 +17,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2/expirable"
+	"golang.org/x/time/rate"
 
 	"github.com/berth-dev/berth/buildmanager"
 	"github.com/berth-dev/berth/internal/auth"
@@ -38,6 +43,21 @@ const (
 
 // DefaultKeepDeliveries is how many deliveries per trigger are kept.
 const DefaultKeepDeliveries = 1000
+
+// DefaultReplayWindow is how long an authenticated delivery's body is
+// remembered: the same body again within it is a replay, whatever its
+// delivery ID. A week covers a forge's manual redelivery and makes a
+// captured delivery useless for rolling a tag back to last week's commit.
+const DefaultReplayWindow = 7 * 24 * time.Hour
+
+// Unauthenticated deliveries (no or a wrong signature or token) are
+// answered and recorded at most this often per trigger; beyond it they get
+// 429 and no record, so that strangers who know a trigger's URL cannot
+// push its real deliveries out of the kept history.
+const (
+	rejectedPerMinute = 10
+	rejectedBurst     = 10
+)
 
 // Concurrency policies of a trigger (config key "concurrency").
 const (
@@ -68,12 +88,18 @@ type Options struct {
 	// KeepDeliveries bounds the deliveries kept per trigger (default
 	// DefaultKeepDeliveries).
 	KeepDeliveries int
+	// ReplayWindow is how long a delivery's body hash is kept to refuse
+	// its replays (default DefaultReplayWindow; negative: bodies are not
+	// compared, only delivery IDs).
+	ReplayWindow time.Duration
 }
 
 // Handler is the webhook endpoint. Create it with NewHandler.
 type Handler struct {
 	o   Options
 	log *slog.Logger
+	// rejected paces the unauthenticated deliveries of each trigger.
+	rejected *lru.LRU[string, *rate.Limiter]
 }
 
 // NewHandler checks o and returns the handler.
@@ -96,8 +122,26 @@ func NewHandler(o Options) *Handler {
 	if o.KeepDeliveries <= 0 {
 		o.KeepDeliveries = DefaultKeepDeliveries
 	}
+	if o.ReplayWindow == 0 {
+		o.ReplayWindow = DefaultReplayWindow
+	}
 	o.ExternalURL = strings.TrimSuffix(o.ExternalURL, "/")
-	return &Handler{o: o, log: o.Logger}
+	// An evicted limiter starts full again: the bound on recorded
+	// rejections holds per trigger for as long as it stays in the cache,
+	// which a trigger under attack does.
+	rejected := lru.NewLRU[string, *rate.Limiter](16384, nil, 10*time.Minute)
+	return &Handler{o: o, log: o.Logger, rejected: rejected}
+}
+
+// allowRejected reports whether another unauthenticated delivery to the
+// trigger may be answered and recorded now.
+func (h *Handler) allowRejected(triggerUUID string) bool {
+	lim, ok := h.rejected.Get(triggerUUID)
+	if !ok {
+		lim = rate.NewLimiter(rate.Every(time.Minute/rejectedPerMinute), rejectedBurst)
+		h.rejected.Add(triggerUUID, lim)
+	}
+	return lim.Allow()
 }
 
 // answer is the outcome of one delivery: the HTTP reply and the record.
@@ -142,6 +186,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	d := &store.TriggerDelivery{ID: uuid.NewString(), TriggerUUID: t.UUID, Event: eventName(t.Service, r)}
 	a, claimed := h.deliver(ctx, r, t, d)
+	if a.code == http.StatusUnauthorized && !h.allowRejected(t.UUID) {
+		h.log.DebugContext(ctx, "unauthenticated webhook delivery dropped", "trigger", t.UUID)
+		w.Header().Set("Retry-After", "60")
+		http.Error(w, "Too Many Requests", http.StatusTooManyRequests)
+		return
+	}
 	// The record outlives a client that hung up.
 	rctx := context.WithoutCancel(ctx)
 	if !claimed {
@@ -154,6 +204,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, err := h.o.Store.PruneTriggerDeliveries(rctx, t.UUID, h.o.KeepDeliveries); err != nil {
 		h.log.WarnContext(ctx, "pruning webhook deliveries failed", "trigger", t.UUID, "err", err)
+	}
+	if h.o.ReplayWindow > 0 {
+		if _, err := h.o.Store.PruneTriggerPayloads(rctx, t.UUID, time.Now().Add(-h.o.ReplayWindow)); err != nil {
+			h.log.WarnContext(ctx, "pruning webhook payload hashes failed", "trigger", t.UUID, "err", err)
+		}
 	}
 	h.log.InfoContext(ctx, "webhook delivery", "trigger", t.UUID, "service", t.Service, "delivery", d.ID,
 		"status", a.status, "reason", a.reason, "build", a.buildID, "code", a.code)
@@ -227,6 +282,21 @@ func (h *Handler) deliver(ctx context.Context, r *http.Request, t *store.Trigger
 		replayOf := d.ID
 		d.ID = uuid.NewString()
 		return okay(store.DeliverySkipped, "replay of delivery "+replayOf), false
+	}
+	// The delivery ID is not covered by the signature, and some hooks send
+	// none: the body is. The same body again within the window is a replay
+	// under a new name.
+	if h.o.ReplayWindow > 0 {
+		sum := sha256.Sum256(body)
+		now := time.Now()
+		fresh, err := h.o.Store.ClaimTriggerPayload(ctx, t.UUID, hex.EncodeToString(sum[:]), now, now.Add(-h.o.ReplayWindow))
+		if err != nil {
+			h.log.ErrorContext(ctx, "webhook payload claim failed", "trigger", t.UUID, "err", err)
+			return rejected(http.StatusInternalServerError, "Internal Server Error", "the delivery could not be recorded"), true
+		}
+		if !fresh {
+			return okay(store.DeliverySkipped, "replay of an earlier delivery's payload"), true
+		}
 	}
 	a := h.process(ctx, r, t, d, p, body)
 	return a, true
