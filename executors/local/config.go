@@ -9,7 +9,7 @@ import (
 // EXECUTOR is "local" (Quay's "popen"). Keys:
 //
 //	NAME                     executor name
-//	WORKER_USER              unprivileged user (default berth-worker)
+//	WORKER_USER_PREFIX       names of the build users (default berth-build-: berth-build-1, …)
 //	BUILD_ROOT               per-build directories (outside --data-dir)
 //	BUILDER_BINARY_LOCATION  worker binary, run as "<it> worker" (Quay's key)
 //	WORKER_COMMAND           full worker command line, a list (wins over the above)
@@ -58,7 +58,10 @@ func ConfigFromMap(m map[string]any, dataDir string) (Config, error) {
 		*dst = time.Duration(n * float64(time.Second))
 	}
 	str("NAME", &c.Name)
-	str("WORKER_USER", &c.WorkerUser)
+	if _, ok := m["WORKER_USER"]; ok {
+		return Config{}, fmt.Errorf("local executor config: WORKER_USER is gone: every build runs as a user of its own; WORKER_USER_PREFIX names them")
+	}
+	str("WORKER_USER_PREFIX", &c.UserPrefix)
 	str("BUILD_ROOT", &c.BuildRoot)
 	str("STORAGE_DRIVER", &c.StorageDriver)
 	var binary string

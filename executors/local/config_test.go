@@ -19,7 +19,7 @@ EXECUTORS:
     NAME: here
     SETUP_TIME: 30
     MINIMUM_RETRY_THRESHOLD: 0
-    WORKER_USER: builder
+    WORKER_USER_PREFIX: builder-
     BUILD_ROOT: /srv/builds
     BUILDER_BINARY_LOCATION: /usr/local/bin/berth
     MAX_LIFETIME_S: 7200
@@ -35,7 +35,7 @@ EXECUTORS:
 		t.Fatal(err)
 	}
 	want := Config{
-		Name: "here", WorkerUser: "builder", BuildRoot: "/srv/builds", DataDir: "/var/lib/berth",
+		Name: "here", UserPrefix: "builder-", BuildRoot: "/srv/builds", DataDir: "/var/lib/berth",
 		Command:     []string{"/usr/local/bin/berth", "worker"},
 		MaxLifetime: 2 * time.Hour, StopGrace: 2500 * time.Millisecond,
 		Env: map[string]string{"HTTPS_PROXY": "http://proxy:3128", "GODEBUG": "x=1", "RETRIES": "3"},
@@ -53,6 +53,7 @@ func TestConfigFromMapErrors(t *testing.T) {
 		"command":       {"WORKER_COMMAND": "berth worker"},
 		"command entry": {"WORKER_COMMAND": []any{"berth", 1}},
 		"env":           {"ENV": []any{"A=1"}},
+		"old user key":  {"WORKER_USER": "berth-worker"},
 	} {
 		if _, err := ConfigFromMap(m, ""); err == nil || !strings.Contains(err.Error(), "local executor config") {
 			t.Errorf("%s: err = %v", name, err)

@@ -38,26 +38,31 @@ func (e *Executor) dirsFor(id string) buildDirs {
 }
 
 // prepareBuildRoot creates BuildRoot and BuildRoot/builds. As root they
-// are root-owned and not writable by the worker user, who must still be
-// able to reach its own directories inside: every parent of BuildRoot must
-// be searchable by others.
+// are root-owned and not writable by the build users, who must still be
+// able to reach their own directories inside: every parent of BuildRoot
+// must be searchable by others. BuildRoot/builds is not listable (0711):
+// a build's directory has a random name, so a build user cannot find the
+// directory a crashed server's build of the same user left behind.
 func (e *Executor) prepareBuildRoot() error {
 	root := e.cfg.BuildRoot
-	for _, d := range []string{root, e.buildsDir(), filepath.Join(root, "bin")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("local executor: create %s: %w", d, err)
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{root, 0o755}, {e.buildsDir(), 0o711}, {filepath.Join(root, "bin"), 0o755}} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			return fmt.Errorf("local executor: create %s: %w", d.path, err)
 		}
-		if !e.ident.dropped {
+		if !e.root {
 			continue
 		}
-		if err := os.Chown(d, 0, 0); err != nil {
-			return fmt.Errorf("local executor: own %s: %w", d, err)
+		if err := os.Chown(d.path, 0, 0); err != nil {
+			return fmt.Errorf("local executor: own %s: %w", d.path, err)
 		}
-		if err := os.Chmod(d, 0o755); err != nil {
-			return fmt.Errorf("local executor: chmod %s: %w", d, err)
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			return fmt.Errorf("local executor: chmod %s: %w", d.path, err)
 		}
 	}
-	if !e.ident.dropped {
+	if !e.root {
 		return nil
 	}
 	for p := filepath.Dir(root); ; p = filepath.Dir(p) {
@@ -110,9 +115,9 @@ func lockBuildRoot(root string) (*os.File, error) {
 	return f, nil
 }
 
-// makeBuildDirs creates an execution's directories, owned by the worker
+// makeBuildDirs creates an execution's directories, owned by the build's
 // user and private to it.
-func (e *Executor) makeBuildDirs(id string) (buildDirs, error) {
+func (e *Executor) makeBuildDirs(id string, ident identity) (buildDirs, error) {
 	d := e.dirsFor(id)
 	if err := os.Mkdir(d.root, 0o700); err != nil {
 		return buildDirs{}, fmt.Errorf("local executor: build dir: %w", err)
@@ -124,8 +129,8 @@ func (e *Executor) makeBuildDirs(id string) (buildDirs, error) {
 				return buildDirs{}, fmt.Errorf("local executor: build dir: %w", err)
 			}
 		}
-		if e.ident.dropped {
-			if err := os.Lchown(p, e.ident.uid, e.ident.gid); err != nil {
+		if ident.dropped {
+			if err := os.Lchown(p, ident.UID, ident.GID); err != nil {
 				e.removeDir(d.root)
 				return buildDirs{}, fmt.Errorf("local executor: build dir owner: %w", err)
 			}
@@ -139,7 +144,7 @@ func (e *Executor) makeBuildDirs(id string) (buildDirs, error) {
 // namespace can delete, so removal falls back to `buildah unshare`.
 func (e *Executor) removeDir(dir string) {
 	err := os.RemoveAll(dir)
-	if err != nil && !e.ident.dropped && os.Geteuid() != 0 {
+	if err != nil && !e.root {
 		if out, uerr := exec.Command("buildah", "unshare", "rm", "-rf", dir).CombinedOutput(); uerr == nil {
 			err = nil
 		} else {
@@ -159,7 +164,7 @@ func (e *Executor) removeStale() error {
 		return fmt.Errorf("local executor: list build root: %w", err)
 	}
 	for _, ent := range entries {
-		killExecution(ent.Name(), e.ident.uid, e.log)
+		killExecution(ent.Name(), e.self.UID, e.log)
 		dir := filepath.Join(e.buildsDir(), ent.Name())
 		e.removeDir(dir)
 		e.log.Info("removed stale build directory", "dir", dir)
@@ -167,18 +172,18 @@ func (e *Executor) removeStale() error {
 	return nil
 }
 
-// command prepares a process that runs as the worker user in an
+// command prepares a process that runs as the build's user in an
 // execution's directories, in its own process group, killed when the
 // server dies.
-func (e *Executor) command(d buildDirs, path string, args ...string) *exec.Cmd {
+func (e *Executor) command(d buildDirs, ident identity, path string, args ...string) *exec.Cmd {
 	cmd := exec.Command(path, args...)
-	cmd.Env = e.workerEnv(d)
+	cmd.Env = e.workerEnv(d, ident)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if e.ident.dropped {
+	if ident.dropped {
 		cmd.SysProcAttr.Credential = &syscall.Credential{
-			Uid:    uint32(e.ident.uid),
-			Gid:    uint32(e.ident.gid),
-			Groups: e.ident.groups,
+			Uid:    uint32(ident.UID),
+			Gid:    uint32(ident.GID),
+			Groups: ident.Groups,
 		}
 	}
 	return cmd
@@ -192,7 +197,7 @@ var passedEnv = []string{"PATH", "LANG", "LC_ALL", "TZ",
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-func (e *Executor) workerEnv(d buildDirs) []string {
+func (e *Executor) workerEnv(d buildDirs, ident identity) []string {
 	env := map[string]string{"PATH": defaultPath}
 	for _, k := range passedEnv {
 		if v, ok := os.LookupEnv(k); ok {
@@ -200,13 +205,10 @@ func (e *Executor) workerEnv(d buildDirs) []string {
 		}
 	}
 	env["HOME"] = d.home
-	env["USER"] = e.ident.name
-	env["LOGNAME"] = e.ident.name
+	env["USER"] = ident.Name
+	env["LOGNAME"] = ident.Name
 	env["XDG_RUNTIME_DIR"] = d.run
 	env["TMPDIR"] = d.tmp
-	// Rootless buildah inside an unprivileged user namespace cannot use
-	// OCI isolation (no cgroups, no real mounts); chroot isolation works.
-	env["BUILDAH_ISOLATION"] = "chroot"
 	env["STORAGE_DRIVER"] = e.cfg.StorageDriver
 	for k, v := range e.cfg.Env {
 		env[k] = v

@@ -14,49 +14,6 @@ import (
 	"time"
 )
 
-func TestEnsureSubIDRange(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "subuid")
-	// Existing ranges, one without a trailing newline: the new range goes
-	// after the highest end, not into a gap.
-	if err := os.WriteFile(path, []byte("alice:100000:65536\n# comment\nbob:300000:1000"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	start, err := ensureSubIDRange(path, "berth-worker", 999)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if start != 301000 {
-		t.Errorf("new range starts at %d, want 301000", start)
-	}
-	again, err := ensureSubIDRange(path, "berth-worker", 999)
-	if err != nil || again != start {
-		t.Errorf("second call = %d, %v; want %d (unchanged)", again, err, start)
-	}
-	data, _ := os.ReadFile(path)
-	want := "alice:100000:65536\n# comment\nbob:300000:1000\nberth-worker:301000:65536\n"
-	if string(data) != want {
-		t.Errorf("file =\n%s\nwant\n%s", data, want)
-	}
-}
-
-func TestEnsureSubIDRangeByUIDAndEmpty(t *testing.T) {
-	dir := t.TempDir()
-	byUID := filepath.Join(dir, "subgid")
-	if err := os.WriteFile(byUID, []byte("999:500000:65536\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if start, err := ensureSubIDRange(byUID, "berth-worker", 999); err != nil || start != 500000 {
-		t.Errorf("range listed by uid: %d, %v; want 500000", start, err)
-	}
-	if data, _ := os.ReadFile(byUID); strings.Count(string(data), "\n") != 1 {
-		t.Errorf("a range was added although the uid had one: %q", data)
-	}
-	missing := filepath.Join(dir, "absent")
-	if start, err := ensureSubIDRange(missing, "w", 5); err != nil || start != subIDFloor {
-		t.Errorf("first range in a new file: %d, %v; want %d", start, err, subIDFloor)
-	}
-}
-
 func TestInstallBinaryReusesAndRepairs(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("copies are only made, and only trusted, when root-owned")

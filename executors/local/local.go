@@ -1,13 +1,18 @@
 // Package local is the executor that runs each build worker as a child
 // process of the server (`berth worker`), the default for a single machine.
 //
-// When the server runs as root the worker does not: it runs as an
-// unprivileged user (created if missing, with /etc/subuid and /etc/subgid
-// ranges so rootless buildah can map a user namespace), from a root-owned
-// copy of the binary (the server's own may sit in a root-only directory),
-// in a per-build directory outside the server's data directory. Whatever
-// way the worker ends (Stop, its own exit, the server dying) its process
-// group is killed and its directory removed.
+// When the server runs as root the worker does not: every running build
+// gets an unprivileged user of its own from a pool (created if missing,
+// each with /etc/subuid and /etc/subgid ranges of its own so rootless
+// buildah can map a user namespace), runs from a root-owned copy of the
+// binary (the server's own may sit in a root-only directory), in a
+// per-build directory outside the server's data directory, private to that
+// user. Whatever way the worker ends (Stop, its own exit, the server
+// dying) every process of its user is killed, its directory removed and
+// its user returned to the pool.
+//
+// New refuses to start when the machine cannot sandbox builds: it runs the
+// worker's own check (`berth worker --check`) as a build user first.
 package local
 
 import (
@@ -28,6 +33,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/executors"
+	"github.com/berth-dev/berth/internal/buildhost"
 )
 
 // Kind is the executor kind in the EXECUTORS config list (Quay calls its
@@ -37,13 +43,18 @@ const Kind = "local"
 // Defaults for Config fields left zero.
 const (
 	DefaultName        = "local"
-	DefaultWorkerUser  = "berth-worker"
+	DefaultUserPrefix  = "berth-build-"
 	DefaultMaxLifetime = 3 * time.Hour
 	DefaultStopGrace   = 10 * time.Second
 	// DefaultStorageDriver is what rootless buildah can use anywhere; the
 	// worker may still choose another with its own flags.
 	DefaultStorageDriver = "vfs"
 	rootBuildRoot        = "/var/lib/berth-builds"
+	// userLockDir holds the locks of the machine's build users, shared by
+	// every server on it.
+	userLockDir = rootBuildRoot + "/users"
+	// checkTimeout bounds the worker's check at New.
+	checkTimeout = 2 * time.Minute
 )
 
 // ErrClosed is returned by Start after Close.
@@ -56,10 +67,14 @@ type Config struct {
 	// Command is the worker command line before the per-build flags; the
 	// default is this process's own binary followed by "worker".
 	Command []string
-	// WorkerUser is the unprivileged user workers run as when the server
-	// runs as root (created if missing). Ignored when not root: the worker
-	// then runs as the server's user.
-	WorkerUser string
+	// UserPrefix names the build users when the server runs as root:
+	// UserPrefix + "1", + "2", …, created when missing. Ignored when not
+	// root: the worker then runs as the server's user.
+	UserPrefix string
+	// Users is how many build users exist from the start, at least one per
+	// build that may run at once (ALLOWED_WORKER_COUNT); more are created
+	// when other servers of the machine hold them.
+	Users int
 	// BuildRoot holds the per-build directories and, when root, the copy
 	// of the worker binary. Default /var/lib/berth-builds/<instance> as
 	// root, /var/tmp/berth-builds-<uid>/<instance> otherwise, <instance>
@@ -89,6 +104,8 @@ type WorkerInfo struct {
 	BuildID     string
 	// PID is the worker's process ID, which is also its process group ID.
 	PID int
+	// UID is the user the worker runs as.
+	UID int
 	// Dir is the build's directory; WorkDir and StorageRoot are inside it.
 	Dir         string
 	WorkDir     string
@@ -101,8 +118,10 @@ type WorkerInfo struct {
 type Executor struct {
 	cfg    Config
 	log    *slog.Logger
-	ident  identity
-	binary string // what is exec'd: Command[0], or its root-owned copy
+	root   bool      // the server is root: builds run as pool users
+	users  *userPool // when root
+	self   identity  // the server's own user, when not root
+	binary string    // what is exec'd: Command[0], or its root-owned copy
 	lock   *os.File
 
 	mu       sync.Mutex
@@ -118,6 +137,8 @@ const forgetAfter = 24 * time.Hour
 
 type worker struct {
 	info    WorkerInfo
+	ident   identity
+	user    *buildUser // nil when the server is not root
 	cmd     *exec.Cmd
 	out     []*lineLogger
 	expiry  *time.Timer
@@ -152,13 +173,17 @@ func New(cfg Config) (*Executor, error) {
 		finished: make(map[string]time.Time),
 	}
 	var err error
-	if os.Geteuid() == 0 {
-		e.ident, err = ensureWorkerUser(cfg.WorkerUser, "/etc/subuid", "/etc/subgid")
+	e.root = os.Geteuid() == 0
+	if e.root {
+		if e.users, err = newUserPool(cfg.UserPrefix, userLockDir, cfg.Users, e.log); err != nil {
+			return nil, err
+		}
+		if err := buildhost.OpenTunDevice(e.log); err != nil {
+			return nil, fmt.Errorf("local executor: %w", err)
+		}
 	} else {
-		e.ident, err = currentIdentity()
-	}
-	if err != nil {
-		return nil, err
+		e.self = currentIdentity()
+		e.log.Warn("the server is not root: every build runs as its own user, not as a user of its own; run the server as root to give each build a user", "user", e.self.Name)
 	}
 	if err := e.prepareBuildRoot(); err != nil {
 		return nil, err
@@ -174,7 +199,7 @@ func New(cfg Config) (*Executor, error) {
 		e.lock.Close()
 		return nil, fmt.Errorf("local executor: worker command: %w", err)
 	}
-	if e.ident.dropped {
+	if e.root {
 		binDir := filepath.Join(cfg.BuildRoot, "bin")
 		if e.binary, err = installBinary(e.binary, binDir); err == nil {
 			err = pruneBinaries(binDir, e.binary)
@@ -188,10 +213,76 @@ func New(cfg Config) (*Executor, error) {
 		e.lock.Close()
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	defer cancel()
+	if err := e.check(ctx); err != nil {
+		e.lock.Close()
+		return nil, err
+	}
 	e.exited = newNotifier()
-	e.log.Info("local executor ready", "build_root", cfg.BuildRoot, "worker_uid", e.ident.uid,
-		"worker_user", e.ident.name, "worker_binary", e.binary)
+	e.log.Info("local executor ready", "build_root", cfg.BuildRoot, "build_users", cfg.UserPrefix+"N",
+		"worker_binary", e.binary)
 	return e, nil
+}
+
+// check runs the worker's self-check (`<worker command> --check`) as a
+// build would run: as a build user, in a build directory. The worker checks
+// that it can sandbox a build here (see sandbox.Preflight) and says which
+// check failed.
+func (e *Executor) check(ctx context.Context) error {
+	ident, user, err := e.takeUser()
+	if err != nil {
+		return err
+	}
+	defer e.giveBack(user)
+	id, err := newExecutionID("check")
+	if err != nil {
+		return err
+	}
+	dirs, err := e.makeBuildDirs(id, ident)
+	if err != nil {
+		return err
+	}
+	defer e.removeDir(dirs.root)
+	args := append(append([]string(nil), e.cfg.Command[1:]...), "--check",
+		"--work-dir="+dirs.work, "--storage-root="+dirs.storage)
+	cmd := e.command(dirs, ident, e.binary, args...)
+	cmd.Dir = dirs.work
+	cmd.WaitDelay = 5 * time.Second
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := spawn(cmd); err != nil {
+		return fmt.Errorf("local executor: start the worker's check: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}()
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("local executor: builds cannot run on this machine (the worker's check as %s failed: %v): %s",
+			ident.Name, err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+// takeUser is the identity a new build runs as: a pool user of its own as
+// root, else the server's own.
+func (e *Executor) takeUser() (identity, *buildUser, error) {
+	if !e.root {
+		return e.self, nil, nil
+	}
+	u, err := e.users.acquire()
+	if err != nil {
+		return identity{}, nil, err
+	}
+	return u.ident, u, nil
+}
+
+// giveBack returns a pool user, killing whatever still runs as it.
+func (e *Executor) giveBack(u *buildUser) {
+	if u != nil {
+		e.users.release(u)
+	}
 }
 
 func (c *Config) setDefaults() error {
@@ -207,8 +298,11 @@ func (c *Config) setDefaults() error {
 	} else {
 		c.Command = append([]string(nil), c.Command...)
 	}
-	if c.WorkerUser == "" {
-		c.WorkerUser = DefaultWorkerUser
+	if c.UserPrefix == "" {
+		c.UserPrefix = DefaultUserPrefix
+	}
+	if c.Users <= 0 {
+		c.Users = 1
 	}
 	if c.BuildRoot == "" {
 		base := rootBuildRoot
@@ -292,8 +386,13 @@ func (e *Executor) Start(ctx context.Context, spec executors.WorkerSpec) (string
 	if err != nil {
 		return "", err
 	}
-	dirs, err := e.makeBuildDirs(id)
+	ident, user, err := e.takeUser()
 	if err != nil {
+		return "", err
+	}
+	dirs, err := e.makeBuildDirs(id, ident)
+	if err != nil {
+		e.giveBack(user)
 		return "", err
 	}
 	args := append(append([]string(nil), e.cfg.Command[1:]...),
@@ -303,7 +402,7 @@ func (e *Executor) Start(ctx context.Context, spec executors.WorkerSpec) (string
 	if spec.ManagerInsecure {
 		args = append(args, "--insecure")
 	}
-	cmd := e.command(dirs, e.binary, args...)
+	cmd := e.command(dirs, ident, e.binary, args...)
 	cmd.Dir = dirs.work
 	// The token goes in the environment, never on the command line where
 	// every user on the host could read it.
@@ -319,8 +418,10 @@ func (e *Executor) Start(ctx context.Context, spec executors.WorkerSpec) (string
 	cmd.WaitDelay = 5 * time.Second
 
 	w := &worker{
-		info: WorkerInfo{ExecutionID: id, BuildID: spec.BuildID, Dir: dirs.root, WorkDir: dirs.work,
+		info: WorkerInfo{ExecutionID: id, BuildID: spec.BuildID, UID: ident.UID, Dir: dirs.root, WorkDir: dirs.work,
 			StorageRoot: dirs.storage},
+		ident:   ident,
+		user:    user,
 		cmd:     cmd,
 		out:     []*lineLogger{stdout, stderr},
 		cleaned: make(chan struct{}),
@@ -330,11 +431,13 @@ func (e *Executor) Start(ctx context.Context, spec executors.WorkerSpec) (string
 	if e.closed {
 		e.mu.Unlock()
 		e.removeDir(dirs.root)
+		e.giveBack(user)
 		return "", ErrClosed
 	}
 	if err := spawn(cmd); err != nil {
 		e.mu.Unlock()
 		e.removeDir(dirs.root)
+		e.giveBack(user)
 		return "", fmt.Errorf("local executor: start worker: %w", err)
 	}
 	w.info.PID = cmd.Process.Pid
@@ -346,7 +449,7 @@ func (e *Executor) Start(ctx context.Context, spec executors.WorkerSpec) (string
 		e.terminate(context.Background(), w)
 	})
 	go e.reap(w, logger)
-	logger.Info("worker started", "pid", w.info.PID, "uid", e.ident.uid)
+	logger.Info("worker started", "pid", w.info.PID, "uid", ident.UID, "user", ident.Name)
 	return id, nil
 }
 
@@ -448,8 +551,14 @@ func (e *Executor) reap(w *worker, logger *slog.Logger) {
 	for _, o := range w.out {
 		o.flush()
 	}
-	killExecution(w.info.ExecutionID, e.ident.uid, logger)
+	killExecution(w.info.ExecutionID, w.ident.UID, logger)
+	if w.user != nil {
+		// Everything of the build's user, its sandbox's processes too,
+		// before its files go.
+		killIdentity(w.ident, logger)
+	}
 	e.removeDir(w.info.Dir)
+	e.giveBack(w.user)
 
 	e.mu.Lock()
 	delete(e.workers, w.info.ExecutionID)

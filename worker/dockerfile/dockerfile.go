@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -47,7 +48,8 @@ var ErrUnresolvedArg = errors.New("build argument without a value")
 type Info struct {
 	Stages []Stage
 	// BaseImages are the distinct images (not stages, not scratch) that the
-	// stages up to the target start from, in order of first use.
+	// stages up to the target start from or copy from (COPY --from), in
+	// order of first use.
 	BaseImages []string
 }
 
@@ -144,11 +146,42 @@ func Parse(content []byte, buildArgs map[string]string, target string) (*Info, e
 			seen[base] = true
 			info.BaseImages = append(info.BaseImages, base)
 		}
+		if i <= last {
+			if err := addCopySources(info, s, named, seen, args, res.EscapeToken); err != nil {
+				return nil, err
+			}
+		}
 		if s.Name != "" {
 			named[s.Name] = true
 		}
 	}
 	return info, nil
+}
+
+// addCopySources adds the images a stage copies from (COPY --from=<image>)
+// to info.BaseImages: the build engine pulls every image before the build,
+// which itself reaches no registry.
+func addCopySources(info *Info, s instructions.Stage, named, seen map[string]bool, args argEnv, escape rune) error {
+	for _, c := range s.Commands {
+		cp, ok := c.(*instructions.CopyCommand)
+		if !ok || cp.From == "" {
+			continue
+		}
+		from, err := shell.NewLex(escape).ProcessWordWithMatches(cp.From, args)
+		if err != nil {
+			return lineError(cp.Location(), fmt.Errorf("COPY --from=%s: %w", cp.From, err))
+		}
+		ref := from.Result
+		if _, err := strconv.Atoi(ref); err == nil || named[strings.ToLower(ref)] || ref == "" || seen[ref] {
+			continue
+		}
+		if err := checkRef(ref); err != nil {
+			return lineError(cp.Location(), fmt.Errorf("COPY --from=%s: %w", ref, err))
+		}
+		seen[ref] = true
+		info.BaseImages = append(info.BaseImages, ref)
+	}
+	return nil
 }
 
 // checkRef rejects base names no registry could serve, so that they fail as

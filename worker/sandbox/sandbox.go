@@ -174,4 +174,3 @@ func FormatPrefixes(ps []netip.Prefix) string {
 	}
 	return strings.Join(s, ",")
 }
-

@@ -1,8 +1,15 @@
-// Package buildah is the build engine that drives the buildah CLI: rootless
-// when the worker is unprivileged (a user namespace from /etc/subuid),
-// chroot isolation, and storage, registry and trust configuration private to
-// each build, so that nothing from the host's or another build's
-// configuration leaks in.
+// Package buildah is the build engine that drives the buildah CLI, rootless
+// (a user namespace from /etc/subuid), with storage, registry and trust
+// configuration private to each build, so that nothing from the host's or
+// another build's configuration leaks in.
+//
+// Pulling and pushing run on the host, where berth's registry is reachable,
+// with an auth file that exists only while they run. `buildah build` runs
+// inside a sandbox (package sandbox): its own user, mount, PID and network
+// namespaces, whose network reaches the outside through slirp4netns but not
+// the host; every RUN step runs in an OCI container (runc) in it, without
+// CAP_SYS_CHROOT. The build reads only images pulled before it, and its
+// build arguments from the Dockerfile (never from a command line).
 package buildah
 
 import (
@@ -15,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,7 +34,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth-dev/berth/worker/dockerfile"
 	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/worker/sandbox"
 )
 
 // Engine builds with the buildah CLI.
@@ -39,6 +49,39 @@ type Engine struct {
 	StorageDriver string
 	// Logger receives the engine's own diagnostics (nil: slog.Default()).
 	Logger *slog.Logger
+	// Sandbox is where `buildah build` runs.
+	Sandbox Sandbox
+}
+
+// Sandbox configures the sandbox builds run in. The zero value is berth's
+// own: this program's `sandbox-init` and the default network policy.
+type Sandbox struct {
+	// Init runs inside the sandbox before buildah (default: this
+	// executable followed by "sandbox-init").
+	Init []string
+	// RootlessKit is the rootlesskit program ("rootlesskit" on PATH when
+	// empty).
+	RootlessKit string
+	// AllowedNetworks are the exceptions to sandbox.DefaultPolicy, for
+	// builds that must reach a mirror on a private network.
+	AllowedNetworks []netip.Prefix
+}
+
+// config is the sandbox of one build, whose rootlesskit state lives in dir.
+func (s Sandbox) config(dir string) (sandbox.Config, error) {
+	init := s.Init
+	if len(init) == 0 {
+		self, err := os.Executable()
+		if err != nil {
+			return sandbox.Config{}, fmt.Errorf("buildah: sandbox init: %w", err)
+		}
+		init = []string{self, "sandbox-init"}
+	}
+	policy, err := sandbox.DefaultPolicy(s.AllowedNetworks)
+	if err != nil {
+		return sandbox.Config{}, err
+	}
+	return sandbox.Config{RootlessKit: s.RootlessKit, Init: init, StateDir: dir, Network: policy}, nil
 }
 
 // New returns an engine using buildah from PATH with vfs storage.
@@ -76,6 +119,13 @@ type run struct {
 	env     []string
 	policy  string
 	certDir string
+	// authFile is where credentials are written while a pull or push runs.
+	authFile string
+	// sandbox is where the build step runs.
+	sandbox sandbox.Config
+	// shown maps instructions that carry build-argument values to what the
+	// log shows instead (dockerfile.WithBuildArgs).
+	shown map[string]string
 }
 
 // Build implements engine.Engine.
@@ -93,7 +143,7 @@ func (e *Engine) Build(ctx context.Context, req engine.Request, sink engine.LogS
 		return engine.Result{}, err
 	}
 	for _, img := range req.BaseImages {
-		if err := r.pull(ctx, img); err != nil {
+		if err := r.withCredentials(ctx, func() error { return r.pull(ctx, img) }); err != nil {
 			return engine.Result{}, err
 		}
 	}
@@ -108,11 +158,14 @@ func (e *Engine) Build(ctx context.Context, req engine.Request, sink engine.LogS
 	}
 	res := engine.Result{Digests: map[string]string{}}
 	for _, tag := range req.Tags {
-		d, err := r.push(ctx, tag)
+		err := r.withCredentials(ctx, func() error {
+			d, err := r.push(ctx, tag)
+			res.Digests[tag] = d
+			return err
+		})
 		if err != nil {
 			return engine.Result{}, err
 		}
-		res.Digests[tag] = d
 	}
 	return res, nil
 }
@@ -139,16 +192,6 @@ func (r *run) configure() error {
 		}
 	}
 	reg := r.req.Registry
-	// Credentials only for berth's registry: bases elsewhere are pulled
-	// anonymously.
-	auths := map[string]any{}
-	if reg.Username != "" && reg.Host != "" {
-		auths[reg.Host] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(reg.Username + ":" + reg.Password))}
-	}
-	authJSON, err := json.Marshal(map[string]any{"auths": auths})
-	if err != nil {
-		return fmt.Errorf("buildah: auth file: %w", err)
-	}
 	var conf strings.Builder
 	conf.WriteString("unqualified-search-registries = [\"docker.io\"]\nshort-name-mode = \"permissive\"\n")
 	if reg.Host != "" {
@@ -160,7 +203,6 @@ func (r *run) configure() error {
 	storage := fmt.Sprintf("[storage]\ndriver = %q\ngraphroot = %q\nrunroot = %q\nrootless_storage_path = %q\n",
 		r.e.driver(), r.req.StorageRoot, r.req.RunRoot, r.req.StorageRoot)
 	files := map[string][]byte{
-		"auth.json":       authJSON,
 		"registries.conf": []byte(conf.String()),
 		"storage.conf":    []byte(storage),
 		// Trust is berth's concern at the registry, not the worker's: accept
@@ -181,6 +223,11 @@ func (r *run) configure() error {
 		}
 	}
 	r.policy = filepath.Join(dir, "policy.json")
+	r.authFile = filepath.Join(dir, "auth.json")
+	var err error
+	if r.sandbox, err = r.e.Sandbox.config(filepath.Join(dir, "sandbox")); err != nil {
+		return err
+	}
 	env := []string{}
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -192,8 +239,7 @@ func (r *run) configure() error {
 		env = append(env, kv)
 	}
 	r.env = append(env,
-		"BUILDAH_ISOLATION=chroot",
-		"REGISTRY_AUTH_FILE="+filepath.Join(dir, "auth.json"),
+		"REGISTRY_AUTH_FILE="+r.authFile,
 		"CONTAINERS_REGISTRIES_CONF="+filepath.Join(dir, "registries.conf"),
 		"CONTAINERS_STORAGE_CONF="+filepath.Join(dir, "storage.conf"),
 		"TMPDIR="+tmp,
@@ -203,6 +249,36 @@ func (r *run) configure() error {
 		"HOME="+home,
 	)
 	return nil
+}
+
+// withCredentials writes the auth file for berth's registry, runs fn and
+// removes the file: it exists only while a pull or push runs, never while a
+// RUN step does. Bases elsewhere are pulled anonymously.
+func (r *run) withCredentials(ctx context.Context, fn func() error) error {
+	reg := r.req.Registry
+	auths := map[string]any{}
+	if reg.Host != "" {
+		user, pass, err := reg.Login(ctx)
+		if err != nil {
+			return fmt.Errorf("buildah: registry credentials: %w", err)
+		}
+		if user != "" {
+			auths[reg.Host] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))}
+		}
+	}
+	authJSON, err := json.Marshal(map[string]any{"auths": auths})
+	if err != nil {
+		return fmt.Errorf("buildah: auth file: %w", err)
+	}
+	if err := os.WriteFile(r.authFile, authJSON, 0o600); err != nil {
+		return fmt.Errorf("buildah: write auth file: %w", err)
+	}
+	defer func() {
+		if err := os.Remove(r.authFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			r.e.logger().Error("remove auth file", "err", err)
+		}
+	}()
+	return fn()
 }
 
 // cleanup removes the build's image storage and temporary files. Rootless vfs layers hold files
@@ -265,7 +341,7 @@ func (r *run) pull(ctx context.Context, img string) error {
 	args := append(r.global(), "pull", "--retry", "1", "--retry-delay", "1s")
 	args = append(args, r.registryOpts(refHost(img))...)
 	args = append(args, img)
-	tail, err := r.exec(ctx, args)
+	tail, err := r.exec(ctx, append([]string{r.e.binary()}, args...))
 	if err == nil {
 		return nil
 	}
@@ -303,8 +379,19 @@ var (
 )
 
 func (r *run) build(ctx context.Context) error {
-	args := append(r.global(), "build", "--layers", "--isolation", "chroot", "--pull=false",
-		"--retry", "1", "--retry-delay", "1s", "-f", r.req.DockerfilePath)
+	dockerfilePath, err := r.writeDockerfile()
+	if err != nil {
+		return err
+	}
+	// Every RUN step: an OCI container in the sandbox's network (--network
+	// host is the sandbox's, not the machine's), with private PID, IPC and
+	// UTS namespaces and without CAP_SYS_CHROOT. Images come only from the
+	// storage the pulls filled.
+	args := append(r.global(), "build", "--layers",
+		"--isolation", "oci", "--runtime", "runc",
+		"--network", "host", "--pid", "private", "--ipc", "private", "--uts", "private",
+		"--cap-drop", "SYS_CHROOT", "--pull=never",
+		"-f", dockerfilePath)
 	// A build may pull from any registry (COPY --from=image): TLS stays on
 	// for all of them; berth's own plain-HTTP address is marked insecure
 	// in the build's registries.conf alone. Its CA is added to the system
@@ -316,9 +403,6 @@ func (r *run) build(ctx context.Context) error {
 	for _, t := range r.req.Tags {
 		args = append(args, "-t", t)
 	}
-	for _, k := range sortedKeys(r.req.BuildArgs) {
-		args = append(args, "--build-arg", k+"="+r.req.BuildArgs[k])
-	}
 	for _, k := range sortedKeys(r.req.Labels) {
 		args = append(args, "--label", k+"="+r.req.Labels[k])
 	}
@@ -329,7 +413,7 @@ func (r *run) build(ctx context.Context) error {
 		args = append(args, "--no-cache")
 	}
 	args = append(args, r.req.ContextDir)
-	tail, err := r.exec(ctx, args)
+	tail, err := r.exec(ctx, r.sandbox.Wrap(append([]string{r.e.binary()}, args...)))
 	if err == nil {
 		return nil
 	}
@@ -358,12 +442,34 @@ func (r *run) build(ctx context.Context) error {
 	return fmt.Errorf("buildah build: %w: %s", err, lastLine(tail))
 }
 
+// writeDockerfile writes the Dockerfile with the build arguments in it
+// where buildah reads it, outside the context, and returns its path.
+func (r *run) writeDockerfile() (string, error) {
+	if len(r.req.BuildArgs) == 0 {
+		return r.req.DockerfilePath, nil
+	}
+	content, err := os.ReadFile(r.req.DockerfilePath)
+	if err != nil {
+		return "", fmt.Errorf("buildah: read Dockerfile: %w", err)
+	}
+	rewritten, shown, err := dockerfile.WithBuildArgs(content, r.req.BuildArgs)
+	if err != nil {
+		return "", err
+	}
+	r.shown = shown
+	path := filepath.Join(r.req.WorkDir, "buildah", "Dockerfile")
+	if err := os.WriteFile(path, rewritten, 0o600); err != nil {
+		return "", fmt.Errorf("buildah: write Dockerfile: %w", err)
+	}
+	return path, nil
+}
+
 func (r *run) push(ctx context.Context, tag string) (string, error) {
 	digestFile := filepath.Join(r.req.WorkDir, "buildah", "digest-"+strconv.FormatInt(time.Now().UnixNano(), 36))
 	args := append(r.global(), "push", "--retry", "2", "--retry-delay", "1s", "--digestfile", digestFile)
 	args = append(args, r.registryOpts(refHost(tag))...)
 	args = append(args, tag, "docker://"+tag)
-	tail, err := r.exec(ctx, args)
+	tail, err := r.exec(ctx, append([]string{r.e.binary()}, args...))
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", ctx.Err()
@@ -384,11 +490,11 @@ func (r *run) push(ctx context.Context, tag string) (string, error) {
 // tailLines is how much of a command's output is kept to explain a failure.
 const tailLines = 20
 
-// exec runs buildah with args, streaming every output line to the sink,
-// and returns the last lines of its output. When ctx ends the command's
-// whole process group is killed.
-func (r *run) exec(ctx context.Context, args []string) (string, error) {
-	cmd := exec.CommandContext(ctx, r.e.binary(), args...)
+// exec runs argv (buildah, or buildah in its sandbox), streaming every
+// output line to the sink, and returns the last lines of its output. When
+// ctx ends the command's whole process group is killed.
+func (r *run) exec(ctx context.Context, argv []string) (string, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = r.env
 	cmd.Dir = r.req.WorkDir
 	// Its own group, so that cancelling kills buildah's children too; and
@@ -411,7 +517,7 @@ func (r *run) exec(ctx context.Context, args []string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("buildah: %w", err)
 	}
-	r.e.logger().Debug("run buildah", "args", args)
+	r.e.logger().Debug("run buildah", "args", argv)
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("start buildah: %w", err)
 	}
@@ -440,7 +546,7 @@ func (r *run) stream(p io.Reader, t *tail) {
 	sc := bufio.NewScanner(p)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
+		line := dockerfile.HideValues(strings.TrimRight(sc.Text(), "\r"), r.shown)
 		typ := engine.LineOutput
 		if stepLine.MatchString(line) {
 			typ = engine.LineCommand
@@ -511,4 +617,19 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// Check reports whether this machine can run builds in the engine's
+// sandbox, naming the check that failed (sandbox.Preflight): the worker
+// runs it when its executor asks (`berth worker --check`). dir is scratch
+// space of the caller's.
+func (e *Engine) Check(ctx context.Context, dir string) error {
+	if _, err := exec.LookPath(e.binary()); err != nil {
+		return fmt.Errorf("%w: %s is not installed", sandbox.ErrUnavailable, e.binary())
+	}
+	cfg, err := e.Sandbox.config(filepath.Join(dir, "sandbox-check"))
+	if err != nil {
+		return err
+	}
+	return sandbox.Preflight(ctx, cfg, nil)
 }

@@ -1,8 +1,8 @@
 package buildah
 
 import (
-	"bufio"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/user"
@@ -10,13 +10,15 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/berth-dev/berth/internal/buildhost"
 )
 
-// TestEngineSuiteUnprivileged runs the engine suite again as an
-// unprivileged user with a subordinate id range, the way executors run the
-// worker: rootless buildah in a user namespace. It needs root (to switch
-// user) and such a user: BERTH_TEST_UNPRIVILEGED_USER, or berth-worker
-// (which the local executor creates) when /etc/subuid has a range for it.
+// TestEngineSuiteUnprivileged runs the engine suite as an unprivileged
+// user with subordinate ID ranges of its own, the way executors run the
+// worker: rootless buildah in a user namespace, its build in a sandbox. It
+// needs root, to make that user (berth-test-build, or
+// BERTH_TEST_UNPRIVILEGED_USER) and switch to it.
 func TestEngineSuiteUnprivileged(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -27,14 +29,17 @@ func TestEngineSuiteUnprivileged(t *testing.T) {
 	}
 	name := os.Getenv("BERTH_TEST_UNPRIVILEGED_USER")
 	if name == "" {
-		name = "berth-worker"
+		name = "berth-test-build"
+	}
+	if _, err := buildhost.EnsureUser(name, "/etc/subuid", "/etc/subgid"); err != nil {
+		t.Fatal(err)
+	}
+	if err := buildhost.OpenTunDevice(slog.Default()); err != nil {
+		t.Fatal(err)
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
-		t.Skipf("no user %s to run as (set BERTH_TEST_UNPRIVILEGED_USER): %v", name, err)
-	}
-	if !hasSubIDs("/etc/subuid", name) || !hasSubIDs("/etc/subgid", name) {
-		t.Skipf("user %s has no range in /etc/subuid and /etc/subgid", name)
+		t.Fatal(err)
 	}
 	if _, err := exec.LookPath("runuser"); err != nil {
 		t.Skip("runuser is not installed")
@@ -73,21 +78,9 @@ func TestEngineSuiteUnprivileged(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestEngineSuite") {
 		t.Fatalf("suite as %s: %v\n%s", name, err, out)
 	}
-}
-
-func hasSubIDs(path, name string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
+	if testing.Verbose() {
+		t.Logf("suite as %s:\n%s", name, out)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), name+":") {
-			return true
-		}
-	}
-	return false
 }
 
 func copyFile(src, dst string) error {

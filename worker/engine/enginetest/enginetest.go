@@ -2,7 +2,9 @@
 // registry (distribution's, with authentication) holding a busybox base
 // image: a multi-stage build with ARG, RUN, COPY, build arguments, labels
 // and a target pushed to two tags and pulled back; a syntax error; a
-// failing RUN; a missing base image; and cancellation.
+// failing RUN; a missing base image; cancellation; and a build whose RUN
+// step finds neither its build arguments on any command line nor the
+// registry credentials on disk.
 package enginetest
 
 import (
@@ -68,8 +70,8 @@ func (l *Log) Text() string {
 type env struct {
 	reg  *testenv.Registry
 	base string
-	// other is the base under another name, which only the build itself
-	// pulls (COPY --from), through the build's registry configuration.
+	// other is the base under another name, which the build copies from
+	// (COPY --from): a base image the engine pulls like the FROM ones.
 	other string
 }
 
@@ -87,6 +89,7 @@ func Run(t *testing.T, newEngine func(t *testing.T) engine.Engine) {
 	t.Run("FailingRun", func(t *testing.T) { e.failingRun(t, newEngine(t)) })
 	t.Run("MissingBase", func(t *testing.T) { e.missingBase(t, newEngine(t)) })
 	t.Run("Cancel", func(t *testing.T) { e.cancel(t, newEngine(t)) })
+	t.Run("SecretsOutOfReach", func(t *testing.T) { e.secretsOutOfReach(t, newEngine(t)) })
 }
 
 // request prepares a build of dockerfile with the given context files in
@@ -146,6 +149,7 @@ RUN echo this stage is after the target && exit 9
 
 func (e *env) buildPushPull(t *testing.T, eng engine.Engine) {
 	req := e.request(t, strings.Replace(multiStage, "OTHER", e.other, 1), map[string]string{"payload.txt": "copied payload\n"}, "test/app:v1", "test/app:v2")
+	req.BaseImages = []string{e.base, e.other}
 	mkdirs(t, req)
 	req.BuildArgs = map[string]string{"BASE": e.base, "GREETING": "bonjour"}
 	req.Labels = map[string]string{"org.berth.test": "suite"}
@@ -313,6 +317,65 @@ func (e *env) cancel(t *testing.T, eng engine.Engine) {
 	// No process of the build is left: neither the RUN nor buildah.
 	if pids := processesMatching(t, "sleep "+marker, req.StorageRoot); len(pids) > 0 {
 		t.Errorf("processes left after cancel: %v", pids)
+	}
+}
+
+// secretsOutOfReach builds with a secret build argument and checks, while
+// a RUN step runs, that no process on the machine carries the value or the
+// registry password on its command line and that no file of the build's
+// work directory holds the password; afterwards, that the value reached the
+// RUN step and that the log never shows it.
+func (e *env) secretsOutOfReach(t *testing.T, eng engine.Engine) {
+	secret := "s3cr3t-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + ` 'q' "d" $HOME`
+	df := "FROM " + e.base + "\nARG NPM_TOKEN\nARG OTHER=default\n" +
+		"RUN echo step-running && sleep 2 && mkdir -p /out && printf %s \"$NPM_TOKEN\" > /out/token\n"
+	req := e.request(t, df, map[string]string{}, "test/secret:latest")
+	req.BuildArgs = map[string]string{"NPM_TOKEN": secret}
+	mkdirs(t, req)
+	checked := make(chan []string, 1)
+	log := &Log{notify: func(l Line) {
+		if l.Message != "step-running" {
+			return
+		}
+		var leaks []string
+		for _, p := range processesMatching(t, secret, e.reg.Creds.Password) {
+			leaks = append(leaks, "command line: "+p)
+		}
+		_ = filepath.WalkDir(req.WorkDir, func(path string, d os.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return nil
+			}
+			if b, err := os.ReadFile(path); err == nil && strings.Contains(string(b), e.reg.Creds.Password) {
+				leaks = append(leaks, "file: "+path)
+			}
+			return nil
+		})
+		checked <- leaks
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := eng.Build(ctx, req, log)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, log.Text())
+	}
+	select {
+	case leaks := <-checked:
+		for _, l := range leaks {
+			t.Errorf("while a RUN step ran, a secret was within reach: %s", l)
+		}
+	default:
+		t.Fatalf("the RUN step's output never arrived:\n%s", log.Text())
+	}
+	if strings.Contains(log.Text(), "s3cr3t-") {
+		t.Errorf("the log shows the build argument's value:\n%s", log.Text())
+	}
+	if !strings.Contains(log.Text(), "ARG NPM_TOKEN") {
+		t.Errorf("the log does not show the ARG step as written:\n%s", log.Text())
+	}
+	ref := req.Tags[0][:strings.LastIndex(req.Tags[0], ":")] + "@" + res.Digests[req.Tags[0]]
+	rootfs := testenv.ExtractImage(t, ref, e.reg.Creds)
+	if got, err := os.ReadFile(filepath.Join(rootfs, "out/token")); err != nil || string(got) != secret {
+		t.Errorf("the RUN step saw NPM_TOKEN = %q (%v), want %q", got, err, secret)
 	}
 }
 
