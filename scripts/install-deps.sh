@@ -33,6 +33,8 @@ DISTRIBUTION_VERSION=v3.1.2
 PACKAGES=(
 	# image tools driven by the end-to-end tests
 	buildah podman skopeo runc uidmap fuse-overlayfs
+	# the build sandbox: user and network namespaces with a user-mode network
+	rootlesskit slirp4netns iproute2
 	# the tiny base image the tests build (a static busybox)
 	busybox-static
 	# git sources for builds, ssh for git-over-ssh tests
@@ -44,7 +46,9 @@ PACKAGES=(
 	# the production metadata database and queue, used by unit tests
 	postgresql redis-server
 )
-RUN_PACKAGES=(ca-certificates git)
+# `make run` serves with the local executor, whose builds need buildah and
+# their sandbox (the server refuses to start without them).
+RUN_PACKAGES=(ca-certificates git buildah runc uidmap rootlesskit slirp4netns iproute2)
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 

@@ -1,0 +1,104 @@
+package sandbox
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestPolicyRoutes(t *testing.T) {
+	p := NetworkPolicy{
+		Denied: []netip.Prefix{
+			netip.MustParsePrefix("10.0.0.0/8"),
+			netip.MustParsePrefix("192.168.0.0/16"),
+			netip.MustParsePrefix("192.168.7.0/24"),
+			netip.MustParsePrefix("fd00::/8"),
+		},
+		Allowed: []netip.Prefix{
+			netip.MustParsePrefix("10.20.0.5/32"),
+			netip.MustParsePrefix("192.168.0.0/16"),
+		},
+	}
+	var got []string
+	for _, r := range p.routes() {
+		got = append(got, strings.Join(r, " "))
+	}
+	want := []string{
+		// 10/8 stays closed but for the allowed host, which gets a more
+		// specific route; 192.168/16 is allowed whole, so neither of its
+		// denials is installed; IPv6 has no route in the sandbox at all.
+		"ip -4 route replace prohibit 10.0.0.0/8",
+		"ip -4 route replace 10.20.0.5/32 via " + Gateway,
+		"ip -4 route replace 192.168.0.0/16 via " + Gateway,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("routes =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestWrapAndParseFlags(t *testing.T) {
+	cfg := Config{
+		Init:     []string{"/usr/bin/berth", "sandbox-init"},
+		StateDir: "/w/sandbox",
+		Network:  NetworkPolicy{Denied: []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}, Allowed: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/32")}},
+	}
+	argv := cfg.Wrap([]string{"buildah", "build", "--", "x"})
+	if argv[0] != "rootlesskit" || !slices.Contains(argv, "--disable-host-loopback") || !slices.Contains(argv, "--net=slirp4netns") || !slices.Contains(argv, "--pidns") {
+		t.Fatalf("Wrap = %v: not a slirp4netns sandbox without host loopback", argv)
+	}
+	i := slices.Index(argv, "sandbox-init")
+	if i < 0 {
+		t.Fatalf("Wrap = %v: no sandbox-init", argv)
+	}
+	policy, cmd, err := parseFlags(argv[i+1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cmd, []string{"buildah", "build", "--", "x"}) {
+		t.Errorf("command = %v", cmd)
+	}
+	if !slices.Equal(policy.Denied, cfg.Network.Denied) || !slices.Equal(policy.Allowed, cfg.Network.Allowed) {
+		t.Errorf("policy = %+v, want %+v", policy, cfg.Network)
+	}
+	for _, bad := range [][]string{
+		{"--deny=10.0.0.0/8"},
+		{"--deny=not-a-cidr", "--", "x"},
+		{"--open=10.0.0.0/8", "--", "x"},
+		{"--deny=10.0.0.0/8", "--"},
+	} {
+		if _, _, err := parseFlags(bad); err == nil {
+			t.Errorf("parseFlags(%q) accepted", bad)
+		}
+	}
+}
+
+func TestDefaultPolicyDeniesHostAddresses(t *testing.T) {
+	p, err := DefaultPolicy(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"} {
+		if !slices.Contains(p.Denied, netip.MustParsePrefix(want)) {
+			t.Errorf("default policy does not deny %s", want)
+		}
+	}
+	for _, d := range p.Denied {
+		if d.Addr().IsLoopback() {
+			t.Errorf("default policy closes the sandbox's own loopback (%s)", d)
+		}
+	}
+}
+
+func TestParsePrefixes(t *testing.T) {
+	got, err := ParsePrefixes([]string{"10.1.0.0/16", " 192.0.2.7 ", "10.1.2.3/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := FormatPrefixes(got); s != "10.1.0.0/16,192.0.2.7/32,10.0.0.0/8" {
+		t.Errorf("prefixes = %s", s)
+	}
+	if _, err := ParsePrefixes([]string{"example.com"}); err == nil {
+		t.Error("a host name was accepted as a network")
+	}
+}
