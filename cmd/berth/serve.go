@@ -26,6 +26,7 @@ import (
 	"github.com/berth-dev/berth/executors/local"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/slowbody"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/internal/store/sqlstore"
 	"github.com/berth-dev/berth/registry"
@@ -96,8 +97,16 @@ func runServe(ctx context.Context, args []string) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	limits, err := readServeLimits(cfg.Raw)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
+	}
+	restrictDataDir(cfg.DataDir, log)
+	if cfg.ServerHostname == "" {
+		log.Warn("SERVER_HOSTNAME is not set: token realms, upload locations and filedrop URLs follow each request's Host header; set it for production")
 	}
 
 	// The listener comes up first so that /health/instance can say "not yet"
@@ -125,7 +134,9 @@ func runServe(ctx context.Context, args []string) error {
 		(*h).ServeHTTP(w, r)
 	})
 	srv := &http.Server{
-		Handler:           mux,
+		// Bodies are paced per read rather than by a ReadTimeout, which
+		// would cut off a large push over a slow link.
+		Handler:           slowbody.Handler(mux, limits.body),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -140,12 +151,24 @@ func runServe(ctx context.Context, args []string) error {
 	}()
 	log.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLSCert != "")
 
-	built, err := build(ctx, cfg, log, ln.Addr())
+	built, err := build(ctx, cfg, limits, log, ln.Addr())
 	if err != nil {
 		_ = srv.Close()
 		return err
 	}
 	defer built.close()
+	if limits.metricsListen != "" {
+		metricsSrv, err := startMetricsServer(limits.metricsListen, built.metrics, log)
+		if err != nil {
+			_ = srv.Close()
+			return err
+		}
+		defer func() {
+			stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			metricsSrv.stop(stopCtx)
+		}()
+	}
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	background := built.start(bgCtx, log)
 	defer func() {
@@ -180,8 +203,12 @@ func runServe(ctx context.Context, args []string) error {
 // application is what serve runs: the HTTP handler, work that runs beside
 // it, and what to release at the end (in reverse order).
 type application struct {
-	store      store.Store
-	handler    http.Handler
+	store   store.Store
+	handler http.Handler
+	// metrics serves the Prometheus metrics, unauthenticated: mounted on
+	// the main listener behind superuserMetrics, or alone on
+	// METRICS_LISTEN.
+	metrics    http.Handler
 	background []func(ctx context.Context) error
 	closers    []func()
 }
@@ -207,6 +234,26 @@ func (a *application) close() {
 	}
 }
 
+// restrictDataDir takes group and other access away from the data
+// directory: it holds the database, keys and blobs, and `mkdir` or an
+// installer may have made it 0755 before the first start. A directory
+// berth may not change (owned by another user) is used as it is, with a
+// warning.
+func restrictDataDir(dir string, log *slog.Logger) {
+	info, err := os.Stat(dir)
+	if err == nil && info.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	if err == nil {
+		err = os.Chmod(dir, info.Mode().Perm()&0o700)
+	}
+	if err != nil {
+		log.Warn("data directory left readable by others", "dir", dir, "err", err)
+		return
+	}
+	log.Info("data directory restricted to its owner", "dir", dir, "was", info.Mode().Perm().String())
+}
+
 // revocationSyncInterval is how often serve loads the credential epochs
 // other servers on the same database raised: the longest a registry token
 // or a cached login revoked there still works here.
@@ -215,7 +262,7 @@ const revocationSyncInterval = 2 * time.Second
 // build opens the state and composes the HTTP application. listenAddr is
 // the server's own listener, which local build workers use to reach the
 // registry.
-func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr net.Addr) (_ *application, err error) {
+func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slog.Logger, listenAddr net.Addr) (_ *application, err error) {
 	app := &application{}
 	defer func() {
 		if err != nil {
@@ -280,6 +327,8 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr
 		Policy:      policy,
 		Logger:      log,
 		ExternalURL: external,
+
+		MaxUploadsPerAccount: limits.uploadsPerAccount,
 	})
 	app.background = append(app.background, func(ctx context.Context) error {
 		reg.RunUploadPurge(ctx, registry.DefaultUploadPurgeInterval, registry.DefaultUploadPurgeAge)
@@ -313,7 +362,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr
 		return nil, err
 	}
 	hooks := webhook.NewHandler(webhook.Options{Store: st, Manager: manager, Secrets: secrets, Forges: forges,
-		ExternalURL: baseURL(cfg, listenAddr), Logger: log})
+		ExternalURL: baseURL(cfg, listenAddr), Logger: log, ReplayWindow: limits.webhookReplayWindow})
 	app.background = append(app.background, hooks.Run)
 	mux := http.NewServeMux()
 	mux.Handle("/webhooks/", hooks)
@@ -323,7 +372,10 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, listenAddr
 	mux.Handle("/v2/auth", authServer.TokenHandler())
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
-	mux.Handle("/metrics", promhttp.HandlerFor(manager.Metrics(), promhttp.HandlerOpts{}))
+	app.metrics = promhttp.HandlerFor(manager.Metrics(), promhttp.HandlerOpts{})
+	if limits.metricsListen == "" {
+		mux.Handle("/metrics", superuserMetrics(app.metrics, authServer, policy, log))
+	}
 	app.handler = mux
 	return app, nil
 }
