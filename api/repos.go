@@ -246,7 +246,7 @@ func (a *API) getRepo(c echo.Context) error {
 		"can_write": auth.RoleAtLeast(role, store.RoleWrite), "can_admin": auth.RoleAtLeast(role, store.RoleAdmin),
 	}
 	if queryBool(c, "includeTags") {
-		tags, err := a.tagViews(c, repo)
+		tags, err := a.tagViews(c, repo, "", 0, -1)
 		if err != nil {
 			return err
 		}
@@ -343,42 +343,25 @@ type tagView struct {
 	LastModified   string `json:"last_modified"`
 }
 
-// tagViews lists a repository's current tags, newest first. A manifest's
-// size is the sum of the blobs it references (config and layers); a
-// manifest list has none (null), as in Quay.
-func (a *API) tagViews(c echo.Context, repo *store.Repository) ([]tagView, error) {
-	ctx := c.Request().Context()
-	tags, err := a.o.Store.ListTagDetails(ctx, repo.ID, "", -1)
+// tagViews lists a page of a repository's current tags, newest first:
+// offset skipped, at most n (n < 0: all), only the tag called name when it
+// is not "". A manifest's size is the sum of the blobs it references
+// (config and layers); a manifest list has none (null), as in Quay.
+func (a *API) tagViews(c echo.Context, repo *store.Repository, name string, offset, n int) ([]tagView, error) {
+	tags, err := a.o.Store.ListTagsNewestFirst(c.Request().Context(), repo.ID, name, offset, n)
 	if err != nil {
 		return nil, Internal(err)
 	}
 	out := make([]tagView, 0, len(tags))
 	for _, t := range tags {
 		v := tagView{Name: t.Name, StartTS: t.UpdatedAt.Unix(), ManifestDigest: t.Digest, LastModified: FormatDate(t.UpdatedAt)}
-		m, err := a.o.Store.GetManifest(ctx, repo.ID, t.Digest)
-		if errors.Is(err, store.ErrNotFound) {
-			continue // deleted meanwhile
-		} else if err != nil {
-			return nil, Internal(err)
-		}
-		v.IsManifestList = m.MediaType == mediaTypeOCIIndex || m.MediaType == mediaTypeDockerList
+		v.IsManifestList = t.MediaType == mediaTypeOCIIndex || t.MediaType == mediaTypeDockerList
 		if !v.IsManifestList {
-			var size int64
-			for _, r := range m.Refs {
-				if r.Kind == store.RefBlob {
-					size += r.Size
-				}
-			}
+			size := t.BlobSize
 			v.Size = &size
 		}
 		out = append(out, v)
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if out[i].StartTS != out[j].StartTS {
-			return out[i].StartTS > out[j].StartTS
-		}
-		return out[i].Name < out[j].Name
-	})
 	return out, nil
 }
 
@@ -404,22 +387,16 @@ func (a *API) listTags(c echo.Context) error {
 			return BadRequest("limit must be between 1 and 100")
 		}
 	}
-	tags, err := a.tagViews(c, repo)
+	// One more than the page tells whether another follows.
+	tags, err := a.tagViews(c, repo, c.QueryParam("specificTag"), (page-1)*limit, limit+1)
 	if err != nil {
 		return err
 	}
-	if specific := c.QueryParam("specificTag"); specific != "" {
-		filtered := tags[:0]
-		for _, t := range tags {
-			if t.Name == specific {
-				filtered = append(filtered, t)
-			}
-		}
-		tags = filtered
+	more := len(tags) > limit
+	if more {
+		tags = tags[:limit]
 	}
-	start := min((page-1)*limit, len(tags))
-	end := min(start+limit, len(tags))
-	return c.JSON(http.StatusOK, map[string]any{"tags": tags[start:end], "page": page, "has_additional": end < len(tags)})
+	return c.JSON(http.StatusOK, map[string]any{"tags": tags, "page": page, "has_additional": more})
 }
 
 // refuseInNamespace answers a refused action in namespace ns without

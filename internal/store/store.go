@@ -146,6 +146,15 @@ type Tag struct {
 	UpdatedAt time.Time
 }
 
+// TagSummary is a tag with what a tag listing shows of its manifest.
+type TagSummary struct {
+	Tag
+	MediaType string
+	// BlobSize adds up the blobs the manifest references (config and
+	// layers); an index references none.
+	BlobSize int64
+}
+
 // Store is the metadata database.
 type Store interface {
 	// Builds (builds.go).
@@ -231,6 +240,10 @@ type Store interface {
 	ListTags(ctx context.Context, repoID int64, last string, n int) ([]string, error)
 	// ListTagDetails returns the tags with their digests, lexically ordered.
 	ListTagDetails(ctx context.Context, repoID int64, last string, n int) ([]Tag, error)
+	// ListTagsNewestFirst returns one page of tags: newest first by the
+	// second of their last change, then by name; offset skipped, at most n
+	// (n < 0: all); only the tag called name when name is not "".
+	ListTagsNewestFirst(ctx context.Context, repoID int64, name string, offset, n int) ([]TagSummary, error)
 	DeleteTag(ctx context.Context, repoID int64, tag string) error
 	// DeleteManifest removes the manifest and every tag pointing at it.
 	DeleteManifest(ctx context.Context, repoID int64, digest string) error
