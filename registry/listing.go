@@ -9,6 +9,7 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/store"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -140,12 +141,15 @@ func (h *Handler) serveCatalog(w http.ResponseWriter, r *http.Request) {
 		}
 		for _, repo := range repos {
 			cursor = repo.FullName()
-			granted, _, err := h.policy.RepositoryActions(ctx, who, repo.Namespace, repo.Name)
+			// The policy gets the row at hand rather than looking it up
+			// again: for an anonymous caller it is then decided without a
+			// query, on the repository's visibility alone.
+			role, err := h.policy.RepositoryRole(ctx, who, &repo)
 			if err != nil {
 				writeError(w, r, errInternal(err))
 				return
 			}
-			if auth.Covers(granted, auth.Pull) {
+			if auth.RoleAtLeast(role, store.RoleRead) {
 				names = append(names, repo.FullName())
 				if len(names) == n {
 					break
