@@ -405,16 +405,17 @@ func (b *bench) asWorker(ctx context.Context, dir string, args ...string) error 
 }
 
 // webhookLatency POSTs the custom-git payload n times with distinct
-// X-Berth-Delivery ids and measures each POST from send to answer: berth
+// X-Berth-Delivery ids (and bodies: berth skips a body it received before
+// as a replay) and measures each POST from send to answer: berth
 // answers after the build row is recorded and enqueued, so that is an
 // upper bound of receipt → queued. Each build is cancelled and waited for
 // before the next delivery, so that no worker competes with it.
 func (b *bench) webhookLatency(ctx context.Context, triggerID, hookURL, sha string, n int) ([]time.Duration, error) {
-	payload := fmt.Sprintf(`{"commit": %q, "ref": "refs/heads/main", "default_branch": "main"}`, sha)
 	run := harness.RandomHex(4)
 	var out []time.Duration
 	for j := range n {
 		id := fmt.Sprintf("bench-%s-%d", run, j)
+		payload := fmt.Sprintf(`{"commit": %q, "ref": "refs/heads/main", "default_branch": "main", "bench_delivery": %q}`, sha, id)
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, hookURL, strings.NewReader(payload))
 		if err != nil {
 			return nil, err
