@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"iter"
 	"net/http"
 	"strconv"
 	"strings"
@@ -51,7 +52,7 @@ func (b *Builds) serveLogStream(c echo.Context, built *store.Build) error {
 		from = n + 1
 	}
 	if built.Phase.Terminal() {
-		_, total, err := b.o.Manager.Logs(ctx, built.ID, from)
+		total, err := b.o.Manager.LogLength(ctx, built.ID)
 		if err != nil {
 			return Internal(err)
 		}
@@ -189,34 +190,65 @@ type pageData struct {
 	Tags                           []string
 	Error                          string
 	Digests                        map[string]string
-	Entries                        []buildmanager.LogEntry
-	Next                           int
-	Ended                          bool
-	Stream                         string
+	// Entries yields the log as the page is written, and counts them.
+	Entries iter.Seq[buildmanager.LogEntry]
+	Stream  string
+	ended   bool
+	total   int
+	shown   int
+	readErr error
 }
+
+// Next is where the page's stream starts: after the last entry shown.
+func (d *pageData) Next() int { return d.shown }
+
+// Ended says the page holds the whole log of an ended build.
+func (d *pageData) Ended() bool { return d.ended && d.shown == d.total }
 
 func (b *Builds) page(c echo.Context) error {
 	built, err := b.pageBuild(c)
 	if err != nil {
 		return err
 	}
-	entries, total, err := b.o.Manager.Logs(c.Request().Context(), built.ID, 0)
-	if err != nil {
-		return Internal(err)
-	}
+	ctx := c.Request().Context()
 	v := b.view(built, store.RoleRead)
-	d := pageData{
+	d := &pageData{
 		Repo: built.Namespace + "/" + built.Repository, ID: built.ID, Name: built.DisplayName,
 		Phase: v.Phase, Started: v.Started, Tags: built.Tags, Error: built.ErrorMessage,
-		Digests: built.ManifestDigests, Entries: entries, Next: total, Ended: built.Phase.Terminal(),
+		Digests: built.ManifestDigests, ended: built.Phase.Terminal(),
 		Stream: PagePath + built.Namespace + "/" + built.Repository + "/build/" + built.ID + "/logs/stream",
 	}
-	h := c.Response().Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'")
-	c.Response().WriteHeader(http.StatusOK)
-	return pageTemplate.Execute(c.Response(), d)
+	w := c.Response()
+	err = b.o.Manager.ReadLog(ctx, built.ID, 0, -1, func(total int, entries iter.Seq2[buildmanager.LogEntry, error]) error {
+		d.total = total
+		// A log that cannot be read to the end leaves the rest to the
+		// page's stream, which starts after the last entry shown.
+		d.Entries = func(yield func(buildmanager.LogEntry) bool) {
+			for e, err := range entries {
+				if err != nil {
+					d.readErr = err
+					return
+				}
+				if !yield(e) {
+					return
+				}
+				d.shown++
+			}
+		}
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Cache-Control", "no-store")
+		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'")
+		w.WriteHeader(http.StatusOK)
+		return errors.Join(pageTemplate.Execute(w, d), d.readErr)
+	})
+	if err != nil && !w.Committed {
+		return Internal(err)
+	}
+	if err != nil && ctx.Err() == nil {
+		b.a.log.ErrorContext(ctx, "build page failed", "build", built.ID, "err", err)
+	}
+	return nil
 }
 
 var pageTemplate = template.Must(template.New("build").Parse(`<!DOCTYPE html>

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"iter"
 	"net/http"
 	"net/url"
 	"path"
@@ -352,15 +354,47 @@ func (b *Builds) buildLogs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	entries, total, err := b.o.Manager.Logs(c.Request().Context(), built.ID, start)
-	if err != nil {
+	ctx := c.Request().Context()
+	w := c.Response()
+	err = b.o.Manager.ReadLog(ctx, built.ID, start, logPage, func(total int, entries iter.Seq2[buildmanager.LogEntry, error]) error {
+		w.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprintf(w, `{"start":%d,"total":%d,"logs":[`, start, total)
+		sep := ""
+		for e, err := range entries {
+			if err != nil {
+				return err
+			}
+			line, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			io.WriteString(w, sep)
+			if _, err := w.Write(line); err != nil {
+				return err
+			}
+			sep = ","
+		}
+		_, err := io.WriteString(w, "]}\n")
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case !w.Committed:
 		return Internal(err)
+	case ctx.Err() == nil:
+		// The answer stops short of its closing brackets, so the client
+		// cannot take it for the whole page.
+		b.a.log.ErrorContext(ctx, "sending a build log failed", "build", built.ID, "err", err)
 	}
-	if entries == nil {
-		entries = []buildmanager.LogEntry{}
-	}
-	return c.JSON(http.StatusOK, map[string]any{"start": start, "total": total, "logs": entries})
+	return nil
 }
+
+// logPage bounds the entries of one GET …/logs answer, which is streamed
+// as it is read; a client asks for the rest with ?start=. Big enough that
+// paging through a log at the default limits takes few requests.
+const logPage = 5000
 
 func startParam(s string) (int, error) {
 	if s == "" {

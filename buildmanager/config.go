@@ -18,6 +18,9 @@ import (
 //	  - {EXECUTOR: local, SETUP_TIME: 60, MINIMUM_RETRY_THRESHOLD: 0}
 //	  BUILD_TIME_LIMIT: 3600              # berth: seconds a build may run
 //	  MAXIMUM_QUEUED_BUILDS_COUNT: 0      # berth: unfinished builds per namespace (0: no limit)
+//	  BUILD_LOG_MAX_BYTES: 10485760       # berth: output bytes kept per build log
+//	  BUILD_LOG_MAX_LINES: 100000         # berth: lines kept per build log
+//	  BUILD_LOG_MAX_LINE_BYTES: 65536     # berth: longer lines are cut
 type Config struct {
 	AllowedWorkerCount int
 	OrchestratorPrefix string
@@ -26,6 +29,7 @@ type Config struct {
 	Executors             []ExecutorConfig
 	TimeLimit             time.Duration
 	MaxQueuedPerNamespace int
+	LogLimits             LogLimits
 }
 
 // ExecutorConfig is one EXECUTORS entry. Params holds every key of the
@@ -43,7 +47,7 @@ type ExecutorConfig struct {
 // ParseConfig reads the BUILD_MANAGER value (nil: defaults, one local
 // executor and the embedded Redis).
 func ParseConfig(raw any) (*Config, error) {
-	c := &Config{AllowedWorkerCount: 1, TimeLimit: DefaultTimeLimit}
+	c := &Config{AllowedWorkerCount: 1, TimeLimit: DefaultTimeLimit, LogLimits: LogLimits{}.withDefaults()}
 	if raw == nil {
 		c.Executors = []ExecutorConfig{{Kind: "local", Name: "local", Params: map[string]any{}}}
 		return c, nil
@@ -78,6 +82,20 @@ func ParseConfig(raw any) (*Config, error) {
 	c.TimeLimit = time.Duration(secs) * time.Second
 	if c.MaxQueuedPerNamespace, err = intKey(m, "MAXIMUM_QUEUED_BUILDS_COUNT", 0); err != nil {
 		return nil, err
+	}
+	maxBytes, err := intKey(m, "BUILD_LOG_MAX_BYTES", DefaultLogMaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	c.LogLimits.MaxBytes = int64(maxBytes)
+	if c.LogLimits.MaxLines, err = intKey(m, "BUILD_LOG_MAX_LINES", DefaultLogMaxLines); err != nil {
+		return nil, err
+	}
+	if c.LogLimits.MaxLineBytes, err = intKey(m, "BUILD_LOG_MAX_LINE_BYTES", DefaultLogMaxLineBytes); err != nil {
+		return nil, err
+	}
+	if c.LogLimits.MaxBytes < 1 || c.LogLimits.MaxLines < 1 || c.LogLimits.MaxLineBytes < 1 {
+		return nil, fmt.Errorf("BUILD_MANAGER: BUILD_LOG_MAX_BYTES, BUILD_LOG_MAX_LINES and BUILD_LOG_MAX_LINE_BYTES must be at least 1")
 	}
 	if o, ok := m["ORCHESTRATOR"]; ok && o != nil {
 		om, ok := o.(map[string]any)

@@ -19,6 +19,9 @@ BUILD_MANAGER:
     REDIS_PASSWORD: pw
     REDIS_SSL: true
   BUILD_TIME_LIMIT: 600
+  BUILD_LOG_MAX_BYTES: 1048576
+  BUILD_LOG_MAX_LINES: 5000
+  BUILD_LOG_MAX_LINE_BYTES: 4096
   EXECUTORS:
   - EXECUTOR: kubernetes
     SETUP_TIME: 180
@@ -36,6 +39,9 @@ BUILD_MANAGER:
 	if c.AllowedWorkerCount != 2 || c.OrchestratorPrefix != "buildman/prod/" || c.TimeLimit != 10*time.Minute {
 		t.Errorf("config %+v", c)
 	}
+	if want := (LogLimits{MaxBytes: 1 << 20, MaxLines: 5000, MaxLineBytes: 4096}); c.LogLimits != want {
+		t.Errorf("log limits %+v, want %+v", c.LogLimits, want)
+	}
 	if c.Redis == nil || c.Redis.Host != "redis.example:6380" || c.Redis.Password != "pw" || !c.Redis.SSL {
 		t.Errorf("redis %+v", c.Redis)
 	}
@@ -48,7 +54,11 @@ BUILD_MANAGER:
 	if err != nil || d.Redis != nil || d.AllowedWorkerCount != 1 || len(d.Executors) != 1 || d.Executors[0].Kind != "local" {
 		t.Errorf("defaults %+v, %v", d, err)
 	}
+	if want := (LogLimits{MaxBytes: DefaultLogMaxBytes, MaxLines: DefaultLogMaxLines, MaxLineBytes: DefaultLogMaxLineBytes}); d.LogLimits != want {
+		t.Errorf("default log limits %+v", d.LogLimits)
+	}
 	for _, bad := range []any{"ephemeral", []any{"external", map[string]any{}}, []any{"ephemeral", map[string]any{"ALLOWED_WORKER_COUNT": "x"}},
+		[]any{"ephemeral", map[string]any{"BUILD_LOG_MAX_LINES": 0}},
 		[]any{"ephemeral", map[string]any{"EXECUTORS": []any{map[string]any{"EXECUTOR": "local"}, map[string]any{"EXECUTOR": "local"}}}}} {
 		if _, err := ParseConfig(bad); err == nil {
 			t.Errorf("ParseConfig(%v) accepted", bad)

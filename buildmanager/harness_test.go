@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/url"
 	"os"
@@ -41,9 +42,13 @@ type env struct {
 	rc      redis.UniversalClient
 	prefix  string
 	blobDir string
+	// logDir keeps live logs in files, as serve does with the embedded
+	// Redis ("": in Redis).
+	logDir string
 }
 
-// envs returns SQLite + embedded Redis, and PostgreSQL + real Redis
+// envs returns SQLite + embedded Redis + live logs in files, and
+// PostgreSQL + real Redis holding the live logs
 // (BERTH_TEST_POSTGRES_DSN=skip / BERTH_TEST_REDIS=skip leave them out).
 func eachEnv(t *testing.T, fn func(t *testing.T, e *env)) {
 	t.Run("sqlite-miniredis", func(t *testing.T) {
@@ -59,7 +64,7 @@ func eachEnv(t *testing.T, fn func(t *testing.T, e *env)) {
 		t.Cleanup(mr.Close)
 		rc := mr.Client()
 		t.Cleanup(func() { rc.Close() })
-		fn(t, &env{name: "sqlite", st: st, rc: rc, prefix: "t-", blobDir: t.TempDir()})
+		fn(t, &env{name: "sqlite", st: st, rc: rc, prefix: "t-", blobDir: t.TempDir(), logDir: t.TempDir()})
 	})
 	if os.Getenv("BERTH_TEST_POSTGRES_DSN") == "skip" || os.Getenv("BERTH_TEST_REDIS") == "skip" {
 		return
@@ -318,7 +323,7 @@ func testOptions(e *env, key ed25519.PrivateKey, ex ...Executor) Options {
 		panic(err)
 	}
 	return Options{
-		Store: e.st, Blobs: blobs, Redis: e.rc, Prefix: e.prefix, SigningKey: key,
+		Store: e.st, Blobs: blobs, Redis: e.rc, Prefix: e.prefix, LogDir: e.logDir, SigningKey: key,
 		Executors: ex, AllowedWorkerCount: 1, RetryDelay: 50 * time.Millisecond,
 		PollInterval: 50 * time.Millisecond, LeaseTimeout: 600 * time.Millisecond,
 		SetupTime: 5 * time.Second, TimeLimit: 30 * time.Second,
@@ -433,14 +438,32 @@ func (h *harness) waitPhase(t *testing.T, id string, want store.BuildPhase, with
 
 func (h *harness) logsOf(t *testing.T, id string) []LogEntry {
 	t.Helper()
-	es, total, err := h.Logs(context.Background(), id, 0)
+	es, total := h.logsFrom(t, id, 0, -1)
+	if total != len(es) {
+		t.Fatalf("ReadLog total %d, %d entries", total, len(es))
+	}
+	return es
+}
+
+// logsFrom reads at most limit entries from start, and the log's length.
+func (h *harness) logsFrom(t *testing.T, id string, start, limit int) ([]LogEntry, int) {
+	t.Helper()
+	var es []LogEntry
+	var total int
+	err := h.ReadLog(context.Background(), id, start, limit, func(n int, entries iter.Seq2[LogEntry, error]) error {
+		total = n
+		for e, err := range entries {
+			if err != nil {
+				return err
+			}
+			es = append(es, e)
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if total != len(es) {
-		t.Fatalf("Logs total %d, %d entries", total, len(es))
-	}
-	return es
+	return es, total
 }
 
 func phasesOf(es []LogEntry) []string {

@@ -1,6 +1,7 @@
 package buildmanager
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -10,13 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
+	"iter"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/registry/storage"
 )
 
@@ -47,171 +50,569 @@ func newEntry(typ, message string, at time.Time) LogEntry {
 // logTTL bounds how long a live log outlives a server that never archived it.
 const logTTL = 7 * 24 * time.Hour
 
-// appendScript appends entries to a build's live log and wakes watchers
-// with the new length, atomically, so that published lengths only grow.
-// In "seq" mode ARGV holds (sequence, entry) pairs and entries at or below
-// the stored sequence are skipped: a worker resending a batch after a lost
-// acknowledgement does not duplicate lines.
-var appendScript = redis.NewScript(`
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local pushed = 0
-if ARGV[2] == 'seq' then
-  for i = 3, #ARGV, 2 do
-    local s = tonumber(ARGV[i])
-    if s > last then
-      redis.call('RPUSH', KEYS[1], ARGV[i + 1])
-      last = s
-      pushed = pushed + 1
-    end
-  end
-  redis.call('SET', KEYS[2], last, 'EX', ARGV[1])
-else
-  for i = 3, #ARGV do
-    redis.call('RPUSH', KEYS[1], ARGV[i])
-    pushed = pushed + 1
-  end
-end
-local n = redis.call('LLEN', KEYS[1])
-if pushed > 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-  redis.call('PUBLISH', KEYS[3], n)
-end
-return {last, n}
-`)
+// Defaults of LogLimits. A CI log is typically tens to hundreds of KiB;
+// 10 MiB is a hundred times that, and 100,000 lines lets a chatty build of
+// short lines (~100 bytes, a compiler's) use the whole byte budget. 64 KiB
+// keeps a minified-JSON or progress-bar line whole while no single line can
+// take much of the budget. Past them the log is noise nobody reads, and
+// each entry costs storage and every later reader.
+const (
+	DefaultLogMaxBytes     = 10 << 20
+	DefaultLogMaxLines     = 100_000
+	DefaultLogMaxLineBytes = 64 << 10
+)
 
-// endMessage is published on a build's log channel once it is terminal.
-const endMessage = "end"
-
-// liveLogs keeps running builds' logs in Redis: a list per build, a
-// sequence key for deduplication and a pub/sub channel to wake watchers on
-// any server instance.
-type liveLogs struct {
-	rc     redis.UniversalClient
-	prefix string
+// LogLimits bound one build's log on the manager (zero fields: defaults).
+// When the worker's output would pass MaxLines entries or MaxBytes message
+// bytes, one marker entry says so and the rest of its output is dropped;
+// the build goes on, and the manager's own entries (phases, failed
+// attempts, the final error) are always kept. A message longer than
+// MaxLineBytes is cut, with a note of how much was cut.
+type LogLimits struct {
+	MaxBytes     int64
+	MaxLines     int
+	MaxLineBytes int
 }
 
-// The hash tag keeps a build's keys in one Redis Cluster slot (the script
-// touches them together).
-func (l *liveLogs) listKey(id string) string { return l.prefix + "buildlogs:{" + id + "}" }
-func (l *liveLogs) seqKey(id string) string  { return l.prefix + "buildlogs:{" + id + "}:seq" }
-func (l *liveLogs) channel(id string) string { return l.prefix + "buildlogs:{" + id + "}:live" }
+func (l LogLimits) withDefaults() LogLimits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultLogMaxBytes
+	}
+	if l.MaxLines <= 0 {
+		l.MaxLines = DefaultLogMaxLines
+	}
+	if l.MaxLineBytes <= 0 {
+		l.MaxLineBytes = DefaultLogMaxLineBytes
+	}
+	return l
+}
 
-// append stores entries made by the manager.
-func (l *liveLogs) append(ctx context.Context, id string, entries ...LogEntry) error {
-	args := []any{int(logTTL / time.Second), "plain"}
-	for _, e := range entries {
-		b, err := json.Marshal(e)
+// cut shortens e's message to MaxLineBytes (on a character boundary) and
+// says how much went.
+func (l LogLimits) cut(e *LogEntry) {
+	if len(e.Message) <= l.MaxLineBytes {
+		return
+	}
+	i := l.MaxLineBytes
+	for i > 0 && !utf8.RuneStart(e.Message[i]) {
+		i--
+	}
+	e.Message = e.Message[:i] + " [line cut: " + strconv.Itoa(len(e.Message)-i) +
+		" more bytes over the limit of " + strconv.Itoa(l.MaxLineBytes) + " bytes per line (BUILD_LOG_MAX_LINE_BYTES)]"
+}
+
+// overLimit returns the marker entry to store instead of a worker entry of
+// size message bytes that would take a log of n entries and total bytes
+// past a limit, or nil when the entry fits.
+func (l LogLimits) overLimit(n int, total, size int64) *LogEntry {
+	var e LogEntry
+	switch {
+	case n+1 > l.MaxLines:
+		e = l.lineMarker()
+	case total+size > l.MaxBytes:
+		e = l.byteMarker()
+	default:
+		return nil
+	}
+	return &e
+}
+
+func (l LogLimits) lineMarker() LogEntry {
+	return newEntry(LogError, "The build log reached its limit of "+strconv.Itoa(l.MaxLines)+
+		" lines (BUILD_LOG_MAX_LINES): the rest of this build's output is dropped.", time.Now())
+}
+
+func (l LogLimits) byteMarker() LogEntry {
+	return newEntry(LogError, "The build log reached its limit of "+strconv.FormatInt(l.MaxBytes, 10)+
+		" bytes (BUILD_LOG_MAX_BYTES): the rest of this build's output is dropped.", time.Now())
+}
+
+// liveLogStore keeps the logs of builds until they are archived: what
+// workers and the manager append, read back by position, and wake-ups for
+// watchers on any server sharing the store. It applies LogLimits.
+//
+// Two implementations pass one suite (logstore_test.go): redisLogs, for
+// servers sharing a Redis, and fileLogs, for the embedded configuration,
+// whose Redis lives in the server's heap.
+type liveLogStore interface {
+	// append stores entries made by the manager; they are kept past the
+	// limits.
+	append(ctx context.Context, id string, entries ...LogEntry) error
+	// appendSeq stores worker entries with their sequence numbers,
+	// skipping those at or below the highest one stored (a batch resent
+	// after a lost acknowledgement), and returns that highest number.
+	appendSeq(ctx context.Context, id string, seqs []int64, entries []LogEntry) (int64, error)
+	// storedSeq is the highest worker sequence number stored.
+	storedSeq(ctx context.Context, id string) (int64, error)
+	// resetSeq forgets the worker sequence so that the next attempt's
+	// worker, which counts from 1 again, is not deduplicated away.
+	resetSeq(ctx context.Context, id string) error
+	// length is the number of entries stored.
+	length(ctx context.Context, id string) (int, error)
+	// read calls fn with the entries from start in order, at most limit of
+	// them (limit < 0: up to the end), holding few in memory at a time. It
+	// stops at fn's first error and returns it.
+	read(ctx context.Context, id string, start, limit int, fn func(LogEntry) error) error
+	// watch registers a watcher woken when the log grows or ends; the
+	// returned function removes it.
+	watch(ctx context.Context, id string) (*watcher, func(), error)
+	// publishEnd wakes the build's watchers for the last time.
+	publishEnd(ctx context.Context, id string) error
+	// drop deletes the log (once archived).
+	drop(ctx context.Context, id string) error
+	close() error
+}
+
+type watcher struct {
+	wake chan struct{} // capacity 1: wake-ups coalesce
+	mu   sync.Mutex
+	end  bool
+}
+
+func newWatcher() *watcher { return &watcher{wake: make(chan struct{}, 1)} }
+
+func (w *watcher) notify(end bool) {
+	if end {
+		w.mu.Lock()
+		w.end = true
+		w.mu.Unlock()
+	}
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *watcher) ended() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.end
+}
+
+// The archive of a build's log is gzip-compressed JSON lines: a header
+// giving the number of entries, then one entry per line, so that a page
+// from the middle is found by counting lines, and the length is known
+// without reading the entries. Archives of earlier versions hold one JSON
+// array; they are still read.
+type archiveHeader struct {
+	Version int `json:"berth_build_log"`
+	Total   int `json:"total"`
+}
+
+const archiveVersion = 1
+
+// archive moves the live log into blob storage, streaming it through.
+func (m *Manager) archive(ctx context.Context, b *store.Build) error {
+	ref, err := m.writeArchive(ctx, b.ID)
+	if err != nil {
+		return err
+	}
+	if err := m.st.SetBuildLogsArchive(ctx, b.ID, ref); err != nil {
+		return err
+	}
+	b.LogsArchive = ref
+	return m.logs.drop(ctx, b.ID)
+}
+
+// writeArchive writes the live log into blob storage and returns the
+// digest naming it.
+func (m *Manager) writeArchive(ctx context.Context, id string) (string, error) {
+	total, err := m.logs.length(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	pr, pw := io.Pipe()
+	encoded := make(chan struct{})
+	go func() {
+		defer close(encoded)
+		pw.CloseWithError(m.encodeArchive(ctx, id, total, pw))
+	}()
+	ref, _, err := putBlob(ctx, m.o.Blobs, "buildlog-"+id, pr, -1)
+	// A failed upload leaves the encoder blocked on the pipe: free it.
+	pr.CloseWithError(errors.New("archive upload ended"))
+	<-encoded
+	if err != nil {
+		return "", fmt.Errorf("archive build log: %w", err)
+	}
+	return ref, nil
+}
+
+func (m *Manager) encodeArchive(ctx context.Context, id string, total int, w io.Writer) error {
+	zw := gzip.NewWriter(w)
+	bw := bufio.NewWriterSize(zw, 64<<10)
+	header, err := json.Marshal(archiveHeader{Version: archiveVersion, Total: total})
+	if err != nil {
+		return err
+	}
+	bw.Write(header)
+	bw.WriteByte('\n')
+	n := 0
+	err = m.logs.read(ctx, id, 0, total, func(e LogEntry) error {
+		line, err := json.Marshal(e)
 		if err != nil {
 			return err
 		}
-		args = append(args, b)
+		bw.Write(line)
+		n++
+		return bw.WriteByte('\n')
+	})
+	if err == nil && n != total {
+		err = fmt.Errorf("the live log of build %s holds %d entries, not %d", id, n, total)
 	}
-	err := appendScript.Run(ctx, l.rc, []string{l.listKey(id), l.seqKey(id), l.channel(id)}, args...).Err()
 	if err != nil {
-		return fmt.Errorf("append build log: %w", err)
+		return err
 	}
-	return nil
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return zw.Close()
 }
 
-// appendSeq stores worker entries with their sequence numbers and returns
-// the highest sequence number stored so far.
-func (l *liveLogs) appendSeq(ctx context.Context, id string, seqs []int64, entries []LogEntry) (int64, error) {
-	args := []any{int(logTTL / time.Second), "seq"}
-	for i, e := range entries {
-		b, err := json.Marshal(e)
-		if err != nil {
-			return 0, err
-		}
-		args = append(args, seqs[i], b)
-	}
-	res, err := appendScript.Run(ctx, l.rc, []string{l.listKey(id), l.seqKey(id), l.channel(id)}, args...).Int64Slice()
+// archiveReader reads an archived log forward.
+type archiveReader struct {
+	rc    io.ReadCloser
+	zr    *gzip.Reader
+	br    *bufio.Reader
+	total int
+	// legacy decodes an archive of the JSON-array format.
+	legacy *json.Decoder
+}
+
+// openArchive opens an archived log and reads its length.
+func openArchive(ctx context.Context, d storage.Driver, ref string) (*archiveReader, error) {
+	a, err := openArchiveStream(ctx, d, ref)
 	if err != nil {
-		return 0, fmt.Errorf("append build log: %w", err)
+		return nil, err
 	}
-	return res[0], nil
+	first, err := a.br.Peek(1)
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("read log archive %s: %w", ref, err)
+	}
+	if first[0] == '[' {
+		return openLegacyArchive(ctx, d, ref, a)
+	}
+	line, err := a.line()
+	var h archiveHeader
+	if err == nil {
+		err = json.Unmarshal(line, &h)
+	}
+	if err == nil && (h.Version != archiveVersion || h.Total < 0) {
+		err = fmt.Errorf("unknown format version %d", h.Version)
+	}
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("read log archive %s: %w", ref, err)
+	}
+	a.total = h.Total
+	return a, nil
 }
 
-// storedSeq is the highest worker sequence number stored.
-func (l *liveLogs) storedSeq(ctx context.Context, id string) (int64, error) {
-	n, err := l.rc.Get(ctx, l.seqKey(id)).Int64()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
-	}
-	return n, err
-}
-
-// resetSeq forgets the worker sequence so that the next attempt's worker,
-// which counts from 1 again, is not deduplicated away.
-func (l *liveLogs) resetSeq(ctx context.Context, id string) error {
-	return l.rc.Del(ctx, l.seqKey(id)).Err()
-}
-
-// read returns the entries from start and the log's length.
-func (l *liveLogs) read(ctx context.Context, id string, start int) ([]LogEntry, int, error) {
-	pipe := l.rc.Pipeline()
-	rng := pipe.LRange(ctx, l.listKey(id), int64(start), -1)
-	n := pipe.LLen(ctx, l.listKey(id))
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, 0, fmt.Errorf("read build log: %w", err)
-	}
-	raw := rng.Val()
-	out := make([]LogEntry, 0, len(raw))
-	for i, s := range raw {
-		var e LogEntry
-		if err := json.Unmarshal([]byte(s), &e); err != nil {
-			return nil, 0, fmt.Errorf("read build log entry %d: %w", start+i, err)
-		}
-		e.Index = start + i
-		out = append(out, e)
-	}
-	return out, int(n.Val()), nil
-}
-
-func (l *liveLogs) drop(ctx context.Context, id string) error {
-	return l.rc.Del(ctx, l.listKey(id), l.seqKey(id)).Err()
-}
-
-func (l *liveLogs) publishEnd(ctx context.Context, id string) error {
-	return l.rc.Publish(ctx, l.channel(id), endMessage).Err()
-}
-
-// archiveLog writes entries as gzip-compressed JSON into blob storage and
-// returns the digest naming it.
-func archiveLog(ctx context.Context, d storage.Driver, id string, entries []LogEntry) (string, error) {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if entries == nil {
-		entries = []LogEntry{}
-	}
-	if err := json.NewEncoder(zw).Encode(entries); err != nil {
-		return "", err
-	}
-	if err := zw.Close(); err != nil {
-		return "", err
-	}
-	dgst, _, err := putBlob(ctx, d, "buildlog-"+id, &buf, -1)
-	return dgst, err
-}
-
-// readArchive loads an archived log.
-func readArchive(ctx context.Context, d storage.Driver, ref string) ([]LogEntry, error) {
+func openArchiveStream(ctx context.Context, d storage.Driver, ref string) (*archiveReader, error) {
 	rc, _, err := d.Open(ctx, digest.Digest(ref))
 	if err != nil {
 		return nil, fmt.Errorf("open log archive %s: %w", ref, err)
 	}
-	defer rc.Close()
 	zr, err := gzip.NewReader(rc)
 	if err != nil {
+		rc.Close()
 		return nil, fmt.Errorf("read log archive %s: %w", ref, err)
 	}
-	var entries []LogEntry
-	if err := json.NewDecoder(zr).Decode(&entries); err != nil {
-		return nil, fmt.Errorf("read log archive %s: %w", ref, err)
+	return &archiveReader{rc: rc, zr: zr, br: bufio.NewReaderSize(zr, 64<<10)}, nil
+}
+
+// openLegacyArchive counts the entries of a JSON-array archive in a first
+// pass, then returns a at its first entry.
+func openLegacyArchive(ctx context.Context, d storage.Driver, ref string, a *archiveReader) (*archiveReader, error) {
+	counter, err := openArchiveStream(ctx, d, ref)
+	if err != nil {
+		a.Close()
+		return nil, err
 	}
-	for i := range entries {
-		entries[i].Index = i
+	defer counter.Close()
+	for _, r := range []*archiveReader{counter, a} {
+		r.legacy = json.NewDecoder(r.br)
+		if _, err := r.legacy.Token(); err != nil {
+			a.Close()
+			return nil, fmt.Errorf("read log archive %s: %w", ref, err)
+		}
 	}
-	return entries, nil
+	for counter.legacy.More() {
+		if err := counter.legacy.Decode(&struct{}{}); err != nil {
+			a.Close()
+			return nil, fmt.Errorf("read log archive %s: %w", ref, err)
+		}
+		a.total++
+	}
+	return a, nil
+}
+
+// line returns the next line, without its newline. It is valid until the
+// next call.
+func (a *archiveReader) line() ([]byte, error) {
+	b, err := a.br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		long := bytes.Clone(b)
+		for errors.Is(err, bufio.ErrBufferFull) {
+			b, err = a.br.ReadSlice('\n')
+			long = append(long, b...)
+		}
+		b = long
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return b[:len(b)-1], nil
+}
+
+// skip passes over n entries.
+func (a *archiveReader) skip(n int) error {
+	for range n {
+		if a.legacy != nil {
+			if err := a.legacy.Decode(&struct{}{}); err != nil {
+				return err
+			}
+			continue
+		}
+		for {
+			_, err := a.br.ReadSlice('\n')
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, bufio.ErrBufferFull) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// next decodes the next entry.
+func (a *archiveReader) next() (LogEntry, error) {
+	var e LogEntry
+	if a.legacy != nil {
+		return e, a.legacy.Decode(&e)
+	}
+	line, err := a.line()
+	if err != nil {
+		return e, err
+	}
+	return e, json.Unmarshal(line, &e)
+}
+
+func (a *archiveReader) Close() error {
+	return errors.Join(a.zr.Close(), a.rc.Close())
+}
+
+// errStopRead ends a store read early when the consumer stops.
+var errStopRead = errors.New("read stopped")
+
+// logSource is where a build's log is read from: its archive once it ended
+// and was archived, the live store until then.
+type logSource struct {
+	total   int
+	archive *archiveReader
+}
+
+func (s *logSource) close() {
+	if s.archive != nil {
+		s.archive.Close()
+	}
+}
+
+func (m *Manager) openLog(ctx context.Context, id string) (*logSource, error) {
+	for try := 0; ; try++ {
+		b, err := m.st.GetBuild(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if b.LogsArchive != "" {
+			a, err := openArchive(ctx, m.o.Blobs, b.LogsArchive)
+			if err != nil {
+				return nil, err
+			}
+			return &logSource{total: a.total, archive: a}, nil
+		}
+		n, err := m.logs.length(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		// An empty live log of an ended build may have just been archived.
+		if n > 0 || !b.Phase.Terminal() || try == 2 {
+			return &logSource{total: n}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// LogLength is the number of entries in the build's log.
+func (m *Manager) LogLength(ctx context.Context, id string) (int, error) {
+	src, err := m.openLog(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	src.close()
+	return src.total, nil
+}
+
+// ReadLog calls page once, with the length of the build's log and its
+// entries from start, at most limit of them (limit < 0: to the end of the
+// log as long as page was told). They come from the live log while the
+// build runs and from the archive once it ended, a few at a time: nothing
+// holds the whole log in memory. entries may be ranged over once, during
+// page; it yields an error and stops if the log cannot be read.
+func (m *Manager) ReadLog(ctx context.Context, id string, start, limit int, page func(total int, entries iter.Seq2[LogEntry, error]) error) error {
+	start = max(start, 0)
+	src, err := m.openLog(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	count := max(src.total-start, 0)
+	if limit >= 0 {
+		count = min(count, limit)
+	}
+	return page(src.total, func(yield func(LogEntry, error) bool) {
+		if count == 0 {
+			return
+		}
+		if src.archive != nil {
+			yieldArchive(src.archive, start, count, yield)
+			return
+		}
+		read, stopped := 0, false
+		err := m.logs.read(ctx, id, start, count, func(e LogEntry) error {
+			if !yield(e, nil) {
+				stopped = true
+				return errStopRead
+			}
+			read++
+			return nil
+		})
+		switch {
+		case stopped:
+			return
+		case err != nil:
+			yield(LogEntry{}, err)
+			return
+		case read == count:
+			return
+		}
+		// The build ended and its log was archived while being read: go on
+		// from the archive.
+		b, err := m.st.GetBuild(ctx, id)
+		if err == nil && b.LogsArchive == "" {
+			err = fmt.Errorf("the live log of build %s ended after %d of %d entries", id, start+read, src.total)
+		}
+		if err != nil {
+			yield(LogEntry{}, err)
+			return
+		}
+		a, err := openArchive(ctx, m.o.Blobs, b.LogsArchive)
+		if err != nil {
+			yield(LogEntry{}, err)
+			return
+		}
+		defer a.Close()
+		yieldArchive(a, start+read, count-read, yield)
+	})
+}
+
+func yieldArchive(a *archiveReader, start, count int, yield func(LogEntry, error) bool) {
+	if err := a.skip(start); err != nil {
+		yield(LogEntry{}, fmt.Errorf("read log archive: %w", err))
+		return
+	}
+	for i := range count {
+		e, err := a.next()
+		if err != nil {
+			yield(LogEntry{}, fmt.Errorf("read log archive: %w", err))
+			return
+		}
+		e.Index = start + i
+		if !yield(e, nil) {
+			return
+		}
+	}
+}
+
+// Subscribe streams the build's log from index from: the entries already
+// stored, then each new one as it arrives, on any server instance. The
+// channel closes once the build ended and every entry was sent, or when
+// cancel is called or ctx ends.
+func (m *Manager) Subscribe(ctx context.Context, id string, from int) (<-chan LogEntry, func(), error) {
+	if _, err := m.st.GetBuild(ctx, id); err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	w, remove, err := m.logs.watch(ctx, id)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	out := make(chan LogEntry, 64)
+	go func() {
+		defer close(out)
+		defer remove()
+		next := max(from, 0)
+		send := func(e LogEntry) error {
+			select {
+			case out <- e:
+				next = e.Index + 1
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		checkEnd := true
+		for {
+			if err := m.logs.read(ctx, id, next, -1, send); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				m.log.Warn("reading build log for a watcher failed", "build", id, "err", err)
+			}
+			if checkEnd || w.ended() {
+				b, err := m.st.GetBuild(ctx, id)
+				if err == nil && b.Phase.Terminal() {
+					err := m.ReadLog(ctx, id, next, -1, func(_ int, entries iter.Seq2[LogEntry, error]) error {
+						for e, err := range entries {
+							if err != nil {
+								return err
+							}
+							if err := send(e); err != nil {
+								return err
+							}
+						}
+						return nil
+					})
+					if err != nil && ctx.Err() == nil {
+						m.log.Warn("reading the end of a build log for a watcher failed", "build", id, "err", err)
+					}
+					return
+				}
+			}
+			checkEnd = false
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.wake:
+			case <-tick.C:
+				// A missed end announcement (Redis reconnect) is caught here.
+				checkEnd = true
+			}
+		}
+	}()
+	return out, cancel, nil
 }
 
 // errTooLarge reports a blob over the limit given to putBlob.
@@ -246,92 +647,4 @@ func putBlob(ctx context.Context, d storage.Driver, uploadID string, r io.Reader
 		return "", 0, fmt.Errorf("commit blob: %w", err)
 	}
 	return dgst, n, nil
-}
-
-// logHub shares one Redis subscription among every local watcher of every
-// build, waking each watcher when its build's log grows or ends.
-type logHub struct {
-	logs *liveLogs
-	log  *slog.Logger
-
-	mu       sync.Mutex
-	ps       *redis.PubSub
-	watchers map[string]map[*watcher]struct{} // by channel
-}
-
-type watcher struct {
-	wake chan struct{} // capacity 1: wake-ups coalesce
-	mu   sync.Mutex
-	end  bool
-}
-
-func (w *watcher) notify(end bool) {
-	if end {
-		w.mu.Lock()
-		w.end = true
-		w.mu.Unlock()
-	}
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (w *watcher) ended() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.end
-}
-
-// add registers a watcher of build id; the returned function removes it.
-func (h *logHub) add(ctx context.Context, id string) (*watcher, func(), error) {
-	ch := h.logs.channel(id)
-	w := &watcher{wake: make(chan struct{}, 1)}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.ps == nil {
-		h.ps = h.logs.rc.Subscribe(context.WithoutCancel(ctx))
-		go h.dispatch(h.ps)
-	}
-	if h.watchers[ch] == nil {
-		// Subscribe waits for Redis to confirm, so no publication after
-		// add returns is missed.
-		if err := h.ps.Subscribe(ctx, ch); err != nil {
-			return nil, nil, fmt.Errorf("subscribe to build log: %w", err)
-		}
-		h.watchers[ch] = map[*watcher]struct{}{}
-	}
-	h.watchers[ch][w] = struct{}{}
-	return w, func() {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		delete(h.watchers[ch], w)
-		if len(h.watchers[ch]) == 0 {
-			delete(h.watchers, ch)
-			if err := h.ps.Unsubscribe(context.Background(), ch); err != nil {
-				h.log.Warn("unsubscribe from build log failed", "channel", ch, "err", err)
-			}
-		}
-	}, nil
-}
-
-func (h *logHub) dispatch(ps *redis.PubSub) {
-	for msg := range ps.Channel(redis.WithChannelSize(1024)) {
-		h.mu.Lock()
-		for w := range h.watchers[msg.Channel] {
-			w.notify(msg.Payload == endMessage)
-		}
-		h.mu.Unlock()
-	}
-}
-
-func (h *logHub) close() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.ps == nil {
-		return nil
-	}
-	err := h.ps.Close()
-	h.ps = nil
-	return err
 }

@@ -101,8 +101,14 @@ type Options struct {
 	Blobs storage.Driver
 	// Contexts keeps uploaded contexts (default: a BlobContextStore).
 	Contexts ContextStore
-	// Redis holds the queue and live logs (embedded or configured).
+	// Redis holds the queue, and live logs unless LogDir is set.
 	Redis redis.UniversalClient
+	// LogDir keeps live build logs in files under it rather than in Redis:
+	// for the embedded Redis, which lives in the server's memory. Leave it
+	// empty when several servers share a Redis.
+	LogDir string
+	// LogLimits bound each build's log.
+	LogLimits LogLimits
 	// Prefix starts every Redis key and queue name (ORCHESTRATOR_PREFIX).
 	Prefix string
 	// Queue overrides the asynq queue built over Redis.
@@ -172,8 +178,7 @@ type Manager struct {
 	q        queue.Queue
 	ownQueue *queue.Asynq
 	tokens   *tokens
-	logs     *liveLogs
-	hub      *logHub
+	logs     liveLogStore
 	bus      *events.Bus
 	metrics  *metrics
 	grpc     *grpc.Server
@@ -259,14 +264,21 @@ func New(o Options) (*Manager, error) {
 		st:          o.Store,
 		q:           o.Queue,
 		tokens:      newTokens(o.SigningKey),
-		logs:        &liveLogs{rc: o.Redis, prefix: o.Prefix},
 		bus:         o.Events,
 		metrics:     newMetrics(),
 		log:         o.Logger,
 		active:      map[string]*activeAttempt{},
 		byExecution: map[string]string{},
 	}
-	m.hub = &logHub{logs: m.logs, log: o.Logger, watchers: map[string]map[*watcher]struct{}{}}
+	if o.LogDir != "" {
+		fl, err := newFileLogs(o.LogDir, o.LogLimits)
+		if err != nil {
+			return nil, fmt.Errorf("buildmanager: %w", err)
+		}
+		m.logs = fl
+	} else {
+		m.logs = newRedisLogs(o.Redis, o.Prefix, o.LogLimits, o.Logger)
+	}
 	if m.q == nil {
 		m.ownQueue = queue.NewAsynq(queue.AsynqOptions{
 			Redis:       o.Redis,
@@ -366,7 +378,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	if m.ownQueue != nil {
 		err = errors.Join(err, m.ownQueue.Close())
 	}
-	return errors.Join(err, m.hub.close())
+	return errors.Join(err, m.logs.close())
 }
 
 // stopGRPC stops gracefully, cutting streams still open after a few seconds.
@@ -645,23 +657,6 @@ func (m *Manager) afterEnd(ctx context.Context, b *store.Build, from store.Build
 	m.log.Info("build ended", "build", b.ID, "phase", b.Phase, "from", from, "attempts", b.Attempts)
 }
 
-// archive moves the live log into blob storage.
-func (m *Manager) archive(ctx context.Context, b *store.Build) error {
-	entries, _, err := m.logs.read(ctx, b.ID, 0)
-	if err != nil {
-		return err
-	}
-	ref, err := archiveLog(ctx, m.o.Blobs, b.ID, entries)
-	if err != nil {
-		return err
-	}
-	if err := m.st.SetBuildLogsArchive(ctx, b.ID, ref); err != nil {
-		return err
-	}
-	b.LogsArchive = ref
-	return m.logs.drop(ctx, b.ID)
-}
-
 func (m *Manager) publish(b *store.Build, kind events.Kind, triggerKind string) {
 	data := events.BuildData{
 		BuildID:      b.ID,
@@ -679,102 +674,4 @@ func (m *Manager) publish(b *store.Build, kind events.Kind, triggerKind string) 
 		data.ManifestDigests = b.ManifestDigests
 	}
 	m.bus.Publish(events.Event{Kind: kind, Namespace: b.Namespace, Repository: b.Repository, Data: data})
-}
-
-// Logs returns the build's log entries from start and the log's length,
-// from Redis while the build runs and from the archive once it ended.
-func (m *Manager) Logs(ctx context.Context, id string, start int) ([]LogEntry, int, error) {
-	start = max(start, 0)
-	for range 3 {
-		b, err := m.st.GetBuild(ctx, id)
-		if err != nil {
-			return nil, 0, err
-		}
-		if b.LogsArchive != "" {
-			all, err := readArchive(ctx, m.o.Blobs, b.LogsArchive)
-			if err != nil {
-				return nil, 0, err
-			}
-			if start >= len(all) {
-				return []LogEntry{}, len(all), nil
-			}
-			return all[start:], len(all), nil
-		}
-		entries, total, err := m.logs.read(ctx, id, start)
-		if err != nil {
-			return nil, 0, err
-		}
-		// An empty live log of an ended build may have just been archived.
-		if total > 0 || !b.Phase.Terminal() {
-			return entries, total, nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return []LogEntry{}, 0, nil
-}
-
-// Subscribe streams the build's log from index from: the entries already
-// stored, then each new one as it arrives, on any server instance. The
-// channel closes once the build ended and every entry was sent, or when
-// cancel is called or ctx ends.
-func (m *Manager) Subscribe(ctx context.Context, id string, from int) (<-chan LogEntry, func(), error) {
-	if _, err := m.st.GetBuild(ctx, id); err != nil {
-		return nil, nil, err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	w, remove, err := m.hub.add(ctx, id)
-	if err != nil {
-		cancel()
-		return nil, nil, err
-	}
-	out := make(chan LogEntry, 64)
-	go func() {
-		defer close(out)
-		defer remove()
-		next := max(from, 0)
-		send := func(es []LogEntry) bool {
-			for _, e := range es {
-				select {
-				case out <- e:
-					next = e.Index + 1
-				case <-ctx.Done():
-					return false
-				}
-			}
-			return true
-		}
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		checkEnd := true
-		for {
-			es, _, err := m.logs.read(ctx, id, next)
-			if err != nil {
-				if ctx.Err() == nil {
-					m.log.Warn("reading build log for a watcher failed", "build", id, "err", err)
-				}
-			} else if !send(es) {
-				return
-			}
-			if checkEnd || w.ended() {
-				b, err := m.st.GetBuild(ctx, id)
-				if err == nil && b.Phase.Terminal() {
-					es, _, err := m.Logs(ctx, id, next)
-					if err == nil {
-						send(es)
-					}
-					return
-				}
-			}
-			checkEnd = false
-			select {
-			case <-ctx.Done():
-				return
-			case <-w.wake:
-			case <-tick.C:
-				// A missed end announcement (Redis reconnect) is caught here.
-				checkEnd = true
-			}
-		}
-	}()
-	return out, cancel, nil
 }

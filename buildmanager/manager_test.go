@@ -52,12 +52,12 @@ func TestPhasesInOrder(t *testing.T) {
 		if got.LogsArchive == "" {
 			t.Fatal("log not archived")
 		}
-		if n, _ := e.rc.Exists(context.Background(), h.logs.listKey(b.ID)).Result(); n != 0 {
-			t.Error("live log kept after archiving")
+		if n, err := h.logs.length(context.Background(), b.ID); n != 0 || err != nil {
+			t.Errorf("live log kept after archiving: %d entries, %v", n, err)
 		}
-		tail, total, err := h.Logs(context.Background(), b.ID, 3)
-		if err != nil || total != len(es) || len(tail) != len(es)-3 || tail[0].Message != es[3].Message || tail[0].Index != 3 {
-			t.Errorf("Logs(start=3) = %d entries of %d, %v", len(tail), total, err)
+		tail, total := h.logsFrom(t, b.ID, 3, -1)
+		if total != len(es) || len(tail) != len(es)-3 || tail[0].Message != es[3].Message || tail[0].Index != 3 {
+			t.Errorf("ReadLog(start=3) = %d entries of %d", len(tail), total)
 		}
 		var kinds []events.Kind
 		for len(kinds) < 3 {
@@ -87,10 +87,7 @@ func TestUserErrorEndsAtOnce(t *testing.T) {
 		got := h.waitEnd(t, b.ID, 10*time.Second)
 		// Read the log the moment the phase is visible: the error entry
 		// must already be there.
-		es, _, err := h.Logs(context.Background(), b.ID, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		es, _ := h.logsFrom(t, b.ID, 0, -1)
 		if got.Phase != store.PhaseError || got.Attempts != 1 || got.ErrorMessage != "RUN false: exit status 1" {
 			t.Fatalf("build %s after %d attempts: %q", got.Phase, got.Attempts, got.ErrorMessage)
 		}

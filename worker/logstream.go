@@ -19,6 +19,10 @@ import (
 const (
 	flushInterval = 50 * time.Millisecond
 	maxBatch      = 256
+	// maxBatchBytes keeps a batch of long lines (the engine passes lines of
+	// up to 1 MiB) under gRPC's 4 MiB message limit: the manager refuses a
+	// larger message, and the stream would break on every resend.
+	maxBatchBytes = 1 << 20
 	// maxPending bounds entries held for a manager that does not
 	// acknowledge; beyond it the oldest unsent output is dropped, with a
 	// note, rather than the worker's memory growing without end.
@@ -134,12 +138,12 @@ func (l *logStream) session(ctx context.Context) error {
 	ticker := time.NewTicker(flushInterval)
 	defer ticker.Stop()
 	for {
-		batch, finished := l.next()
+		batch, full, finished := l.next()
 		if len(batch) > 0 {
 			if err := stream.Send(&pb.LogBatch{JobToken: l.token, Entries: batch}); err != nil {
 				return fmt.Errorf("send log batch: %w", err)
 			}
-			if len(batch) == maxBatch {
+			if full {
 				continue
 			}
 		}
@@ -176,15 +180,25 @@ func (l *logStream) session(ctx context.Context) error {
 	}
 }
 
-// next returns the next batch to send, and whether the stream is closed
-// with nothing left to send.
-func (l *logStream) next() ([]*pb.LogEntry, bool) {
+// next returns the next batch to send, whether it reached a batch limit
+// (more may be waiting), and whether the stream is closed with nothing
+// left to send.
+func (l *logStream) next() (batch []*pb.LogEntry, full, finished bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	end := min(len(l.pending), l.sent+maxBatch)
-	batch := l.pending[l.sent:end]
+	end, size := l.sent, 0
+	for end < len(l.pending) && end-l.sent < maxBatch {
+		size += len(l.pending[end].GetMessage())
+		if size > maxBatchBytes && end > l.sent {
+			full = true
+			break
+		}
+		end++
+	}
+	full = full || end-l.sent == maxBatch
+	batch = l.pending[l.sent:end]
 	l.sent = end
-	return batch, l.closed && l.sent == len(l.pending)
+	return batch, full, l.closed && l.sent == len(l.pending)
 }
 
 func (l *logStream) ack(seq int64) {

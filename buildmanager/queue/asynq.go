@@ -2,15 +2,15 @@ package queue
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
-	"encoding/json"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -252,99 +252,56 @@ func (c RedisConfig) Dial(ctx context.Context) (*redis.Client, error) {
 	return rc, nil
 }
 
-// Embedded is an in-process Redis-protocol server on an ephemeral loopback
-// port, so that one berth process needs no Redis. Its data lives in memory:
+// Embedded is an in-process Redis-protocol server, so that one berth
+// process needs no Redis. It opens no socket: clients reach it through
+// in-memory pipes, so no other process on the machine (a build's RUN step
+// included) can connect to it, and every connection must still present a
+// password drawn at start, so that a pipe handed out by mistake cannot be
+// used by someone who does not hold Client. Its data lives in memory:
 // after a restart the build manager re-enqueues from the database.
 type Embedded struct {
-	srv *miniredis.Miniredis
+	srv      *miniredis.Miniredis
+	password string
+	// closed stops Dial from restarting the server after Close.
+	closed atomic.Bool
 }
+
+// errEmbeddedClosed reports a connection attempt after Close.
+var errEmbeddedClosed = errors.New("queue: embedded redis is closed")
 
 // StartEmbedded starts the embedded server.
 func StartEmbedded() (*Embedded, error) {
-	srv := miniredis.NewMiniRedis()
-	if err := srv.StartAddr("127.0.0.1:0"); err != nil {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
 		return nil, fmt.Errorf("queue: start embedded redis: %w", err)
 	}
-	return &Embedded{srv: srv}, nil
+	e := &Embedded{srv: miniredis.NewMiniRedis(), password: hex.EncodeToString(secret)}
+	e.srv.RequireAuth(e.password)
+	// The first Dial starts the listener-less server.
+	conn, err := e.srv.Dial()
+	if err != nil {
+		return nil, fmt.Errorf("queue: start embedded redis: %w", err)
+	}
+	conn.Close()
+	return e, nil
 }
 
-// Addr is the server's host:port.
-func (e *Embedded) Addr() string { return e.srv.Addr() }
-
-// Client returns a new client of the server.
-func (e *Embedded) Client() *redis.Client { return redis.NewClient(&redis.Options{Addr: e.srv.Addr()}) }
+// Client returns a new authenticated client of the server.
+func (e *Embedded) Client() *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr:     "embedded",
+		Password: e.password,
+		Dialer: func(context.Context, string, string) (net.Conn, error) {
+			if e.closed.Load() {
+				return nil, errEmbeddedClosed
+			}
+			return e.srv.Dial()
+		},
+	})
+}
 
 // Close stops the server.
-func (e *Embedded) Close() { e.srv.Close() }
-
-// snapshot is the saved form of the keys Save keeps.
-type snapshot struct {
-	Lists   map[string][]string `json:"lists"`
-	Strings map[string]string   `json:"strings"`
-}
-
-// Save writes the list and string keys whose names contain substr to path
-// (atomically), so that a restarted server can Restore them. The build
-// manager keeps live build logs here: without this, a graceful restart of
-// a server using the embedded Redis would lose the log of every build still
-// running, including the line recording the interrupted attempt.
-func (e *Embedded) Save(path, substr string) error {
-	snap := snapshot{Lists: map[string][]string{}, Strings: map[string]string{}}
-	for _, k := range e.srv.Keys() {
-		if !strings.Contains(k, substr) {
-			continue
-		}
-		switch e.srv.Type(k) {
-		case "list":
-			v, err := e.srv.List(k)
-			if err != nil {
-				return fmt.Errorf("queue: save %s: %w", k, err)
-			}
-			snap.Lists[k] = v
-		case "string":
-			v, err := e.srv.Get(k)
-			if err != nil {
-				return fmt.Errorf("queue: save %s: %w", k, err)
-			}
-			snap.Strings[k] = v
-		}
-	}
-	b, err := json.Marshal(snap)
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("queue: save snapshot: %w", err)
-	}
-	return os.Rename(tmp, path)
-}
-
-// Restore loads what Save wrote to path, if anything, and removes the file
-// so that a later crash cannot restore stale entries twice.
-func (e *Embedded) Restore(path string) error {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("queue: restore snapshot: %w", err)
-	}
-	var snap snapshot
-	if err := json.Unmarshal(b, &snap); err != nil {
-		return fmt.Errorf("queue: restore snapshot %s: %w", path, err)
-	}
-	for k, v := range snap.Lists {
-		if len(v) > 0 {
-			if _, err := e.srv.Push(k, v...); err != nil {
-				return fmt.Errorf("queue: restore %s: %w", k, err)
-			}
-		}
-	}
-	for k, v := range snap.Strings {
-		if err := e.srv.Set(k, v); err != nil {
-			return fmt.Errorf("queue: restore %s: %w", k, err)
-		}
-	}
-	return os.Remove(path)
+func (e *Embedded) Close() {
+	e.closed.Store(true)
+	e.srv.Close()
 }

@@ -391,23 +391,17 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 		return nil, fmt.Errorf("BUILD_MANAGER: %w", err)
 	}
 	var rdb redis.UniversalClient
+	var logDir string
 	if bc.Redis == nil {
 		embedded, err := queue.StartEmbedded()
 		if err != nil {
 			return nil, err
 		}
-		// Live build logs outlive a graceful restart: saved at shutdown,
-		// after the build manager recorded the interrupted attempts.
-		snapshot := filepath.Join(cfg.DataDir, "buildlogs.snapshot")
-		if err := embedded.Restore(snapshot); err != nil {
-			log.Warn("build logs of the previous run not restored", "err", err)
-		}
-		app.closers = append(app.closers, embedded.Close, func() {
-			if err := embedded.Save(snapshot, "buildlogs:"); err != nil {
-				log.Error("build logs not saved", "err", err)
-			}
-		})
+		app.closers = append(app.closers, embedded.Close)
 		rdb = embedded.Client()
+		// The embedded Redis lives in this process's memory: live build
+		// logs go to files instead, which also outlive a restart.
+		logDir = filepath.Join(cfg.DataDir, "buildlogs")
 	} else {
 		client, err := bc.Redis.Dial(ctx)
 		if err != nil {
@@ -454,6 +448,8 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 		Blobs:                 blobs,
 		Contexts:              contexts,
 		Redis:                 rdb,
+		LogDir:                logDir,
+		LogLimits:             bc.LogLimits,
 		Prefix:                bc.OrchestratorPrefix,
 		Executors:             execs,
 		SigningKey:            key,

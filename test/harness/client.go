@@ -210,20 +210,26 @@ func (e LogEntry) Time() time.Time {
 	return t
 }
 
-// Logs reads every log entry from start.
+// Logs reads every log entry from start, a page at a time.
 func (c *Client) Logs(ctx context.Context, repo, id string, start int) ([]LogEntry, error) {
-	var out struct {
-		Start int        `json:"start"`
-		Total int        `json:"total"`
-		Logs  []LogEntry `json:"logs"`
+	var all []LogEntry
+	for {
+		var out struct {
+			Start int        `json:"start"`
+			Total int        `json:"total"`
+			Logs  []LogEntry `json:"logs"`
+		}
+		if err := c.do(ctx, http.MethodGet, buildPath(repo)+id+"/logs?start="+strconv.Itoa(start), nil, http.StatusOK, &out); err != nil {
+			return nil, err
+		}
+		all = append(all, out.Logs...)
+		if out.Start != start || out.Total < start+len(out.Logs) || len(out.Logs) == 0 && start < out.Total {
+			return all, fmt.Errorf("logs answer start=%d total=%d with %d entries, asked from %d", out.Start, out.Total, len(out.Logs), start)
+		}
+		if start += len(out.Logs); start >= out.Total {
+			return all, nil
+		}
 	}
-	if err := c.do(ctx, http.MethodGet, buildPath(repo)+id+"/logs?start="+strconv.Itoa(start), nil, http.StatusOK, &out); err != nil {
-		return nil, err
-	}
-	if out.Start != start || out.Total != start+len(out.Logs) {
-		return out.Logs, fmt.Errorf("logs answer start=%d total=%d with %d entries, asked from %d", out.Start, out.Total, len(out.Logs), start)
-	}
-	return out.Logs, nil
 }
 
 // Wait polls the build every interval until stop says so (or it is
