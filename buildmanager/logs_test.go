@@ -366,6 +366,13 @@ func TestReadLogPagesAndArchive(t *testing.T) {
 			}
 		}
 		check("live")
+		if e.logDir != "" {
+			// The embedded configuration keeps no log in its Redis, where
+			// anything holding a connection could read or write it.
+			if keys, err := e.rc.Keys(context.Background(), "*buildlogs*").Result(); err != nil || len(keys) != 0 {
+				t.Errorf("build log keys in the embedded Redis: %v, %v", keys, err)
+			}
+		}
 		close(ex.hold)
 		h.waitArchived(t, b.ID, 30*time.Second)
 		check("archive")

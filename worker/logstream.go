@@ -27,6 +27,9 @@ const (
 	// acknowledge; beyond it the oldest unsent output is dropped, with a
 	// note, rather than the worker's memory growing without end.
 	maxPending = 100_000
+	// maxPendingBytes bounds the same in bytes: 100,000 lines of up to
+	// 1 MiB each would be 100 GB.
+	maxPendingBytes = 64 << 20
 )
 
 // logStream sends log entries to the manager in batches over StreamLog and
@@ -41,6 +44,8 @@ type logStream struct {
 	mu      sync.Mutex
 	seq     int64          // last sequence number given out
 	pending []*pb.LogEntry // not yet acknowledged, in order
+	// pendingBytes is the size of pending's messages.
+	pendingBytes int
 	sent    int            // how many of pending went out on the current stream
 	acked   int64
 	closed  bool
@@ -61,13 +66,14 @@ func (l *logStream) Log(t engine.LineType, message string) {
 		l.mu.Unlock()
 		return
 	}
-	if len(l.pending) >= maxPending && t == engine.LineOutput {
+	if (len(l.pending) >= maxPending || l.pendingBytes >= maxPendingBytes) && t == engine.LineOutput {
 		l.dropped++
 		l.mu.Unlock()
 		return
 	}
 	l.seq++
 	l.pending = append(l.pending, &pb.LogEntry{SequenceNumber: l.seq, Message: message, Type: lineType(t), TimeUnixNano: time.Now().UnixNano()})
+	l.pendingBytes += len(message)
 	n := len(l.pending) - l.sent
 	l.mu.Unlock()
 	if n == 1 || n >= maxBatch {
@@ -210,6 +216,7 @@ func (l *logStream) ack(seq int64) {
 	l.acked = seq
 	i := 0
 	for i < len(l.pending) && l.pending[i].SequenceNumber <= seq {
+		l.pendingBytes -= len(l.pending[i].GetMessage())
 		i++
 	}
 	l.pending = l.pending[i:]

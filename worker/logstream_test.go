@@ -44,3 +44,20 @@ func TestLogStreamLongLines(t *testing.T) {
 		t.Fatalf("the manager stored %d lines", len(m.logs))
 	}
 }
+
+// TestLogStreamPendingBytes: output held for a manager that does not
+// acknowledge stops at maxPendingBytes, not only at maxPending lines;
+// phase and error lines are still kept, and close reports the drop.
+func TestLogStreamPendingBytes(t *testing.T) {
+	l := newLogStream(nil, "job-token", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	line := strings.Repeat("x", 1<<20)
+	for range 100 {
+		l.Log(engine.LineOutput, line)
+	}
+	l.Log(engine.LineError, "the step failed")
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.pending) != maxPendingBytes>>20+1 || l.dropped != 100-maxPendingBytes>>20 || l.pending[len(l.pending)-1].GetMessage() != "the step failed" {
+		t.Fatalf("%d entries held (%d bytes), %d dropped", len(l.pending), l.pendingBytes, l.dropped)
+	}
+}
