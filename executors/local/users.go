@@ -66,6 +66,11 @@ type buildUser struct {
 // newUserPool creates the first size users (idempotently) and the lock
 // directory, root-only.
 func newUserPool(prefix, lockDir string, size int, log *slog.Logger) (*userPool, error) {
+	// The parent holds the servers' build roots, which build users must
+	// be able to reach.
+	if err := os.MkdirAll(filepath.Dir(lockDir), 0o755); err != nil {
+		return nil, fmt.Errorf("local executor: build user locks: %w", err)
+	}
 	if err := os.MkdirAll(lockDir, 0o700); err != nil {
 		return nil, fmt.Errorf("local executor: build user locks: %w", err)
 	}
@@ -152,8 +157,10 @@ func killIdentity(id identity, log *slog.Logger) int {
 			if err != nil || pid == self {
 				continue
 			}
-			uids, err := processUIDs(pid)
-			if err != nil {
+			uids, zombie, err := processUIDs(pid)
+			if err != nil || zombie {
+				// A zombie runs nothing and takes no signal; its parent
+				// reaps it.
 				continue
 			}
 			for _, uid := range uids {
@@ -174,28 +181,32 @@ func killIdentity(id identity, log *slog.Logger) int {
 }
 
 // processUIDs reads the real, effective, saved and filesystem user IDs of a
-// process.
-func processUIDs(pid int) ([]int, error) {
+// process, and whether it is a zombie.
+func processUIDs(pid int) (uids []int, zombie bool, err error) {
 	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "Uid:")
+		line := sc.Text()
+		if state, ok := strings.CutPrefix(line, "State:"); ok {
+			zombie = strings.HasPrefix(strings.TrimSpace(state), "Z")
+			continue
+		}
+		rest, ok := strings.CutPrefix(line, "Uid:")
 		if !ok {
 			continue
 		}
-		var ids []int
 		for _, field := range strings.Fields(rest) {
 			n, err := strconv.Atoi(field)
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
-			ids = append(ids, n)
+			uids = append(uids, n)
 		}
-		return ids, nil
+		return uids, zombie, nil
 	}
-	return nil, errors.New("no Uid line")
+	return nil, false, errors.New("no Uid line")
 }

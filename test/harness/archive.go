@@ -14,6 +14,8 @@ type Entry struct {
 	Body string
 	// Link makes the entry a symbolic link to Link (Body is ignored).
 	Link string
+	// Mode is the file's permission bits (0644 when zero).
+	Mode int64
 }
 
 // TarGz packs entries, in order, into a gzip-compressed tar archive. Names
@@ -25,6 +27,9 @@ func TarGz(entries ...Entry) ([]byte, error) {
 	now := time.Now()
 	for _, e := range entries {
 		h := &tar.Header{Name: e.Name, Mode: 0o644, Size: int64(len(e.Body)), ModTime: now, Typeflag: tar.TypeReg}
+		if e.Mode != 0 {
+			h.Mode = e.Mode
+		}
 		if e.Link != "" {
 			h.Typeflag, h.Linkname, h.Size, h.Mode = tar.TypeSymlink, e.Link, 0, 0o777
 		}

@@ -121,6 +121,8 @@ type run struct {
 	certDir string
 	// authFile is where credentials are written while a pull or push runs.
 	authFile string
+	// stateDir is the sandbox's state, outside WorkDir (see configure).
+	stateDir string
 	// sandbox is where the build step runs.
 	sandbox sandbox.Config
 	// shown maps instructions that carry build-argument values to what the
@@ -134,10 +136,10 @@ func (e *Engine) Build(ctx context.Context, req engine.Request, sink engine.LogS
 		return engine.Result{}, errors.New("buildah: no tags to push")
 	}
 	r := &run{e: e, req: req, sink: sink}
+	defer r.cleanup()
 	if err := r.configure(); err != nil {
 		return engine.Result{}, err
 	}
-	defer r.cleanup()
 
 	if err := r.phase(ctx, engine.PhasePulling); err != nil {
 		return engine.Result{}, err
@@ -224,8 +226,15 @@ func (r *run) configure() error {
 	}
 	r.policy = filepath.Join(dir, "policy.json")
 	r.authFile = filepath.Join(dir, "auth.json")
-	var err error
-	if r.sandbox, err = r.e.Sandbox.config(filepath.Join(dir, "sandbox")); err != nil {
+	// rootlesskit's state holds unix sockets, whose paths must stay under
+	// 108 bytes: a build's own directory may be deeper than that.
+	// (TMPDIR is inside the build's directory, hence /tmp.)
+	stateDir, err := os.MkdirTemp("/tmp", "berth-sandbox-")
+	if err != nil {
+		return fmt.Errorf("buildah: sandbox state dir: %w", err)
+	}
+	r.stateDir = stateDir
+	if r.sandbox, err = r.e.Sandbox.config(stateDir); err != nil {
 		return err
 	}
 	env := []string{}
@@ -289,6 +298,11 @@ func (r *run) cleanup() {
 	defer cancel()
 	// The temp dir too: a killed buildah leaves mount points there.
 	paths := []string{r.req.StorageRoot, r.req.RunRoot, filepath.Join(r.req.WorkDir, "buildah", "tmp")}
+	if r.stateDir != "" {
+		if err := os.RemoveAll(r.stateDir); err != nil {
+			r.e.logger().Warn("remove sandbox state", "dir", r.stateDir, "err", err)
+		}
+	}
 	var err error
 	if os.Geteuid() == 0 {
 		for _, p := range paths {
