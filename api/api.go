@@ -19,6 +19,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -49,6 +50,10 @@ type Options struct {
 	InvalidateRepo func(fullName string)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Egress is the outbound network policy for what the API fetches or
+	// checks on a user's behalf (trigger git sources, archive URLs); nil
+	// reads OUTBOUND_ALLOWED_NETWORKS from Config.
+	Egress *egress.Policy
 }
 
 // API is the REST API. Create it with New, add routes with Route, serve it
@@ -82,6 +87,15 @@ func New(o Options) *API {
 	}
 	if o.InvalidateRepo == nil {
 		o.InvalidateRepo = func(string) {}
+	}
+	if o.Egress == nil {
+		nets, err := egress.FromConfig(o.Config.Raw)
+		if err != nil {
+			panic("api.New: " + err.Error())
+		}
+		if o.Egress, err = egress.New(egress.Options{AllowedNetworks: nets}); err != nil {
+			panic("api.New: " + err.Error())
+		}
 	}
 	a := &API{
 		o:                o,

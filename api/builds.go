@@ -159,6 +159,9 @@ func (b *Builds) validateRequest(c echo.Context, body *buildRequestBody) (store.
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return req, BadRequest("archive_url must be an http or https URL")
 		}
+		if err := b.a.checkArchiveURL(c.Request().Context(), u); err != nil {
+			return req, err
+		}
 	}
 	ctx := c.Request().Context()
 	if body.FileID != "" {

@@ -18,6 +18,7 @@ import (
 	"github.com/berth-dev/berth/buildmanager"
 	"github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/triggers"
 	"github.com/berth-dev/berth/triggers/forge"
@@ -43,7 +44,7 @@ type TriggerOptions struct {
 	// BITBUCKET_TRIGGER_CONFIG from the config.
 	Forges *webhook.Forges
 	// ScanHostKey records a git server's SSH host key (default
-	// triggers.ScanHostKey).
+	// triggers.ScanHostKey through the egress policy).
 	ScanHostKey func(ctx context.Context, hostport string) (string, error)
 }
 
@@ -52,6 +53,9 @@ type Triggers struct {
 	a *API
 	o TriggerOptions
 	f webhook.Forges
+	// egress is the API's policy plus the configured forges' git
+	// servers, which an administrator named.
+	egress *egress.Policy
 }
 
 // RegisterTriggers adds Quay's trigger routes (and berth's deliveries list)
@@ -66,9 +70,6 @@ func RegisterTriggers(a *API, o TriggerOptions) (*Triggers, error) {
 	if o.ExternalURL == nil {
 		o.ExternalURL = a.externalURL
 	}
-	if o.ScanHostKey == nil {
-		o.ScanHostKey = triggers.ScanHostKey
-	}
 	var f webhook.Forges
 	if o.Forges != nil {
 		f = *o.Forges
@@ -78,7 +79,18 @@ func RegisterTriggers(a *API, o TriggerOptions) (*Triggers, error) {
 			return nil, fmt.Errorf("api: trigger config: %w", err)
 		}
 	}
-	t := &Triggers{a: a, o: o, f: f}
+	eo := a.o.Egress.Options()
+	eo.TrustedHosts = append(eo.TrustedHosts, ForgeGitHosts(f)...)
+	policy, err := egress.New(eo)
+	if err != nil {
+		return nil, fmt.Errorf("api: trigger egress policy: %w", err)
+	}
+	if o.ScanHostKey == nil {
+		o.ScanHostKey = func(ctx context.Context, hostport string) (string, error) {
+			return triggers.ScanHostKey(ctx, policy.DialContext, hostport)
+		}
+	}
+	t := &Triggers{a: a, o: o, f: f, egress: policy}
 	const base = "/repository/:namespace/:repo/trigger"
 	a.Route(http.MethodGet, base+"/", Doc{Tag: "trigger", Summary: "List the repository's build triggers."}, t.list)
 	a.Route(http.MethodPost, base+"/", Doc{Tag: "trigger", Summary: "Create and activate a build trigger.",
@@ -158,6 +170,12 @@ func (t *Triggers) webhookURL(c echo.Context, id, secret string) string {
 
 // forgeHost is the web host of a forge service.
 func (t *Triggers) forgeHost(service string) string {
+	return forgeWebHost(t.f, service)
+}
+
+// forgeWebHost is the web host (host[:port]) of a forge service as f
+// configures it.
+func forgeWebHost(f webhook.Forges, service string) string {
 	host := func(endpoint, def string) string {
 		if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
 			return u.Host
@@ -166,19 +184,41 @@ func (t *Triggers) forgeHost(service string) string {
 	}
 	switch service {
 	case triggers.ServiceGitHub:
-		if t.f.GitHub != nil {
-			return host(t.f.GitHub.GitHubEndpoint, "github.com")
+		if f.GitHub != nil {
+			return host(f.GitHub.GitHubEndpoint, "github.com")
 		}
 		return "github.com"
 	case triggers.ServiceGitLab:
-		if t.f.GitLab != nil {
-			return host(t.f.GitLab.GitLabEndpoint, "gitlab.com")
+		if f.GitLab != nil {
+			return host(f.GitLab.GitLabEndpoint, "gitlab.com")
 		}
 		return "gitlab.com"
 	case triggers.ServiceBitbucket:
 		return "bitbucket.org"
 	}
 	return ""
+}
+
+// ForgeGitHosts are the git servers of the forges f configures, as
+// host:port for the egress policy's trusted hosts: each forge's web
+// address (HTTPS clones) and its host on port 22 (the SSH URL builds
+// fetch). An administrator named them, so they stay reachable when they
+// sit on a private network.
+func ForgeGitHosts(f webhook.Forges) []string {
+	var hosts []string
+	for _, service := range []string{triggers.ServiceGitHub, triggers.ServiceGitLab, triggers.ServiceBitbucket} {
+		web := forgeWebHost(f, service)
+		host, port, err := net.SplitHostPort(web)
+		if err != nil {
+			host, port = web, "443"
+			if service == triggers.ServiceGitHub && f.GitHub != nil && strings.HasPrefix(f.GitHub.GitHubEndpoint, "http://") ||
+				service == triggers.ServiceGitLab && f.GitLab != nil && strings.HasPrefix(f.GitLab.GitLabEndpoint, "http://") {
+				port = "80"
+			}
+		}
+		hosts = append(hosts, net.JoinHostPort(host, port), net.JoinHostPort(host, "22"))
+	}
+	return hosts
 }
 
 func (t *Triggers) repositoryURL(service, src string) string {
@@ -334,6 +374,9 @@ func (t *Triggers) activate(c echo.Context, tr *store.Trigger, body activateBody
 	if cfg.BuildSource == "" {
 		return BadRequest("config.build_source is required")
 	}
+	if err := t.checkGitURL(ctx, tr, cfg); err != nil {
+		return err
+	}
 	if body.PullRobot != "" {
 		if err := t.o.Builds.checkPullRobot(c, body.PullRobot); err != nil {
 			return err
@@ -368,8 +411,13 @@ func (t *Triggers) activate(c echo.Context, tr *store.Trigger, body activateBody
 		switch {
 		case err == nil:
 			tr.KnownHosts = line
+		case errors.Is(err, egress.ErrRefused):
+			return BadRequest(refusedGitServer)
 		case fg == nil || cfg.CloneURL != "":
-			return BadRequest("Could not record the git server's SSH host key: " + err.Error())
+			// The cause (refused, reset, timed out, not SSH) stays in the
+			// log: told to the caller, it maps the server's ports.
+			t.a.log.WarnContext(ctx, "recording a git server's SSH host key failed", "trigger", tr.UUID, "host", hostport, "err", err)
+			return BadRequest("Could not record the SSH host key of " + hostport + ": no SSH server answered there.")
 		default:
 			// The forge's SSH host is derived from its endpoint, not given by
 			// the admin, and its pushes may name another clone URL: the
@@ -392,6 +440,29 @@ func (t *Triggers) activate(c echo.Context, tr *store.Trigger, body activateBody
 		return Internal(err)
 	}
 	return nil
+}
+
+// refusedGitServer is the answer for a git source at an address the
+// egress policy refuses: the same for every address and port, since
+// nothing was sent there.
+const refusedGitServer = "The git server's address is not reachable from berth: loopback, private and link-local addresses are refused unless an administrator allows their network (OUTBOUND_ALLOWED_NETWORKS)."
+
+// checkGitURL refuses, at creation and activation, a git URL builds of tr
+// could never fetch: a transport other than ssh, https, http and git (a
+// file:// URL or a local path would read the server's disk), or a server
+// the egress policy refuses.
+func (t *Triggers) checkGitURL(ctx context.Context, tr *store.Trigger, cfg triggers.Config) error {
+	err := gitsource.CheckURL(ctx, t.egress, t.triggerGitURL(tr, cfg))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, gitsource.ErrRefusedHost):
+		return BadRequest(refusedGitServer)
+	}
+	if ue, ok := engine.AsUserError(err); ok {
+		return BadRequest("Invalid git source: " + ue.Message)
+	}
+	return Internal(err)
 }
 
 // sshHost returns host:port of an SSH git URL (ssh://[user@]host[:port]/path
@@ -580,7 +651,7 @@ func (t *Triggers) resolveHead(ctx context.Context, tr *store.Trigger, cfg trigg
 	if err != nil {
 		return gitsource.RemoteRef{}, Internal(err)
 	}
-	head, err := gitsource.ResolveRef(ctx, src, ref)
+	head, err := gitsource.ResolveRef(ctx, t.egress, src, ref)
 	if err == nil {
 		return head, nil
 	}
@@ -773,7 +844,7 @@ func (t *Triggers) analyzeConfig(c echo.Context, tr *store.Trigger, cfg triggers
 	if err != nil {
 		return analysis{}, Internal(err)
 	}
-	content, err := gitsource.ReadFile(ctx, src, dfPath, maxAnalyzedDockerfile)
+	content, err := gitsource.ReadFile(ctx, t.egress, src, dfPath, maxAnalyzedDockerfile)
 	if finding, ok := t.readFinding(ctx, tr, dfPath, err); ok {
 		return finding, nil
 	}

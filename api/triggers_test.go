@@ -63,8 +63,14 @@ func (f *fakeForgeAPI) take() []string {
 	return c
 }
 
+// newTriggerEnv lets the API reach the tests' git servers on loopback.
 func newTriggerEnv(t *testing.T) (*buildEnv, *fakeForgeAPI, *[]string) {
-	e := newBuildEnv(t, nil)
+	return newTriggerEnvConfig(t, map[string]any{"OUTBOUND_ALLOWED_NETWORKS": []any{"127.0.0.0/8"}})
+}
+
+// newTriggerEnvConfig is newTriggerEnv with raw config keys.
+func newTriggerEnvConfig(t *testing.T, raw map[string]any) (*buildEnv, *fakeForgeAPI, *[]string) {
+	e := newBuildEnv(t, raw)
 	e.setup()
 	fake := newFakeForgeAPI(t)
 	var scanned []string

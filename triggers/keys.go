@@ -55,13 +55,17 @@ var errHostKeySeen = errors.New("host key captured")
 // records the host key it presents and returns it as a known_hosts line
 // ("[host]:port ssh-ed25519 AAAA…"), so that clones later verify that key
 // instead of trusting whatever answers. ed25519 is preferred when the server
-// offers several.
-func ScanHostKey(ctx context.Context, hostport string) (string, error) {
+// offers several. dial connects (nil: a plain net.Dialer); the host comes
+// from a user's trigger, so berth passes its egress policy's DialContext.
+func ScanHostKey(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), hostport string) (string, error) {
 	if _, _, err := net.SplitHostPort(hostport); err != nil {
 		hostport = net.JoinHostPort(strings.Trim(hostport, "[]"), "22")
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", hostport)
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	conn, err := dial(ctx, "tcp", hostport)
 	if err != nil {
 		return "", fmt.Errorf("triggers: scan host key of %s: %w", hostport, err)
 	}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/triggers"
 )
 
@@ -87,7 +90,7 @@ func TestScanHostKey(t *testing.T) {
 	addr, hostKey := sshServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	line, err := triggers.ScanHostKey(ctx, addr)
+	line, err := triggers.ScanHostKey(ctx, nil, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,13 +136,34 @@ func TestScanHostKeyGivesUpWithContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	if _, err := triggers.ScanHostKey(ctx, ln.Addr().String()); err == nil {
+	if _, err := triggers.ScanHostKey(ctx, nil, ln.Addr().String()); err == nil {
 		t.Fatal("silent server yielded a key")
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("took %v despite a 200ms deadline", d)
 	}
-	if _, err := triggers.ScanHostKey(context.Background(), "127.0.0.1:1"); err == nil {
+	if _, err := triggers.ScanHostKey(context.Background(), nil, "127.0.0.1:1"); err == nil {
 		t.Fatal("closed port yielded a key")
+	}
+}
+
+func TestScanHostKeyThroughEgressPolicy(t *testing.T) {
+	addr, _ := sshServer(t)
+	_, port, _ := net.SplitHostPort(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var def *egress.Policy // the default: public addresses only
+	for _, target := range []string{addr, "localhost:" + port, "[::ffff:127.0.0.1]:" + port} {
+		_, err := triggers.ScanHostKey(ctx, def.DialContext, target)
+		if !errors.Is(err, egress.ErrRefused) {
+			t.Errorf("scan of %s = %v, want ErrRefused", target, err)
+		}
+	}
+	allowed, err := egress.New(egress.Options{AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := triggers.ScanHostKey(ctx, allowed.DialContext, addr); err != nil {
+		t.Fatalf("scan with 127.0.0.0/8 allowed: %v", err)
 	}
 }

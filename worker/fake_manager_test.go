@@ -73,7 +73,7 @@ func newFakeManager(t *testing.T, job *pb.Job, ctxBytes []byte) *fakeManager {
 func (m *fakeManager) config(t *testing.T) Config {
 	dir := t.TempDir()
 	return Config{ManagerAddr: m.addr, RegistrationToken: m.token, Insecure: true, WorkDir: dir + "/work", StorageRoot: dir + "/storage",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Egress: loopbackEgress}
 }
 
 func (m *fakeManager) checkToken(tok string) error {

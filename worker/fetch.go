@@ -15,7 +15,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/buildcontext"
+	"github.com/berth-dev/berth/worker/dockerfile"
 	"github.com/berth-dev/berth/worker/engine"
 	"github.com/berth-dev/berth/worker/gitsource"
 )
@@ -26,7 +28,7 @@ import (
 func (j *jobRun) fetchAndUnpack(ctx context.Context, dest string) error {
 	if g := j.job.GetGit(); g != nil {
 		j.log.Log(engine.LineOutput, "Fetching commit "+g.GetCommitSha()+" of "+g.GetRef())
-		return gitsource.Fetch(ctx, dest, g, func(line string) { j.log.Log(engine.LineOutput, line) })
+		return gitsource.Fetch(ctx, j.cfg.Egress, dest, g, func(line string) { j.log.Log(engine.LineOutput, line) })
 	}
 	lim := buildcontext.Limits{
 		MaxCompressed: j.job.GetMaxContextBytes(),
@@ -63,9 +65,36 @@ func (j *jobRun) fetchAndUnpack(ctx context.Context, dest string) error {
 	if err != nil {
 		return err
 	}
+	if _, fromURL := j.job.GetSource().(*pb.Job_ArchiveUrl); fromURL && kind == buildcontext.KindDockerfile {
+		if err := j.checkFetchedDockerfile(filepath.Join(dest, "Dockerfile")); err != nil {
+			return err
+		}
+	}
 	j.log.Log(engine.LineOutput, fmt.Sprintf("Unpacked the build context (%s, %d bytes)", kind, n))
 	return nil
 }
+
+// checkFetchedDockerfile parses a text body downloaded from an archive URL
+// before anything quotes it. The parser's messages quote the offending
+// line, and the body may be any page the URL's server answered with (an
+// API's JSON, an error page), so a body that does not parse is refused
+// without a word of it.
+func (j *jobRun) checkFetchedDockerfile(path string) error {
+	content, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read Dockerfile: %w", err)
+	}
+	if _, err := dockerfile.Parse(content, j.job.GetBuildArgs(), j.job.GetTarget()); err != nil {
+		return &engine.UserError{Code: engine.CodeDockerfile,
+			Message: "the archive URL answered with text that is not a valid Dockerfile (its content is not shown; upload the file to see the parser's message)",
+			Err:     errFetchedNotDockerfile}
+	}
+	return nil
+}
+
+// errFetchedNotDockerfile stands for the parser's error, which quotes the
+// downloaded text and so stays out of the chain.
+var errFetchedNotDockerfile = errors.New("downloaded text is not a Dockerfile")
 
 // fetchUpload copies the FetchContext stream to w.
 func (j *jobRun) fetchUpload(ctx context.Context, w io.Writer, max int64) (int64, error) {
@@ -121,15 +150,24 @@ func (j *jobRun) fetchURL(ctx context.Context, w io.Writer, url string, max int6
 		return 0, err
 	}
 	resp, err := client.Do(req)
+	if errors.Is(err, egress.ErrRefused) {
+		// Nothing was sent: the message is the same for every refused
+		// address, port and path.
+		return 0, &engine.UserError{Code: engine.CodeContext, Err: err,
+			Message: "the archive URL, or a redirect from it, leads to an address berth does not fetch from: loopback, private and link-local addresses are refused unless an administrator allows their network (OUTBOUND_ALLOWED_NETWORKS)"}
+	}
 	if err != nil {
 		return 0, fmt.Errorf("download the build context: %w", err)
 	}
 	defer resp.Body.Close()
+	// The status line's reason phrase is the server's text: only the code
+	// and its standard name are repeated.
+	status := fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	switch {
 	case resp.StatusCode >= 400 && resp.StatusCode < 500:
-		return 0, engine.Errorf(engine.CodeContext, "downloading the build context from %s failed: %s", url, resp.Status)
+		return 0, engine.Errorf(engine.CodeContext, "downloading the build context from %s failed: %s", url, status)
 	case resp.StatusCode != http.StatusOK:
-		return 0, fmt.Errorf("download the build context: %s", resp.Status)
+		return 0, fmt.Errorf("download the build context: %s", status)
 	}
 	if resp.ContentLength > max {
 		return 0, engine.Errorf(engine.CodeContext, "the build context is larger than the limit of %d bytes", max)

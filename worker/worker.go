@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/buildcontext"
 	"github.com/berth-dev/berth/worker/dockerfile"
 	"github.com/berth-dev/berth/worker/engine"
@@ -50,7 +51,10 @@ type Config struct {
 	StorageRoot string
 	// Engines by name; nil means buildah alone.
 	Engines map[string]engine.Engine
-	// HTTPClient fetches archive_url sources (nil: a client with timeouts).
+	// Egress is the outbound network policy for the job's source: its
+	// archive_url and git servers (nil: public addresses only).
+	Egress *egress.Policy
+	// HTTPClient fetches archive_url sources (nil: Egress's client).
 	HTTPClient *http.Client
 	// Logger receives the worker's own diagnostics (nil: slog.Default()).
 	Logger *slog.Logger
@@ -88,11 +92,7 @@ func (c *Config) defaults() {
 		c.Engines = map[string]engine.Engine{b.Name(): b}
 	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			TLSHandshakeTimeout:   10 * time.Second,
-			ResponseHeaderTimeout: 30 * time.Second,
-		}}
+		c.HTTPClient = c.Egress.HTTPClient()
 	}
 }
 

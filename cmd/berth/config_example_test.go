@@ -5,6 +5,7 @@ import (
 
 	"github.com/berth-dev/berth/buildmanager"
 	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/triggers/webhook"
 )
 
@@ -36,5 +37,8 @@ func TestDeployConfigExample(t *testing.T) {
 	}
 	if _, err := webhook.ForgesFromConfig(cfg.Raw); err != nil {
 		t.Fatal(err)
+	}
+	if nets, err := egress.FromConfig(cfg.Raw); err != nil || len(nets) != 1 || nets[0].String() != "10.20.0.0/16" {
+		t.Errorf("OUTBOUND_ALLOWED_NETWORKS = %v, %v", nets, err)
 	}
 }

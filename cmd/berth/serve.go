@@ -334,6 +334,10 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 		reg.RunUploadPurge(ctx, registry.DefaultUploadPurgeInterval, registry.DefaultUploadPurgeAge)
 		return nil
 	})
+	outbound, err := outboundPolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
 	restAPI := api.New(api.Options{
 		Store:          st,
 		Policy:         policy,
@@ -344,6 +348,7 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 		ExternalURL:    external,
 		Logger:         log,
 		InvalidateRepo: reg.InvalidateRepository,
+		Egress:         outbound,
 	})
 	forges, err := webhook.ForgesFromConfig(cfg.Raw)
 	if err != nil {
@@ -423,6 +428,13 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 				lc.Name = ec.Name
 			}
 			lc.Logger = log
+			outbound, err := outboundPolicy(cfg)
+			if err != nil {
+				return nil, err
+			}
+			for k, v := range outbound.Env() {
+				lc.Env[k] = v
+			}
 			ex, err := local.New(lc)
 			if err != nil {
 				return nil, fmt.Errorf("executor %s: %w", ec.Name, err)

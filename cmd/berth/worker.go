@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker"
 )
 
@@ -47,11 +48,18 @@ func runWorker(ctx context.Context, args []string) error {
 	if *token == "" {
 		*token = os.Getenv("BERTH_REGISTRATION_TOKEN")
 	}
+	// The server hands its outbound network policy down through the
+	// environment: archive URLs and git servers are checked as it would.
+	policy, err := egress.FromEnv(os.Getenv)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
 	cfg := worker.Config{
 		ManagerAddr:       *manager,
 		RegistrationToken: *token,
 		Insecure:          *insecure,
 		Logger:            log,
+		Egress:            policy,
 	}
 	switch {
 	case *caFile != "":

@@ -198,6 +198,14 @@ func (p *Policy) CheckHost(ctx context.Context, host, port string) error {
 	return err
 }
 
+// LookupAllowed resolves host (an IP literal stands for itself) and
+// returns the addresses the policy allows, in the resolver's order, for a
+// client that must dial an address itself. None is an error wrapping
+// ErrRefused.
+func (p *Policy) LookupAllowed(ctx context.Context, host string) ([]netip.Addr, error) {
+	return p.or().allowedAddrs(ctx, "ip", host)
+}
+
 // allowedAddrs resolves host (an IP literal stands for itself) and keeps
 // the addresses the policy allows.
 func (p *Policy) allowedAddrs(ctx context.Context, network, host string) ([]netip.Addr, error) {

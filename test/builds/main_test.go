@@ -62,7 +62,7 @@ func setup(ctx context.Context) error {
 	e := shared
 	e.bin = suite.Bin
 	err := suite.StartServer(ctx, harness.ServerOptions{
-		Config: harness.BuildManagerConfig(workerCount, timeLimit), User: adminUser,
+		Config: harness.BuildManagerConfig(workerCount, timeLimit) + harness.LoopbackEgressConfig, User: adminUser,
 	})
 	if err != nil {
 		return err

@@ -277,6 +277,12 @@ func (s *Server) Tail(n int) string {
 	return fmt.Sprintf("---- last %d lines of %s ----\n%s\n----", len(lines), s.LogPath, strings.Join(lines, "\n"))
 }
 
+// LoopbackEgressConfig is a config.yaml line letting the server and its
+// workers fetch from loopback (OUTBOUND_ALLOWED_NETWORKS), where the
+// tests' git servers and archive hosts listen; berth refuses loopback
+// without it.
+const LoopbackEgressConfig = "OUTBOUND_ALLOWED_NETWORKS: [\"127.0.0.0/8\"]\n"
+
 // BuildManagerConfig is a config.yaml with the ephemeral build manager,
 // one local executor, workers bounded by workers and builds by timeLimit.
 func BuildManagerConfig(workers int, timeLimit time.Duration) string {

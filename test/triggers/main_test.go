@@ -92,7 +92,7 @@ func setup(ctx context.Context) error {
 		return err
 	}
 	err := suite.StartServer(ctx, harness.ServerOptions{
-		Config: harness.BuildManagerConfig(workerCount, timeLimit) + forgeConfig(e.forge.srv.URL),
+		Config: harness.BuildManagerConfig(workerCount, timeLimit) + harness.LoopbackEgressConfig + forgeConfig(e.forge.srv.URL),
 		User:   adminUser,
 	})
 	if err != nil {

@@ -10,6 +10,10 @@
 // against the known_hosts recorded when the trigger was activated; nothing
 // is ever accepted blindly.
 //
+// Every connection goes through an egress policy (internal/egress): a
+// server at a loopback, private or link-local address is refused, unless
+// the policy allows its network, before anything is sent to it.
+//
 // Errors the user must fix (the commit or ref is gone, the repository does
 // not exist, credentials are refused, the host key does not match) are
 // *engine.UserError with code engine.CodeGit; every other error (the server
@@ -35,6 +39,7 @@ import (
 	"github.com/skeema/knownhosts"
 
 	pb "github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/engine"
 )
 
@@ -69,8 +74,9 @@ const remotePrefix = "refs/remotes/origin/"
 // already hold one), fetches src.commit_sha through src.ref from src.url,
 // checks it out with a detached HEAD, and does the same for its submodules,
 // recursively. An empty commit_sha builds the ref's tip. Progress lines go
-// to log (which may be nil).
-func Fetch(ctx context.Context, dst string, src *pb.GitSource, log func(string)) error {
+// to log (which may be nil). Every server, the submodules' too, must be
+// one policy allows (nil: the default policy).
+func Fetch(ctx context.Context, policy *egress.Policy, dst string, src *pb.GitSource, log func(string)) error {
 	if log == nil {
 		log = func(string) {}
 	}
@@ -88,7 +94,7 @@ func Fetch(ctx context.Context, dst string, src *pb.GitSource, log func(string))
 	if err != nil {
 		return err
 	}
-	f := &fetcher{src: src, base: base, log: log}
+	f := &fetcher{src: src, base: base, log: log, policy: policy}
 	if base.Protocol == "ssh" {
 		cleanup, err := f.loadKnownHosts()
 		if err != nil {
@@ -102,9 +108,10 @@ func Fetch(ctx context.Context, dst string, src *pb.GitSource, log func(string))
 // fetcher holds what one Fetch shares across the superproject and its
 // submodules: the credentials and the host keys.
 type fetcher struct {
-	src  *pb.GitSource
-	base *transport.Endpoint
-	log  func(string)
+	src    *pb.GitSource
+	base   *transport.Endpoint
+	log    func(string)
+	policy *egress.Policy
 	// hosts is the parsed known_hosts (nil for non-SSH sources).
 	hosts *knownhosts.HostKeyDB
 
@@ -136,6 +143,7 @@ func (f *fetcher) fetchInto(ctx context.Context, dir, rawURL, ref, sha string, l
 	if err != nil {
 		return err
 	}
+	auth = withPolicy(f.policy, auth)
 	repo, err := git.PlainInit(dir, false)
 	if err != nil {
 		return fmt.Errorf("init repository in %s: %w", dir, err)
@@ -387,6 +395,9 @@ func (f *fetcher) classify(ctx context.Context, err error, shown, ref, sha strin
 	}
 	if hostErr := f.takeHostKeyErr(); hostErr != nil {
 		return hostErr
+	}
+	if errors.Is(err, egress.ErrRefused) {
+		return refusedError(shown, err)
 	}
 	user := func(sentinel error, format string, args ...any) error {
 		return &engine.UserError{Code: engine.CodeGit, Message: fmt.Sprintf(format, args...), Err: fmt.Errorf("%w: %w", sentinel, err)}

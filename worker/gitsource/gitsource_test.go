@@ -42,7 +42,7 @@ func fetch(t *testing.T, src *pb.GitSource) result {
 	defer cancel()
 	var mu sync.Mutex
 	res := result{dir: filepath.Join(t.TempDir(), "src")}
-	res.err = Fetch(ctx, res.dir, src, func(line string) {
+	res.err = Fetch(ctx, loopbackPolicy, res.dir, src, func(line string) {
 		mu.Lock()
 		defer mu.Unlock()
 		res.logs = append(res.logs, line)

@@ -21,6 +21,7 @@ import (
 	"github.com/go-git/go-git/v5/storage/memory"
 
 	pb "github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/engine"
 )
 
@@ -71,15 +72,16 @@ type remote struct {
 	remote *git.Remote
 }
 
-// dial checks src and prepares its credentials for a remote storing into
-// st; the returned function removes the known_hosts file.
-func dial(src *pb.GitSource, st storage.Storer) (*remote, func(), error) {
+// dial checks src and prepares its credentials, under policy, for a
+// remote storing into st; the returned function removes the known_hosts
+// file.
+func dial(policy *egress.Policy, src *pb.GitSource, st storage.Storer) (*remote, func(), error) {
 	rawURL := strings.TrimSpace(src.GetUrl())
 	base, err := parseEndpoint(rawURL)
 	if err != nil {
 		return nil, nil, err
 	}
-	f := &fetcher{src: src, base: base, log: func(string) {}}
+	f := &fetcher{src: src, base: base, log: func(string) {}, policy: policy}
 	cleanup := func() {}
 	if base.Protocol == "ssh" {
 		if cleanup, err = f.loadKnownHosts(); err != nil {
@@ -92,7 +94,7 @@ func dial(src *pb.GitSource, st storage.Storer) (*remote, func(), error) {
 		cleanup()
 		return nil, nil, err
 	}
-	r := &remote{f: f, shown: shown, auth: auth,
+	r := &remote{f: f, shown: shown, auth: withPolicy(policy, auth),
 		remote: git.NewRemote(st, &config.RemoteConfig{Name: "origin", URLs: []string{rawURL}})}
 	return r, cleanup, nil
 }
@@ -102,11 +104,12 @@ func dial(src *pb.GitSource, st storage.Storer) (*remote, func(), error) {
 // branch (the branch HEAD names). src's ref and commit are not used. The
 // errors are Fetch's: *engine.UserError when the user must fix something
 // (ErrRefNotFound, ErrAuth, ErrHostKeyMismatch in the chain), others for a
-// server that could not be reached.
-func ResolveRef(ctx context.Context, src *pb.GitSource, ref string) (RemoteRef, error) {
+// server that could not be reached. The server must be one policy allows
+// (nil: the default policy; ErrRefusedHost otherwise).
+func ResolveRef(ctx context.Context, policy *egress.Policy, src *pb.GitSource, ref string) (RemoteRef, error) {
 	ctx, cancel := context.WithTimeout(ctx, RemoteTimeout)
 	defer cancel()
-	r, cleanup, err := dial(src, memory.NewStorage())
+	r, cleanup, err := dial(policy, src, memory.NewStorage())
 	if err != nil {
 		return RemoteRef{}, err
 	}
@@ -194,12 +197,12 @@ func defaultBranch(head *plumbing.Reference, tips map[string]string) string {
 // repository root (a leading "/" is that root); symbolic links inside the
 // repository are followed. A missing file is ErrFileNotFound, a file over
 // limit bytes ErrFileTooLarge, a missing ref ErrRefNotFound; the other
-// errors are ResolveRef's. src.commit_sha is not used.
-func ReadFile(ctx context.Context, src *pb.GitSource, name string, limit int64) ([]byte, error) {
+// errors are ResolveRef's, and so is policy. src.commit_sha is not used.
+func ReadFile(ctx context.Context, policy *egress.Policy, src *pb.GitSource, name string, limit int64) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, RemoteTimeout)
 	defer cancel()
 	st := &budgetStorage{Storage: memory.NewStorage(), left: readFetchBudget}
-	r, cleanup, err := dial(src, st)
+	r, cleanup, err := dial(policy, src, st)
 	if err != nil {
 		return nil, err
 	}

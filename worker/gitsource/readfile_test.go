@@ -58,7 +58,7 @@ func TestResolveRef(t *testing.T) {
 		// The annotated tag is peeled to its commit.
 		{"refs/tags/v1", "refs/tags/v1", r.tagSHA},
 	} {
-		got, err := ResolveRef(ctxT(t), src, c.ref)
+		got, err := ResolveRef(ctxT(t), loopbackPolicy, src, c.ref)
 		if err != nil {
 			t.Fatalf("ResolveRef(%q): %v", c.ref, err)
 		}
@@ -68,14 +68,14 @@ func TestResolveRef(t *testing.T) {
 	}
 
 	t.Run("missing branch", func(t *testing.T) {
-		_, err := ResolveRef(ctxT(t), src, "refs/heads/nope")
+		_, err := ResolveRef(ctxT(t), loopbackPolicy, src, "refs/heads/nope")
 		ue := assertUserError(t, err, ErrRefNotFound)
 		if !strings.Contains(ue.Message, "refs/heads/nope") {
 			t.Errorf("message %q does not name the ref", ue.Message)
 		}
 	})
 	t.Run("short ref name", func(t *testing.T) {
-		if _, err := ResolveRef(ctxT(t), src, "main"); err == nil {
+		if _, err := ResolveRef(ctxT(t), loopbackPolicy, src, "main"); err == nil {
 			t.Fatal("a short ref name was accepted")
 		} else if _, ok := engine.AsUserError(err); !ok {
 			t.Fatalf("short ref name: %v, want a user error", err)
@@ -84,25 +84,25 @@ func TestResolveRef(t *testing.T) {
 	t.Run("default branch other than main", func(t *testing.T) {
 		r.Git("--git-dir="+r.Bare, "symbolic-ref", "HEAD", "refs/heads/feature")
 		t.Cleanup(func() { r.Git("--git-dir="+r.Bare, "symbolic-ref", "HEAD", "refs/heads/main") })
-		got, err := ResolveRef(ctxT(t), src, "")
+		got, err := ResolveRef(ctxT(t), loopbackPolicy, src, "")
 		if err != nil || got.Name != "refs/heads/feature" || got.Commit != r.feat || got.DefaultBranch != "feature" {
 			t.Fatalf("ResolveRef(\"\") = %+v, %v; want feature at %s", got, err, r.feat)
 		}
 	})
 	t.Run("empty repository", func(t *testing.T) {
 		empty := gitserver.NewRepoIn(t, r.Root, "empty.git")
-		_, err := ResolveRef(ctxT(t), &pb.GitSource{Url: strings.TrimSuffix(r.url, r.Name) + empty.Name}, "")
+		_, err := ResolveRef(ctxT(t), loopbackPolicy, &pb.GitSource{Url: strings.TrimSuffix(r.url, r.Name) + empty.Name}, "")
 		assertUserError(t, err, ErrRefNotFound)
 	})
 	t.Run("missing repository", func(t *testing.T) {
-		_, err := ResolveRef(ctxT(t), &pb.GitSource{Url: strings.TrimSuffix(r.url, r.Name) + "nothing.git"}, "")
+		_, err := ResolveRef(ctxT(t), loopbackPolicy, &pb.GitSource{Url: strings.TrimSuffix(r.url, r.Name) + "nothing.git"}, "")
 		if _, ok := engine.AsUserError(err); !ok {
 			t.Fatalf("missing repository: %v, want a user error", err)
 		}
 	})
 	t.Run("local URL refused", func(t *testing.T) {
 		for _, u := range []string{"file://" + r.Bare, r.Bare} {
-			if _, err := ResolveRef(ctxT(t), &pb.GitSource{Url: u}, ""); err == nil {
+			if _, err := ResolveRef(ctxT(t), loopbackPolicy, &pb.GitSource{Url: u}, ""); err == nil {
 				t.Errorf("%s was read", u)
 			}
 		}
@@ -112,7 +112,7 @@ func TestResolveRef(t *testing.T) {
 func TestReadFile(t *testing.T) {
 	r := newReadRepo(t)
 	read := func(ref, name string, limit int64) (string, error) {
-		b, err := ReadFile(ctxT(t), &pb.GitSource{Url: r.url, Ref: ref}, name, limit)
+		b, err := ReadFile(ctxT(t), loopbackPolicy, &pb.GitSource{Url: r.url, Ref: ref}, name, limit)
 		return string(b), err
 	}
 	for _, c := range []struct{ ref, name, want string }{
@@ -147,13 +147,13 @@ func TestReadFile(t *testing.T) {
 		big.Commit("big", map[string]string{"Dockerfile": "FROM big\n", "blob": strings.Repeat("berth ", 1<<18)})
 		big.Push("main")
 		url := strings.TrimSuffix(r.url, r.Name) + big.Name
-		if got, err := ReadFile(ctxT(t), &pb.GitSource{Url: url}, "Dockerfile", 1<<20); err != nil || string(got) != "FROM big\n" {
+		if got, err := ReadFile(ctxT(t), loopbackPolicy, &pb.GitSource{Url: url}, "Dockerfile", 1<<20); err != nil || string(got) != "FROM big\n" {
 			t.Fatalf("within the budget: %q, %v", got, err)
 		}
 		old := readFetchBudget
 		readFetchBudget = 1 << 20
 		t.Cleanup(func() { readFetchBudget = old })
-		_, err := ReadFile(ctxT(t), &pb.GitSource{Url: url}, "Dockerfile", 1<<20)
+		_, err := ReadFile(ctxT(t), loopbackPolicy, &pb.GitSource{Url: url}, "Dockerfile", 1<<20)
 		if _, ok := engine.AsUserError(err); !ok || !errors.Is(err, errBudget) {
 			t.Fatalf("a 1.5 MiB tree with a 1 MiB budget: %v, want a budget user error", err)
 		}
@@ -169,10 +169,10 @@ func TestReadFileSSH(t *testing.T) {
 	src := func() *pb.GitSource {
 		return &pb.GitSource{Url: base + "/" + r.Name, PrivateKey: key, KnownHosts: known}
 	}
-	if got, err := ReadFile(ctxT(t), src(), "Dockerfile", 1<<20); err != nil || string(got) != "FROM ssh\n" {
+	if got, err := ReadFile(ctxT(t), loopbackPolicy, src(), "Dockerfile", 1<<20); err != nil || string(got) != "FROM ssh\n" {
 		t.Fatalf("ReadFile over SSH = %q, %v", got, err)
 	}
-	if got, err := ResolveRef(ctxT(t), src(), ""); err != nil || got.Commit != r.Head() {
+	if got, err := ResolveRef(ctxT(t), loopbackPolicy, src(), ""); err != nil || got.Commit != r.Head() {
 		t.Fatalf("ResolveRef over SSH = %+v, %v; want %s", got, err, r.Head())
 	}
 
@@ -180,22 +180,22 @@ func TestReadFileSSH(t *testing.T) {
 		_, otherKey := gitserver.NewSSHKey(t)
 		s := src()
 		s.KnownHosts = strings.Fields(known)[0] + " " + otherKey
-		_, err := ReadFile(ctxT(t), s, "Dockerfile", 1<<20)
+		_, err := ReadFile(ctxT(t), loopbackPolicy, s, "Dockerfile", 1<<20)
 		assertUserError(t, err, ErrHostKeyMismatch)
-		_, err = ResolveRef(ctxT(t), s, "")
+		_, err = ResolveRef(ctxT(t), loopbackPolicy, s, "")
 		assertUserError(t, err, ErrHostKeyMismatch)
 	})
 	t.Run("no known_hosts", func(t *testing.T) {
 		s := src()
 		s.KnownHosts = ""
-		if _, err := ReadFile(ctxT(t), s, "Dockerfile", 1<<20); err == nil {
+		if _, err := ReadFile(ctxT(t), loopbackPolicy, s, "Dockerfile", 1<<20); err == nil {
 			t.Fatal("an SSH server was trusted without known_hosts")
 		}
 	})
 	t.Run("wrong deploy key", func(t *testing.T) {
 		s := src()
 		s.PrivateKey, _ = gitserver.NewSSHKey(t)
-		_, err := ResolveRef(ctxT(t), s, "")
+		_, err := ResolveRef(ctxT(t), loopbackPolicy, s, "")
 		assertUserError(t, err, ErrAuth)
 	})
 }
@@ -205,11 +205,11 @@ func TestReadFileHTTP(t *testing.T) {
 	r.Commit("first", map[string]string{"Dockerfile": "FROM http\n"})
 	r.Push("main")
 	url := gitserver.ServeHTTP(t, r.Root, "x-token", "t0ken") + "/" + r.Name
-	got, err := ReadFile(ctxT(t), &pb.GitSource{Url: url, Username: "x-token", Password: "t0ken"}, "Dockerfile", 1<<20)
+	got, err := ReadFile(ctxT(t), loopbackPolicy, &pb.GitSource{Url: url, Username: "x-token", Password: "t0ken"}, "Dockerfile", 1<<20)
 	if err != nil || string(got) != "FROM http\n" {
 		t.Fatalf("ReadFile over HTTP = %q, %v", got, err)
 	}
-	_, err = ReadFile(ctxT(t), &pb.GitSource{Url: url, Username: "x-token", Password: "wrong-secret"}, "Dockerfile", 1<<20)
+	_, err = ReadFile(ctxT(t), loopbackPolicy, &pb.GitSource{Url: url, Username: "x-token", Password: "wrong-secret"}, "Dockerfile", 1<<20)
 	ue := assertUserError(t, err, ErrAuth)
 	if strings.Contains(ue.Message, "wrong-secret") {
 		t.Fatalf("message %q shows the token", ue.Message)
@@ -247,7 +247,7 @@ func TestReadFileTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err = ReadFile(ctx, &pb.GitSource{Url: "git://" + l.Addr().String() + "/repo.git"}, "Dockerfile", 1<<20)
+	_, err = ReadFile(ctx, loopbackPolicy, &pb.GitSource{Url: "git://" + l.Addr().String() + "/repo.git"}, "Dockerfile", 1<<20)
 	if err == nil {
 		t.Fatal("a silent server gave a file")
 	}

@@ -1,8 +1,11 @@
 package gitsource
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -10,13 +13,164 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/plumbing/transport/client"
+	gitgit "github.com/go-git/go-git/v5/plumbing/transport/git"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"github.com/skeema/knownhosts"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/engine"
 )
+
+// go-git picks a transport per URL scheme from a process-wide table and
+// takes no dialer per call, so gitsource installs its own transports once.
+// They apply the egress policy that travels with each call's credentials
+// (egressAuth): HTTP(S) through the policy's HTTP client, which checks
+// every connection and redirect; SSH and git:// at one address the policy
+// allowed, resolved here and handed to go-git as an IP literal, so that the
+// name cannot resolve to another address when go-git dials. A call without
+// egressAuth (nothing in berth makes one) gets go-git's own transport.
+func init() {
+	for scheme, fallback := range map[string]transport.Transport{
+		"http": githttp.DefaultClient, "https": githttp.DefaultClient,
+		"ssh": gitssh.DefaultClient, "git": gitgit.DefaultClient,
+	} {
+		client.InstallProtocol(scheme, &guardedTransport{fallback: fallback})
+	}
+	// The server's own ~/.ssh/config must not rename a user's SSH host:
+	// its Hostname would be dialled instead of the checked address.
+	gitssh.DefaultSSHConfig = nil
+}
+
+// egressAuth carries one call's egress policy to the installed transports,
+// with the credentials (nil for anonymous access) they hand on to go-git.
+type egressAuth struct {
+	policy *egress.Policy
+	auth   transport.AuthMethod
+}
+
+func (a *egressAuth) Name() string { return "berth-egress" }
+
+func (a *egressAuth) String() string {
+	if a.auth == nil {
+		return "berth-egress"
+	}
+	return "berth-egress(" + a.auth.String() + ")"
+}
+
+// withPolicy wraps auth for the installed transports.
+func withPolicy(p *egress.Policy, auth transport.AuthMethod) transport.AuthMethod {
+	return &egressAuth{policy: p, auth: auth}
+}
+
+// resolveTimeout bounds the name lookup of an SSH or git:// server: go-git
+// opens a session without a context.
+const resolveTimeout = 30 * time.Second
+
+// guardedTransport applies the policy of an egressAuth, then opens the
+// session with fallback (go-git's transport of the scheme).
+type guardedTransport struct {
+	fallback transport.Transport
+}
+
+func (g *guardedTransport) NewUploadPackSession(ep *transport.Endpoint, auth transport.AuthMethod) (transport.UploadPackSession, error) {
+	t, ep, auth, err := g.route(ep, auth)
+	if err != nil {
+		return nil, err
+	}
+	return t.NewUploadPackSession(ep, auth)
+}
+
+func (g *guardedTransport) NewReceivePackSession(ep *transport.Endpoint, auth transport.AuthMethod) (transport.ReceivePackSession, error) {
+	t, ep, auth, err := g.route(ep, auth)
+	if err != nil {
+		return nil, err
+	}
+	return t.NewReceivePackSession(ep, auth)
+}
+
+// route returns the transport, endpoint and credentials for a session.
+func (g *guardedTransport) route(ep *transport.Endpoint, auth transport.AuthMethod) (transport.Transport, *transport.Endpoint, transport.AuthMethod, error) {
+	ea, ok := auth.(*egressAuth)
+	if !ok {
+		return g.fallback, ep, auth, nil
+	}
+	switch ep.Protocol {
+	case "http", "https":
+		return githttp.NewClient(ea.policy.HTTPClient()), ep, ea.auth, nil
+	case "ssh", "git":
+		pinned, err := pinEndpoint(ea.policy, ep)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return g.fallback, pinned, ea.auth, nil
+	}
+	return nil, nil, nil, fmt.Errorf("gitsource: transport %q is not supported", ep.Protocol)
+}
+
+// pinEndpoint returns ep with its host replaced by the first address the
+// policy allows for it, or ep itself for a trusted host (dialled by name).
+func pinEndpoint(p *egress.Policy, ep *transport.Endpoint) (*transport.Endpoint, error) {
+	port := strconv.Itoa(endpointPort(ep))
+	if p.Trusted(net.JoinHostPort(strings.Trim(ep.Host, "[]"), port)) {
+		return ep, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	addrs, err := p.LookupAllowed(ctx, ep.Host)
+	if err != nil {
+		return nil, err
+	}
+	pinned := *ep
+	pinned.Host = addrs[0].String()
+	return &pinned, nil
+}
+
+// endpointPort is the port go-git dials for ep.
+func endpointPort(ep *transport.Endpoint) int {
+	switch {
+	case ep.Port != 0:
+		return ep.Port
+	case ep.Protocol == "git":
+		return 9418
+	case ep.Protocol == "ssh":
+		return gitssh.DefaultPort
+	case ep.Protocol == "http":
+		return 80
+	}
+	return 443
+}
+
+// CheckURL checks a git URL as a build would fetch it: a network transport
+// (never file:// or a local path), whose host the policy allows. It
+// returns an *engine.UserError; ErrRefusedHost is in its chain when the
+// policy refuses the host. A name that does not resolve passes: the fetch
+// reports it.
+func CheckURL(ctx context.Context, p *egress.Policy, raw string) error {
+	ep, err := parseEndpoint(raw)
+	if err != nil {
+		return err
+	}
+	err = p.CheckHost(ctx, strings.Trim(ep.Host, "[]"), strconv.Itoa(endpointPort(ep)))
+	if errors.Is(err, egress.ErrRefused) {
+		return refusedError(redact(raw), err)
+	}
+	return nil
+}
+
+// ErrRefusedHost is in the chain of the error for a git server whose
+// address the egress policy refuses.
+var ErrRefusedHost = errors.New("git server address refused by the outbound network policy")
+
+// refusedError is the user's error for a refused git server: the same
+// whatever the server would have answered, since nothing was sent to it.
+func refusedError(shown string, err error) error {
+	return &engine.UserError{Code: engine.CodeGit,
+		Message: fmt.Sprintf("the git server of %s is not reachable from berth: loopback, private and link-local addresses are refused unless an administrator allows their network (OUTBOUND_ALLOWED_NETWORKS)", shown),
+		Err:     fmt.Errorf("%w: %w", ErrRefusedHost, err)}
+}
 
 // parseEndpoint parses a clone URL (scp-like git@host:path included) and
 // refuses every transport but the network ones: a file:// or local path
@@ -28,9 +182,35 @@ func parseEndpoint(raw string) (*transport.Endpoint, error) {
 	}
 	switch ep.Protocol {
 	case "ssh", "https", "http", "git":
-		return ep, nil
+	default:
+		return nil, engine.Errorf(engine.CodeGit, "the git URL %q uses %q; only ssh://, git@host:path, https://, http:// and git:// are supported", redact(raw), ep.Protocol)
 	}
-	return nil, engine.Errorf(engine.CodeGit, "the git URL %q uses %q; only ssh://, git@host:path, https://, http:// and git:// are supported", redact(raw), ep.Protocol)
+	if !validHost(ep.Host) {
+		// go-git reads "git@[::1]:x.git" as host "[": refuse what would
+		// dial something else than it seems to name.
+		return nil, engine.Errorf(engine.CodeGit, "%q is not a valid git URL: its host %q is neither a name nor an IP address", redact(raw), ep.Host)
+	}
+	return ep, nil
+}
+
+// validHost reports whether h is an IP address or a DNS name (letters,
+// digits, '-', '_' and dots, not starting with '-').
+func validHost(h string) bool {
+	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		h = h[1 : len(h)-1]
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if h == "" || h[0] == '-' || len(h) > 253 {
+		return false
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // auth returns the credentials for ep. SSH always uses the deploy key and
@@ -55,10 +235,15 @@ func (f *fetcher) auth(ep *transport.Endpoint, shown string) (transport.AuthMeth
 		if err != nil {
 			return nil, &engine.UserError{Code: engine.CodeGit, Message: "the deploy key is not a valid unencrypted OpenSSH private key", Err: err}
 		}
-		keys.HostKeyCallback = f.checkHostKey
+		// go-git dials the address the egress policy allowed, so the
+		// callback checks the key recorded for the URL's own host:port.
+		known := hostPort(ep)
+		keys.HostKeyCallback = func(_ string, remote net.Addr, key ssh.PublicKey) error {
+			return f.checkHostKey(known, remote, key)
+		}
 		// Offer only the key types known_hosts holds for this server, so
 		// that it proves the recorded key rather than another one it has.
-		keys.HostKeyAlgorithms = f.hosts.HostKeyAlgorithms(hostPort(ep))
+		keys.HostKeyAlgorithms = f.hosts.HostKeyAlgorithms(known)
 		return keys, nil
 	case "https", "http":
 		if (f.src.GetUsername() == "" && f.src.GetPassword() == "") || !sameServer(ep, f.base) {
@@ -98,7 +283,7 @@ func hostPort(ep *transport.Endpoint) string {
 	if port == 0 {
 		port = gitssh.DefaultPort
 	}
-	return net.JoinHostPort(ep.Host, strconv.Itoa(port))
+	return net.JoinHostPort(strings.Trim(ep.Host, "[]"), strconv.Itoa(port))
 }
 
 // sameServer reports whether a and b are the same scheme, host and port.

@@ -27,7 +27,7 @@ func TestParseEndpoint(t *testing.T) {
 			t.Errorf("%s parsed as %q, want %q", raw, got, want)
 		}
 	}
-	for _, raw := range []string{"file:///etc", "/srv/git/app.git", "./app", ""} {
+	for _, raw := range []string{"file:///etc", "/srv/git/app.git", "./app", "", "git@[::1]:x.git", "ssh://-oProxyCommand=x/y.git"} {
 		if ep, err := parseEndpoint(raw); err == nil {
 			t.Errorf("%s accepted as %s", raw, ep.Protocol)
 		}

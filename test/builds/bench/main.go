@@ -64,7 +64,7 @@ func run(ctx context.Context, bin string, runs int, workerUser string) error {
 		return err
 	}
 	srv, err := harness.StartServer(ctx, harness.ServerOptions{
-		Bin: bin, Dir: filepath.Join(work, "server"), Config: harness.BuildManagerConfig(2, 10*time.Minute),
+		Bin: bin, Dir: filepath.Join(work, "server"), Config: harness.BuildManagerConfig(2, 10*time.Minute) + harness.LoopbackEgressConfig,
 		User: "admin", Password: harness.RandomHex(16),
 	})
 	if err != nil {

@@ -115,7 +115,7 @@ func run(ctx context.Context, bin string, rounds, hooks int, workerUser string) 
 	}
 	b := &bench{work: work, workerUser: workerUser, http: &http.Client{Timeout: 30 * time.Second}}
 	b.srv, err = harness.StartServer(ctx, harness.ServerOptions{
-		Bin: bin, Dir: filepath.Join(work, "server"), Config: harness.BuildManagerConfig(2, buildTimeout),
+		Bin: bin, Dir: filepath.Join(work, "server"), Config: harness.BuildManagerConfig(2, buildTimeout) + harness.LoopbackEgressConfig,
 		User: ns, Password: harness.RandomHex(16),
 	})
 	if err != nil {
