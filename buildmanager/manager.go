@@ -84,11 +84,6 @@ type RegistryTarget struct {
 	CAPEM string
 }
 
-// CredentialsFunc returns the registry credentials of a build's worker:
-// push on the build's repository, pull on what the requester (or pull
-// robot) may read.
-type CredentialsFunc func(ctx context.Context, b *store.Build) (*workerpb.RegistryCredentials, error)
-
 // GitSourceFunc completes a git build's source with the trigger's secrets
 // (deploy key, known hosts, HTTPS token).
 type GitSourceFunc func(ctx context.Context, b *store.Build) (*workerpb.GitSource, error)
@@ -144,7 +139,8 @@ type Options struct {
 	WorkerCAPEM    string
 
 	Registry    RegistryTarget
-	Credentials CredentialsFunc
+	// Credentials issues workers' registry credentials (nil: none).
+	Credentials Credentials
 	GitSource   GitSourceFunc
 
 	// Context limits handed to workers (0: the worker's defaults).
@@ -627,9 +623,10 @@ func (m *Manager) end(ctx context.Context, b *store.Build, phase store.BuildPhas
 	return nil
 }
 
-// afterEnd archives the log, wakes the build's handler and watchers and
-// reports the result.
+// afterEnd revokes the attempt's registry credentials, archives the log,
+// wakes the build's handler and watchers and reports the result.
 func (m *Manager) afterEnd(ctx context.Context, b *store.Build, from store.BuildPhase) {
+	m.revokeCredentials(ctx, b.ID, b.Attempts)
 	m.mu.Lock()
 	a := m.active[b.ID]
 	m.mu.Unlock()

@@ -179,6 +179,7 @@ func (m *Manager) supervise(ctx context.Context, id string, attempt int, ex exec
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				stop()
+				m.revokeCredentials(ctx, id, attempt)
 				return nil
 			}
 			m.log.Warn("reading a running build failed", "build", id, "err", err)
@@ -253,6 +254,7 @@ func (m *Manager) failAttempt(ctx context.Context, id string, attempt int, reaso
 		} else if err != nil {
 			return err
 		}
+		m.revokeCredentials(ctx, id, attempt)
 		m.metrics.retries.WithLabelValues("retried").Inc()
 		m.log.Warn("build attempt failed; retrying", "build", id, "attempt", attempt, "reason", reason)
 		m.mu.Lock()

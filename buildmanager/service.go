@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -109,13 +110,35 @@ func (s *service) Register(ctx context.Context, req *workerpb.RegisterRequest) (
 		}
 		job.Source = &workerpb.Job_Git{Git: g}
 	}
-	if o.Credentials != nil {
-		if job.RegistryCredentials, err = o.Credentials(ctx, b); err != nil {
-			return nil, status.Errorf(codes.Internal, "registry credentials: %v", err)
-		}
-	}
 	s.m.log.Info("worker registered", "build", b.ID, "attempt", b.Attempts, "worker", req.GetWorkerInfo())
 	return job, nil
+}
+
+func (s *service) IssueRegistryCredentials(ctx context.Context, req *workerpb.RegistryCredentialsRequest) (*workerpb.RegistryCredentials, error) {
+	b, err := s.current(ctx, typJob, req.GetJobToken())
+	if err != nil {
+		return nil, err
+	}
+	if s.m.o.Credentials == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this server issues no registry credentials")
+	}
+	if n := len(req.GetBaseRepositories()); n > MaxBaseRepositories {
+		return nil, status.Errorf(codes.InvalidArgument, "%d base repositories, at most %d", n, MaxBaseRepositories)
+	}
+	creds, err := s.m.o.Credentials.Issue(ctx, b, req.GetBaseRepositories())
+	switch {
+	case errors.Is(err, auth.ErrTokenTooLarge):
+		return nil, status.Error(codes.InvalidArgument, "the base repositories' names are too long for one registry token")
+	case err != nil:
+		return nil, status.Errorf(codes.Internal, "registry credentials: %v", err)
+	}
+	// The token carries the grant's epoch as it was before this check: if
+	// the attempt ends after it, its revocation comes later and refuses
+	// the token; if it ended before, the token is not handed out.
+	if _, err := s.current(ctx, typJob, req.GetJobToken()); err != nil {
+		return nil, err
+	}
+	return creds, nil
 }
 
 func (s *service) Heartbeat(ctx context.Context, req *workerpb.HeartbeatRequest) (*workerpb.HeartbeatResponse, error) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -128,6 +129,15 @@ func (h *Handler) serveCatalog(w http.ResponseWriter, r *http.Request) {
 	if n < 0 {
 		n = 100
 	}
+	if who.ClaimOnly() {
+		names, herr := h.claimCatalog(r, who.Token(), n, last)
+		if herr != nil {
+			writeError(w, r, herr)
+			return
+		}
+		writeCatalog(w, r, names, n)
+		return
+	}
 	ctx := r.Context()
 	names := []string{}
 	// Scan in pages, keeping only what the caller may pull, until the page is
@@ -160,6 +170,12 @@ func (h *Handler) serveCatalog(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 	}
+	writeCatalog(w, r, names, n)
+}
+
+// writeCatalog sends a catalog page of at most n names, with a link to the
+// next page when it is full.
+func writeCatalog(w http.ResponseWriter, r *http.Request, names []string, n int) {
 	if len(names) == n && n > 0 {
 		next := url.Values{"n": {strconv.Itoa(n)}, "last": {names[n-1]}}
 		w.Header().Set("Link", `</v2/_catalog?`+next.Encode()+`>; rel="next"`)
@@ -167,4 +183,32 @@ func (h *Handler) serveCatalog(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, r, "application/json", struct {
 		Repositories []string `json:"repositories"`
 	}{names})
+}
+
+// claimCatalog lists, for a caller whose scoped token is all it may use
+// (a build's worker, an OAuth login), the existing repositories its access
+// claim lets it pull: nothing its subject could read otherwise shows.
+func (h *Handler) claimCatalog(r *http.Request, c *auth.Claims, n int, last string) ([]string, *Error) {
+	var candidates []string
+	for _, ra := range c.Access {
+		if ra.Type == auth.TypeRepository && ra.Name > last && auth.Covers(ra.Actions, auth.Pull) {
+			candidates = append(candidates, ra.Name)
+		}
+	}
+	slices.Sort(candidates)
+	candidates = slices.Compact(candidates)
+	names := []string{}
+	for _, name := range candidates {
+		if len(names) == n {
+			break
+		}
+		repo, herr := h.lookupRepo(r.Context(), name)
+		if herr != nil && herr.Status == http.StatusInternalServerError {
+			return nil, herr
+		}
+		if repo != nil {
+			names = append(names, name)
+		}
+	}
+	return names, nil
 }

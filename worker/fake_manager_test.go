@@ -28,6 +28,9 @@ type fakeManager struct {
 	token   string // registration token it accepts
 	job     *pb.Job
 	context []byte // served by FetchContext
+	// creds are handed out by IssueRegistryCredentials (default: a robot
+	// login for the job's registry, living 15 minutes).
+	creds *pb.RegistryCredentials
 
 	stop atomic.Bool // answer heartbeats with stop
 	// breakLogs is how many log streams to break (after storing a batch,
@@ -44,6 +47,7 @@ type fakeManager struct {
 	logs         map[int64]*pb.LogEntry
 	batches      int
 	heartbeats   int
+	credRequests [][]string // base repositories of each credentials request
 	finish       *pb.FinishRequest
 	logsAtFinish int
 
@@ -54,7 +58,8 @@ type fakeManager struct {
 
 func newFakeManager(t *testing.T, job *pb.Job, ctxBytes []byte) *fakeManager {
 	t.Helper()
-	m := &fakeManager{token: "reg-token", job: job, context: ctxBytes, logs: map[int64]*pb.LogEntry{}, finished: make(chan struct{})}
+	m := &fakeManager{token: "reg-token", job: job, context: ctxBytes, logs: map[int64]*pb.LogEntry{}, finished: make(chan struct{}),
+		creds: &pb.RegistryCredentials{Registry: job.GetRegistry(), Username: "myorg+builder", Password: "pw", ExpiresInSeconds: 900}}
 	if job.JobToken == "" {
 		job.JobToken = "job-token"
 	}
@@ -162,6 +167,16 @@ func (m *fakeManager) FetchContext(r *pb.FetchContextRequest, s grpc.ServerStrea
 		}
 	}
 	return nil
+}
+
+func (m *fakeManager) IssueRegistryCredentials(_ context.Context, r *pb.RegistryCredentialsRequest) (*pb.RegistryCredentials, error) {
+	if err := m.checkToken(r.GetJobToken()); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.credRequests = append(m.credRequests, r.GetBaseRepositories())
+	return m.creds, nil
 }
 
 func (m *fakeManager) Finish(_ context.Context, r *pb.FinishRequest) (*pb.FinishResponse, error) {

@@ -382,7 +382,15 @@ func (j *jobRun) build(ctx context.Context) (map[string]string, error) {
 	if len(tags) == 0 {
 		return nil, fmt.Errorf("%w: the job names no tags", errNotRetryable)
 	}
-	creds := job.GetRegistryCredentials()
+	bases, err := registryRepositories(job.GetRegistry(), info.BaseImages)
+	if err != nil {
+		return nil, err
+	}
+	login := newRegistryLogin(j.client, job.GetJobToken(), bases, j.cfg.ManagerTimeout, j.logger)
+	creds, err := login.current(ctx)
+	if err != nil {
+		return nil, withCause(ctx, err)
+	}
 	req := engine.Request{
 		ContextDir:     contextDir,
 		DockerfilePath: dfPath,
@@ -392,12 +400,13 @@ func (j *jobRun) build(ctx context.Context) (map[string]string, error) {
 		NoCache:        job.GetNoCache(),
 		Labels:         job.GetLabels(),
 		Registry: engine.Registry{
-			Host:      job.GetRegistry(),
-			Username:  creds.GetUsername(),
-			Password:  creds.GetPassword(),
-			Insecure:  job.GetRegistryInsecure(),
-			CAPEM:     []byte(job.GetRegistryCaPem()),
-			PullRobot: job.GetPullRobot(),
+			Host:        job.GetRegistry(),
+			Username:    creds.GetUsername(),
+			Password:    creds.GetPassword(),
+			Insecure:    job.GetRegistryInsecure(),
+			CAPEM:       []byte(job.GetRegistryCaPem()),
+			PullRobot:   job.GetPullRobot(),
+			Credentials: login.credentials,
 		},
 		StorageRoot: j.cfg.StorageRoot,
 		RunRoot:     filepath.Join(j.cfg.WorkDir, "runroot"),

@@ -25,15 +25,14 @@ func TestRunBuildah(t *testing.T) {
 
 	job := func(dockerfile string) (*pb.Job, []byte) {
 		j := &pb.Job{
-			BuildId:             "e2e",
-			Source:              &pb.Job_Upload{Upload: true},
-			Registry:            reg.Host,
-			Repository:          "myorg/app",
-			Tags:                []string{"v1", "latest"},
-			RegistryCredentials: &pb.RegistryCredentials{Registry: reg.Host, Username: creds.Username, Password: creds.Password},
-			RegistryInsecure:    true,
-			BuildArgs:           map[string]string{"BASE": base, "WHO": "berth"},
-			TimeoutSeconds:      300,
+			BuildId:          "e2e",
+			Source:           &pb.Job_Upload{Upload: true},
+			Registry:         reg.Host,
+			Repository:       "myorg/app",
+			Tags:             []string{"v1", "latest"},
+			RegistryInsecure: true,
+			BuildArgs:        map[string]string{"BASE": base, "WHO": "berth"},
+			TimeoutSeconds:   300,
 		}
 		return j, tarGz(t, map[string]string{"Dockerfile": dockerfile, "hello.txt": "hello from the context\n"})
 	}
@@ -41,6 +40,7 @@ func TestRunBuildah(t *testing.T) {
 	t.Run("Success", func(t *testing.T) {
 		j, upload := job("ARG BASE\nFROM $BASE\nARG WHO\nCOPY hello.txt /hello.txt\nRUN echo \"built by $WHO\" > /built.txt\n")
 		m := newFakeManager(t, j, upload)
+		m.creds = &pb.RegistryCredentials{Registry: reg.Host, Username: creds.Username, Password: creds.Password, ExpiresInSeconds: 900}
 		cfg := m.config(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
@@ -74,6 +74,7 @@ func TestRunBuildah(t *testing.T) {
 	t.Run("FailingRun", func(t *testing.T) {
 		j, upload := job("ARG BASE\nFROM $BASE\nRUN echo going down && exit 7\n")
 		m := newFakeManager(t, j, upload)
+		m.creds = &pb.RegistryCredentials{Registry: reg.Host, Username: creds.Username, Password: creds.Password, ExpiresInSeconds: 900}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		if err := Run(ctx, m.config(t)); err != nil {

@@ -49,7 +49,6 @@ func baseJob(src *pb.Job) *pb.Job {
 	src.Registry = "registry.test:5000"
 	src.Repository = "myorg/app"
 	src.Tags = []string{"v1", "latest"}
-	src.RegistryCredentials = &pb.RegistryCredentials{Registry: "registry.test:5000", Username: "myorg+builder", Password: "pw"}
 	src.Engine = "fake"
 	return src
 }

@@ -355,7 +355,7 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 		return nil, err
 	}
 	contexts := &buildmanager.BlobContextStore{Blobs: blobs, Store: st}
-	manager, err := buildManager(ctx, cfg, log, app, st, blobs, contexts, key, policy, listenAddr, webhook.GitSource(st, secrets))
+	manager, err := buildManager(ctx, cfg, log, app, st, blobs, contexts, key, policy, tokens, listenAddr, webhook.GitSource(st, secrets))
 	if err != nil {
 		return nil, err
 	}
@@ -390,7 +390,7 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 // its executors, and how workers reach the registry.
 func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app *application,
 	st store.Store, blobs storage.Driver, contexts buildmanager.ContextStore, key ed25519.PrivateKey, policy *auth.Policy,
-	listenAddr net.Addr, gitSource buildmanager.GitSourceFunc) (*buildmanager.Manager, error) {
+	tokens *auth.TokenService, listenAddr net.Addr, gitSource buildmanager.GitSourceFunc) (*buildmanager.Manager, error) {
 	bc, err := buildmanager.ParseConfig(cfg.Raw["BUILD_MANAGER"])
 	if err != nil {
 		return nil, fmt.Errorf("BUILD_MANAGER: %w", err)
@@ -469,7 +469,7 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 		TimeLimit:             bc.TimeLimit,
 		MaxQueuedPerNamespace: bc.MaxQueuedPerNamespace,
 		Registry:              target,
-		Credentials:           buildmanager.PolicyCredentials(key, bc.TimeLimit+10*time.Minute, policy, service, target.Addr),
+		Credentials:           &buildmanager.BuildCredentials{Tokens: tokens, Policy: policy, Service: service, Registry: target.Addr},
 		GitSource:             gitSource,
 		Logger:                log,
 	})

@@ -15,6 +15,8 @@ type Principal struct {
 	// account's rights and the scopes. nil means the account's full rights
 	// (a password, a robot token, a web session).
 	Scopes []OAuthScope
+	// token is the registry token the principal presented, if any.
+	token *Claims
 }
 
 // anonymous is shared by every anonymous token's claims.

@@ -53,6 +53,12 @@ type Claims struct {
 	// token was issued: the access claim is then all the token may ever be
 	// used for, never the subject's full rights.
 	Scoped bool `json:"scoped,omitempty"`
+	// Grant names the revocable grant the token was issued under besides
+	// its subject (a build attempt's registry access, see BuildGrant), and
+	// GrantEpoch is the grant's epoch at issue time: revoking the grant
+	// ends the token and every token issued on its strength.
+	Grant      string `json:"grant,omitempty"`
+	GrantEpoch uint64 `json:"grant_epoch,omitempty"`
 
 	principal *Principal
 	expires   time.Time // ExpiresAt plus the tolerated skew
@@ -97,16 +103,21 @@ type TokenRevoker struct {
 	// Store persists the epochs; nil keeps them in memory.
 	Store EpochStore
 
-	mu      sync.RWMutex
-	epochs  map[string]uint64
-	version uint64    // counts raises, for Version
-	synced  time.Time // newest UpdatedAt Sync has seen
+	mu     sync.RWMutex
+	epochs map[string]uint64
+	// forgetAt holds, for subjects revoked with RevokeUntil, when their
+	// epoch is no longer needed.
+	forgetAt map[string]time.Time
+	version  uint64    // counts raises, for Version
+	synced   time.Time // newest UpdatedAt Sync has seen
 }
 
 // EpochStore is where credential epochs persist: the metadata store.
 type EpochStore interface {
 	BumpCredentialEpoch(ctx context.Context, subject string) (uint64, error)
+	BumpExpiringCredentialEpoch(ctx context.Context, subject string, keepUntil time.Time) (uint64, error)
 	CredentialEpochsSince(ctx context.Context, since time.Time) ([]store.CredentialEpoch, error)
+	DeleteExpiredCredentialEpochs(ctx context.Context, now time.Time) (int64, error)
 }
 
 // syncOverlap is how far before the newest change it has seen Sync asks
@@ -135,6 +146,43 @@ func (r *TokenRevoker) Revoke(ctx context.Context, subject string) error {
 	return nil
 }
 
+// RevokeUntil is Revoke for a subject whose tokens all expire by
+// tokensExpireBy, such as a build attempt's grant (no token is issued
+// under it once it is revoked). Its epoch is forgotten, here and in the
+// Store, once that time and the tolerated clock skew have passed: no token
+// it could refuse is valid any more, and the epochs of finished builds do
+// not pile up.
+func (r *TokenRevoker) RevokeUntil(ctx context.Context, subject string, tokensExpireBy time.Time) error {
+	forget := tokensExpireBy.Add(2 * clockSkew)
+	if r.Store == nil {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.raiseLocked(subject, r.epochs[subject]+1)
+		r.forgetLocked(subject, forget)
+		return nil
+	}
+	epoch, err := r.Store.BumpExpiringCredentialEpoch(ctx, subject, forget)
+	if err != nil {
+		return fmt.Errorf("auth: revoke %s: %w", subject, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.raiseLocked(subject, epoch)
+	r.forgetLocked(subject, forget)
+	return nil
+}
+
+// forgetLocked records that subject's epoch may be dropped at `at`; a
+// later time wins.
+func (r *TokenRevoker) forgetLocked(subject string, at time.Time) {
+	if r.forgetAt == nil {
+		r.forgetAt = map[string]time.Time{}
+	}
+	if at.After(r.forgetAt[subject]) {
+		r.forgetAt[subject] = at
+	}
+}
+
 // Sync loads the epochs changed since the last Sync (all of them the
 // first time). It needs a Store.
 func (r *TokenRevoker) Sync(ctx context.Context) error {
@@ -151,21 +199,41 @@ func (r *TokenRevoker) Sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("auth: load credential epochs: %w", err)
 	}
+	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, e := range changed {
-		r.raiseLocked(e.Subject, e.Epoch)
 		if e.UpdatedAt.After(r.synced) {
 			r.synced = e.UpdatedAt
+		}
+		if !e.KeepUntil.IsZero() && !now.Before(e.KeepUntil) {
+			continue // what it revoked has expired
+		}
+		r.raiseLocked(e.Subject, e.Epoch)
+		if !e.KeepUntil.IsZero() {
+			r.forgetLocked(e.Subject, e.KeepUntil)
+		}
+	}
+	for subject, at := range r.forgetAt {
+		if !now.Before(at) {
+			delete(r.epochs, subject)
+			delete(r.forgetAt, subject)
 		}
 	}
 	return nil
 }
 
-// RunSync calls Sync every interval until ctx ends, logging failures.
+// epochPurgeInterval is how often RunSync deletes the expired epochs from
+// the Store.
+const epochPurgeInterval = 10 * time.Minute
+
+// RunSync calls Sync every interval until ctx ends, and deletes the
+// Store's expired epochs every few minutes, logging failures.
 func (r *TokenRevoker) RunSync(ctx context.Context, interval time.Duration, log *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	purge := time.NewTicker(epochPurgeInterval)
+	defer purge.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -173,6 +241,13 @@ func (r *TokenRevoker) RunSync(ctx context.Context, interval time.Duration, log 
 		case <-t.C:
 			if err := r.Sync(ctx); err != nil && ctx.Err() == nil {
 				log.WarnContext(ctx, "credential epoch sync failed", "err", err)
+			}
+		case <-purge.C:
+			n, err := r.Store.DeleteExpiredCredentialEpochs(ctx, time.Now())
+			if err != nil && ctx.Err() == nil {
+				log.WarnContext(ctx, "deleting expired credential epochs failed", "err", err)
+			} else if n > 0 {
+				log.DebugContext(ctx, "deleted expired credential epochs", "count", n)
 			}
 		}
 	}
@@ -269,38 +344,78 @@ func (s *TokenService) PublicKey() ed25519.PublicKey { return s.pub }
 
 // Issue signs a token for who (nil or anonymous: empty subject) with the
 // audience service and the given access, which the caller has already
-// narrowed to what who may do.
+// narrowed to what who may do. When who presented a registry token, the new
+// one keeps that token's grant and expires no later than it: a token
+// cannot be renewed by trading it for another.
 func (s *TokenService) Issue(who *Principal, service string, access []ResourceActions) (Token, error) {
+	now := s.Now().Truncate(time.Second)
+	claims := s.claims(who, service, access, now, now.Add(s.Lifetime))
+	claims.Scoped = who != nil && who.Scopes != nil
+	if parent := who.Token(); parent != nil {
+		claims.Grant, claims.GrantEpoch = parent.Grant, parent.GrantEpoch
+		if parent.ExpiresAt != nil && parent.ExpiresAt.Before(claims.ExpiresAt.Time) {
+			claims.ExpiresAt = parent.ExpiresAt
+		}
+	}
+	return s.sign(claims, now)
+}
+
+// IssueGrant signs a token for who under the revocable grant `grant` (see
+// Claims.Grant) that lives `lifetime` (at least 60 s) instead of the
+// service's Lifetime. The token is scoped whatever who may do: access is
+// all it is good for.
+func (s *TokenService) IssueGrant(who *Principal, service string, access []ResourceActions, grant string, lifetime time.Duration) (Token, error) {
+	if grant == "" {
+		return Token{}, errors.New("sign token: no grant")
+	}
+	now := s.Now().Truncate(time.Second)
+	claims := s.claims(who, service, access, now, now.Add(max(lifetime, minTokenLifetime)))
+	claims.Scoped = true
+	claims.Grant, claims.GrantEpoch = grant, s.Revoker.Epoch(grant)
+	return s.sign(claims, now)
+}
+
+// claims are a new token's claims, issued at now.
+func (s *TokenService) claims(who *Principal, service string, access []ResourceActions, now, expires time.Time) *Claims {
 	var jti [16]byte
 	_, _ = rand.Read(jti[:]) // crypto/rand.Read never fails
-	now := s.Now().Truncate(time.Second)
 	sub := who.Name()
-	claims := &Claims{
+	c := &Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    s.Issuer,
 			Subject:   sub,
-			ExpiresAt: jwt.NewNumericDate(now.Add(s.Lifetime)),
+			ExpiresAt: jwt.NewNumericDate(expires),
 			NotBefore: jwt.NewNumericDate(now),
 			IssuedAt:  jwt.NewNumericDate(now),
 			ID:        base64.RawURLEncoding.EncodeToString(jti[:]),
 		},
 		Access: access,
 		Epoch:  s.Revoker.Epoch(sub),
-		Scoped: who != nil && who.Scopes != nil,
 	}
 	if service != "" {
-		claims.Audience = jwt.ClaimStrings{service}
+		c.Audience = jwt.ClaimStrings{service}
 	}
-	if claims.Access == nil {
-		claims.Access = []ResourceActions{} // the spec wants an array, not null
+	if c.Access == nil {
+		c.Access = []ResourceActions{} // the spec wants an array, not null
 	}
-	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+	return c
+}
+
+// ErrTokenTooLarge is returned by Issue and IssueGrant for a token longer
+// than Verify accepts (an access claim naming too many resources).
+var ErrTokenTooLarge = errors.New("token too large")
+
+func (s *TokenService) sign(c *Claims, now time.Time) (Token, error) {
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
 	t.Header["kid"] = s.kid
 	signed, err := t.SignedString(s.key)
 	if err != nil {
 		return Token{}, fmt.Errorf("sign token: %w", err)
 	}
-	return Token{Token: signed, ExpiresIn: int(s.Lifetime / time.Second), IssuedAt: now}, nil
+	if len(signed) > maxTokenLen {
+		return Token{}, fmt.Errorf("sign token: %w: %d bytes, at most %d", ErrTokenTooLarge, len(signed), maxTokenLen)
+	}
+	return Token{Token: signed, ExpiresIn: max(int(c.ExpiresAt.Sub(now)/time.Second), 0), IssuedAt: now}, nil
 }
 
 // Verify checks a bearer token and returns its claims, which are shared
@@ -324,7 +439,7 @@ func (s *TokenService) Verify(ctx context.Context, token string) (*Claims, error
 	}
 	// Older than the subject's epoch: revoked. Newer: issued by another
 	// server after a revocation this one has not synced yet, and valid.
-	if c.Epoch < s.Revoker.Epoch(c.Subject) {
+	if c.Epoch < s.Revoker.Epoch(c.Subject) || c.Grant != "" && c.GrantEpoch < s.Revoker.Epoch(c.Grant) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, ErrTokenRevoked)
 	}
 	return c, nil
@@ -353,15 +468,36 @@ func (s *TokenService) parse(token string, now time.Time) (*Claims, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	c.expires = c.ExpiresAt.Add(clockSkew)
-	c.principal = anonymous
-	if c.Subject != "" {
-		c.principal = &Principal{Account: &store.Account{Name: c.Subject, Enabled: true}}
+	switch {
+	case c.Subject != "":
+		c.principal = &Principal{Account: &store.Account{Name: c.Subject, Enabled: true}, token: c}
 		if c.Scoped {
 			// Non-nil and empty: no rights beyond the access claim.
 			c.principal.Scopes = []OAuthScope{}
 		}
+	case c.Grant != "":
+		// Anonymous, but tokens issued on its strength keep the grant.
+		c.principal = &Principal{token: c}
+	default:
+		c.principal = anonymous
 	}
 	return c, nil
+}
+
+// Token is the registry token p presented, nil when p authenticated
+// otherwise.
+func (p *Principal) Token() *Claims {
+	if p == nil {
+		return nil
+	}
+	return p.token
+}
+
+// ClaimOnly reports whether p presented a scoped registry token, whose
+// access claim is all p may do.
+func (p *Principal) ClaimOnly() bool {
+	c := p.Token()
+	return c != nil && c.Scoped
 }
 
 // remember caches verified claims, sweeping expired entries when the cache

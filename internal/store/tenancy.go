@@ -248,9 +248,17 @@ type TenancyStore interface {
 	// BumpCredentialEpoch increments subject's credential epoch (from 0)
 	// durably and returns the new value.
 	BumpCredentialEpoch(ctx context.Context, subject string) (uint64, error)
+	// BumpExpiringCredentialEpoch is BumpCredentialEpoch for a subject
+	// whose record is needed only until keepUntil (a build attempt's
+	// grant, whose tokens have all expired by then); a later bump may push
+	// keepUntil back, and a subject kept for ever stays so.
+	BumpExpiringCredentialEpoch(ctx context.Context, subject string, keepUntil time.Time) (uint64, error)
 	// CredentialEpochsSince lists the epochs changed at or after since;
 	// the zero time lists them all.
 	CredentialEpochsSince(ctx context.Context, since time.Time) ([]CredentialEpoch, error)
+	// DeleteExpiredCredentialEpochs deletes the epochs whose keepUntil is
+	// before now and returns how many.
+	DeleteExpiredCredentialEpochs(ctx context.Context, now time.Time) (int64, error)
 }
 
 // CredentialEpoch is a subject's credential epoch and when it last changed.
@@ -258,4 +266,6 @@ type CredentialEpoch struct {
 	Subject   string
 	Epoch     uint64
 	UpdatedAt time.Time
+	// KeepUntil is when the record may be forgotten; zero: never.
+	KeepUntil time.Time
 }

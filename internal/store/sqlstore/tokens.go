@@ -214,7 +214,7 @@ func (s *Store) CredentialEpochsSince(ctx context.Context, since time.Time) ([]s
 	if !since.IsZero() {
 		from = nanos(since)
 	}
-	rows, err := s.r.QueryContext(ctx, s.q(`SELECT subject, epoch, updated_at FROM credential_epochs
+	rows, err := s.r.QueryContext(ctx, s.q(`SELECT subject, epoch, updated_at, keep_until FROM credential_epochs
 		WHERE updated_at >= ? ORDER BY updated_at`), from)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: list credential epochs: %w", err)
@@ -226,11 +226,15 @@ func (s *Store) CredentialEpochsSince(ctx context.Context, since time.Time) ([]s
 			e       store.CredentialEpoch
 			epoch   int64
 			updated int64
+			keep    sql.NullInt64
 		)
-		if err := rows.Scan(&e.Subject, &epoch, &updated); err != nil {
+		if err := rows.Scan(&e.Subject, &epoch, &updated, &keep); err != nil {
 			return nil, fmt.Errorf("sqlstore: list credential epochs: %w", err)
 		}
 		e.Epoch, e.UpdatedAt = uint64(epoch), fromNanos(updated)
+		if keep.Valid {
+			e.KeepUntil = fromNanos(keep.Int64)
+		}
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
