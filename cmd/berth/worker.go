@@ -8,9 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker"
+	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/worker/engine/buildah"
+	"github.com/berth-dev/berth/worker/sandbox"
 )
 
 // runWorker is `berth worker`: build one job for the build manager, then
@@ -31,9 +35,13 @@ func runWorker(ctx context.Context, args []string) error {
 		workDir     = fs.String("work-dir", os.Getenv("BERTH_WORK_DIR"), "directory for the source and scratch files of this build (BERTH_WORK_DIR)")
 		storageRoot = fs.String("storage-root", os.Getenv("BERTH_STORAGE_ROOT"), "image storage of this build (BERTH_STORAGE_ROOT)")
 		logLevel    = fs.String("log-level", os.Getenv("BERTH_LOG_LEVEL"), "debug, info, warn or error (BERTH_LOG_LEVEL; default info)")
+		check       = fs.Bool("check", false, "check that this machine can run sandboxed builds, say which check fails, and exit (executors run it at start)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *check {
+		return checkWorker(ctx, *workDir)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("worker: unexpected arguments %q", fs.Args())
@@ -71,6 +79,11 @@ func runWorker(ctx context.Context, args []string) error {
 	case os.Getenv("BERTH_MANAGER_CA_PEM") != "":
 		cfg.CAPEM = []byte(os.Getenv("BERTH_MANAGER_CA_PEM"))
 	}
+	eng, err := workerEngine()
+	if err != nil {
+		return err
+	}
+	cfg.Engines = map[string]engine.Engine{eng.Name(): eng}
 	var missing []string
 	if cfg.ManagerAddr == "" {
 		missing = append(missing, "--manager")
@@ -102,4 +115,36 @@ func runWorker(ctx context.Context, args []string) error {
 		return nil
 	}
 	return err
+}
+
+// checkWorker is `berth worker --check`: the engines' checks that this
+// machine can give builds their sandbox, run where a build would run.
+func checkWorker(ctx context.Context, workDir string) error {
+	if workDir == "" {
+		workDir = os.TempDir()
+	}
+	eng, err := workerEngine()
+	if err != nil {
+		return err
+	}
+	if err := eng.Check(ctx, workDir); err != nil {
+		return fmt.Errorf("worker check: %w", err)
+	}
+	fmt.Println("worker check: builds can be sandboxed here")
+	return nil
+}
+
+// workerEngine is the buildah engine with the sandbox's network exceptions
+// the executor passed down (BERTH_BUILD_ALLOWED_NETWORKS, comma-separated
+// CIDRs, from config.yaml's BUILD_ALLOWED_NETWORKS).
+func workerEngine() (*buildah.Engine, error) {
+	eng := buildah.New()
+	if v := os.Getenv("BERTH_BUILD_ALLOWED_NETWORKS"); v != "" {
+		allowed, err := sandbox.ParsePrefixes(strings.Split(v, ","))
+		if err != nil {
+			return nil, fmt.Errorf("worker: BERTH_BUILD_ALLOWED_NETWORKS: %w", err)
+		}
+		eng.Sandbox.AllowedNetworks = allowed
+	}
+	return eng, nil
 }
