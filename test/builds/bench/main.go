@@ -1,14 +1,22 @@
 // Command bench measures berth's build system against plain buildah, side
-// by side in one run with the same small context: berth (API POST → image
-// pullable) against `buildah bud` + `buildah push` to berth run the way the
-// worker runs it (as the worker user, with a fresh vfs storage root and
-// chroot isolation). It prints both times and their ratio (target ≤ 1.25,
-// or at most 3 s of overhead), the queue latency (POST → worker
-// registered, target p50 < 1 s) and the log latency (worker line → SSE
-// watcher, target p50 < 100 ms).
+// by side in one run with the same small context, interleaved:
+//
+//   - berth: API POST → image pullable;
+//   - buildah in berth's sandbox: pull, `buildah bud` inside rootlesskit +
+//     slirp4netns with OCI isolation (berth's sandbox-init applying the
+//     network policy), push — what a berth worker runs, by hand;
+//   - buildah with chroot isolation: `buildah bud` + `buildah push`, the way
+//     berth built before its builds were sandboxed.
+//
+// All three run as the same unprivileged user with a fresh vfs storage
+// root. It prints the times, berth's ratio to plain buildah (target ≤ 1.25,
+// or at most 3 s of overhead), the sandbox's cost over chroot isolation
+// (target ≤ 1 s), the queue latency (POST → worker registered, target p50
+// < 1 s) and the log latency (worker line → SSE watcher, target p50
+// < 100 ms).
 //
 // It starts its own `bin/berth serve` on a free loopback port (as root, so
-// that workers run as the unprivileged worker user). Missed targets are
+// that workers run as unprivileged build users). Missed targets are
 // reported, not fatal; errors exit 1.
 package main
 
@@ -20,21 +28,22 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"os/user"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/berth-dev/berth/internal/buildhost"
 	"github.com/berth-dev/berth/test/harness"
+	"github.com/berth-dev/berth/worker/sandbox"
 )
 
 func main() {
 	bin := flag.String("bin", "", "berth binary (default: $BERTH_BIN, or bin/berth at the module root)")
 	runs := flag.Int("n", 5, "builds measured on each side")
-	workerUser := flag.String("worker-user", "berth-worker", "the local executor's worker user, which runs the buildah baseline")
+	workerUser := flag.String("user", "berth-bench", "the unprivileged user (made when missing) that runs the buildah baselines")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -90,13 +99,13 @@ func run(ctx context.Context, bin string, runs int, workerUser string) error {
 			return err
 		}
 	}
-	// The worker user exists once serve started as root.
-	wu, err := user.Lookup(workerUser)
+	// A user of the baselines' own, with subordinate IDs, as berth's build
+	// users have.
+	wu, err := buildhost.EnsureUser(workerUser, "/etc/subuid", "/etc/subgid")
 	if err != nil {
-		return fmt.Errorf("worker user %s (serve creates it when run as root): %w", workerUser, err)
+		return err
 	}
-	uid, _ := strconv.Atoi(wu.Uid)
-	gid, _ := strconv.Atoi(wu.Gid)
+	uid, gid := wu.UID, wu.GID
 
 	dockerfile := "FROM " + base + "\nARG X=unset\nRUN echo \"$X\" > /out\nCOPY file /file\n"
 	ctxFiles := []harness.Entry{{Name: "Dockerfile", Body: dockerfile}, {Name: "file", Body: "benchmark context file\n"}}
@@ -105,8 +114,8 @@ func run(ctx context.Context, bin string, runs int, workerUser string) error {
 		return err
 	}
 
-	fmt.Printf("== builds: berth vs buildah bud+push as %s, same context, %d runs each, interleaved ==\n", workerUser, runs)
-	var berthT, plainT, queueT, logT []time.Duration
+	fmt.Printf("== builds: berth vs buildah (in berth's sandbox, and with chroot isolation) as %s, same context, %d runs each, interleaved ==\n", workerUser, runs)
+	var berthT, plainT, chrootT, queueT, logT []time.Duration
 	for i := range runs {
 		m, err := berthBuild(ctx, client, tools, srv.Addr, creds, archive, i)
 		if err != nil {
@@ -114,22 +123,31 @@ func run(ctx context.Context, bin string, runs int, workerUser string) error {
 		}
 		berthT, queueT = append(berthT, m.total), append(queueT, m.queue)
 		logT = append(logT, m.logDelays...)
-		p, err := plainBuild(ctx, tools, work, srv.Addr, creds, ctxFiles, uid, gid, workerUser, i)
+		p, err := plainBuild(ctx, tools, work, bin, srv.Addr, base, creds, ctxFiles, uid, gid, workerUser, sandboxed, i)
 		if err != nil {
-			return fmt.Errorf("buildah baseline %d: %w", i, err)
+			return fmt.Errorf("sandboxed buildah baseline %d: %w", i, err)
 		}
 		plainT = append(plainT, p)
-		fmt.Printf("  run %d: berth %s (queue %s)   buildah %s\n", i+1, harness.Round(m.total), harness.Round(m.queue), harness.Round(p))
+		c, err := plainBuild(ctx, tools, work, bin, srv.Addr, base, creds, ctxFiles, uid, gid, workerUser, chroot, i)
+		if err != nil {
+			return fmt.Errorf("chroot buildah baseline %d: %w", i, err)
+		}
+		chrootT = append(chrootT, c)
+		fmt.Printf("  run %d: berth %s (queue %s)   buildah sandboxed %s   buildah chroot %s\n", i+1,
+			harness.Round(m.total), harness.Round(m.queue), harness.Round(p), harness.Round(c))
 	}
-	bp, pp := harness.Median(berthT), harness.Median(plainT)
+	bp, pp, cp := harness.Median(berthT), harness.Median(plainT), harness.Median(chrootT)
 	ratio := float64(bp) / float64(pp)
 	verdict := "MISS"
 	if ratio <= 1.25 || bp-pp <= 3*time.Second {
 		verdict = "ok"
 	}
-	fmt.Printf("berth   API POST → image pullable   p50 %8s\n", harness.Round(bp))
-	fmt.Printf("buildah bud + push → pullable       p50 %8s\n", harness.Round(pp))
-	fmt.Printf("ratio %.2f, overhead %s (target ≤ 1.25 or ≤ 3s): %s\n", ratio, harness.Round(bp-pp), verdict)
+	fmt.Printf("berth   API POST → image pullable             p50 %8s\n", harness.Round(bp))
+	fmt.Printf("buildah in the sandbox, bud + push → pullable p50 %8s\n", harness.Round(pp))
+	fmt.Printf("buildah chroot, bud + push → pullable         p50 %8s\n", harness.Round(cp))
+	fmt.Printf("berth / sandboxed buildah: ratio %.2f, overhead %s (target ≤ 1.25 or ≤ 3s): %s\n", ratio, harness.Round(bp-pp), verdict)
+	fmt.Printf("sandbox / chroot isolation: ratio %.2f, cost %s per build (target ≤ 1s): %s\n",
+		float64(pp)/float64(cp), harness.Round(pp-cp), okIf(pp-cp <= time.Second))
 	q := harness.Median(queueT)
 	fmt.Printf("queue latency POST → worker registered  p50 %s (target < 1s): %s\n", harness.Round(q), okIf(q < time.Second))
 	l := harness.Median(logT)
@@ -216,10 +234,22 @@ func berthBuild(ctx context.Context, c *harness.Client, tools *harness.Tools, ad
 	return m, nil
 }
 
-// plainBuild runs buildah bud and push as the worker user with a fresh
-// storage root, then checks the image is pullable.
-func plainBuild(ctx context.Context, tools *harness.Tools, work, addr, creds string, files []harness.Entry, uid, gid int, workerUser string, i int) (time.Duration, error) {
-	dir := filepath.Join(work, fmt.Sprintf("plain-%d", i))
+// isolation is how a baseline runs buildah's RUN steps.
+type isolation string
+
+const (
+	// sandboxed is berth's: pull first, build inside rootlesskit with OCI
+	// isolation and the network policy, push.
+	sandboxed isolation = "sandbox"
+	// chroot is what berth used before: one `buildah bud` with chroot
+	// isolation on the host's network, pulling as it goes.
+	chroot isolation = "chroot"
+)
+
+// plainBuild runs buildah as the given user with a fresh storage root,
+// isolated as iso says, then checks the image is pullable.
+func plainBuild(ctx context.Context, tools *harness.Tools, work, bin, addr, base, creds string, files []harness.Entry, uid, gid int, workerUser string, iso isolation, i int) (time.Duration, error) {
+	dir := filepath.Join(work, fmt.Sprintf("plain-%s-%d", iso, i))
 	ctxDir := filepath.Join(dir, "context")
 	for _, d := range []string{dir, ctxDir, filepath.Join(dir, "home"), filepath.Join(dir, "run"), filepath.Join(dir, "tmp")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -238,23 +268,49 @@ func plainBuild(ctx context.Context, tools *harness.Tools, work, addr, creds str
 			return 0, err
 		}
 	}
-	ref := fmt.Sprintf("%s/admin/bench-plain:p%d", addr, i)
-	global := []string{"--root", filepath.Join(dir, "storage"), "--runroot", filepath.Join(dir, "run", "storage"), "--storage-driver", "vfs"}
-	steps := [][]string{
-		append(append([]string{}, global...), "bud", "--isolation", "chroot", "--tls-verify=false", "--creds", creds,
-			"--build-arg", "X="+harness.RandomHex(4), "-t", ref, ctxDir),
-		append(append([]string{}, global...), "push", "--tls-verify=false", "--creds", creds, ref, "docker://"+ref),
+	ref := fmt.Sprintf("%s/admin/bench-plain:%s%d", addr, iso, i)
+	global := []string{"buildah", "--root", filepath.Join(dir, "storage"), "--runroot", filepath.Join(dir, "run", "storage"), "--storage-driver", "vfs"}
+	arg := "X=" + harness.RandomHex(4)
+	var steps [][]string
+	switch iso {
+	case chroot:
+		steps = [][]string{
+			append(slices.Clone(global), "bud", "--isolation", "chroot", "--tls-verify=false", "--creds", creds,
+				"--build-arg", arg, "-t", ref, ctxDir),
+		}
+	case sandboxed:
+		// The sandbox's rootlesskit state needs a short path (unix sockets).
+		state, err := os.MkdirTemp("/tmp", "berth-bench-sandbox-")
+		if err != nil {
+			return 0, err
+		}
+		defer os.RemoveAll(state)
+		if err := os.Chown(state, uid, gid); err != nil {
+			return 0, err
+		}
+		policy, err := sandbox.DefaultPolicy(nil)
+		if err != nil {
+			return 0, err
+		}
+		box := sandbox.Config{Init: []string{bin, "sandbox-init"}, StateDir: state, Network: policy}
+		steps = [][]string{
+			append(slices.Clone(global), "pull", "--tls-verify=false", "--creds", creds, base),
+			box.Wrap(append(slices.Clone(global), "bud", "--isolation", "oci", "--runtime", "runc",
+				"--network", "host", "--pid", "private", "--ipc", "private", "--uts", "private",
+				"--cap-drop", "SYS_CHROOT", "--pull=never", "--build-arg", arg, "-t", ref, ctxDir)),
+		}
 	}
+	steps = append(steps, append(slices.Clone(global), "push", "--tls-verify=false", "--creds", creds, ref, "docker://"+ref))
 	start := time.Now()
 	for _, s := range steps {
 		args := append([]string{"-u", workerUser, "--", "env", "-i",
 			"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 			"HOME=" + filepath.Join(dir, "home"), "XDG_RUNTIME_DIR=" + filepath.Join(dir, "run"),
-			"TMPDIR=" + filepath.Join(dir, "tmp"), "BUILDAH_ISOLATION=chroot", "buildah"}, s...)
+			"TMPDIR=" + filepath.Join(dir, "tmp")}, s...)
 		cmd := exec.CommandContext(ctx, "runuser", args...)
 		cmd.Dir = dir
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("buildah %s: %w\n%s", s[len(global)], err, strings.ReplaceAll(string(out), creds, "***"))
+			return 0, fmt.Errorf("%s: %w\n%s", strings.Join(s[:min(len(s), 8)], " "), err, strings.ReplaceAll(string(out), creds, "***"))
 		}
 	}
 	if err := tools.Pullable(ctx, ref, creds); err != nil {
