@@ -50,27 +50,22 @@ func TestConcurrentUploadsPerAccountAreCapped(t *testing.T) {
 	for range registry.DefaultMaxUploadsPerAccount {
 		held = append(held, open("alice", "alice/app"))
 	}
-	// The open uploads take their slots as soon as the server has their
-	// headers; wait until the next one of alice's is refused.
+	// The open uploads take their slots once the server has their headers.
+	for deadline := time.Now().Add(10 * time.Second); e.h.UploadsInFlight("alice") < len(held); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d open uploads hold a slot", e.h.UploadsInFlight("alice"), len(held))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	data := []byte("one more layer")
 	d := digest.FromBytes(data)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp := e.do("POST", "/v2/alice/app/blobs/uploads/?digest="+d.String(), "alice", data)
-		if resp.StatusCode == http.StatusTooManyRequests {
-			expect(t, resp, 429, "TOOMANYREQUESTS")
-			if resp.Header.Get("Retry-After") == "" {
-				t.Error("429 without Retry-After")
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("with %d uploads open, another one answered %d, want 429", len(held), resp.StatusCode)
-		}
-		time.Sleep(20 * time.Millisecond)
+	resp := e.do("POST", "/v2/alice/app/blobs/uploads/?digest="+d.String(), "alice", data)
+	expect(t, resp, 429, "TOOMANYREQUESTS")
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
 	}
 	// A chunk on a session of alice's is refused the same way.
-	resp := e.do("POST", "/v2/alice/app/blobs/uploads/", "alice", nil)
+	resp = e.do("POST", "/v2/alice/app/blobs/uploads/", "alice", nil)
 	expect(t, resp, 202, "")
 	expect(t, e.do("PATCH", resp.Header.Get("Location"), "alice", data), 429, "TOOMANYREQUESTS")
 	// bob pushes as usual.
@@ -80,6 +75,13 @@ func TestConcurrentUploadsPerAccountAreCapped(t *testing.T) {
 	held[0].w.Close()
 	if code := <-held[0].done; code != http.StatusAccepted {
 		t.Fatalf("the finished upload answered %d", code)
+	}
+	// Its slot comes back as its handler returns, just after the answer.
+	for deadline := time.Now().Add(10 * time.Second); e.h.UploadsInFlight("alice") == len(held); {
+		if time.Now().After(deadline) {
+			t.Fatal("the finished upload's slot was not given back")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	expect(t, e.do("POST", "/v2/alice/app/blobs/uploads/?digest="+d.String(), "alice", data), 201, "")
 	for _, s := range held[1:] {
