@@ -1,7 +1,7 @@
 // Package builds proves berth's build system end to end through the real
 // binaries: one `bin/berth serve` with the ephemeral build manager and the
-// local executor (workers as the unprivileged berth-worker user, buildah
-// with chroot isolation), a busybox base image pushed into it, and builds
+// local executor (each build's worker as a build user of its own, buildah
+// in its sandbox), a busybox base image pushed into it, and builds
 // requested through the REST API and `berth build`, checked by pulling the
 // results with podman.
 //
