@@ -99,7 +99,8 @@ func TestUnauthenticatedDeliveriesAreRateLimited(t *testing.T) {
 			wantAnswer(t, code, body, 200, "Okay")
 		}
 	}
-	if answered > rejectedBurst+1 || limited < 100-rejectedBurst-1 {
+	// The bucket refills one every 6 s while the loop runs: allow a few.
+	if answered > rejectedBurst+3 || limited < 100-rejectedBurst-3 {
 		t.Fatalf("%d answered 401 and %d 429 of 100 unauthenticated posts", answered, limited)
 	}
 	ds := e.deliveries("cg")
