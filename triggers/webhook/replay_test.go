@@ -59,7 +59,7 @@ func TestReplayedBodyIsSkippedWhateverItsDeliveryID(t *testing.T) {
 
 // After the window a body is new again: the window bounds what is kept.
 func TestReplayWindowEnds(t *testing.T) {
-	e := newEnv(t, Options{ReplayWindow: 300 * time.Millisecond})
+	e := newEnv(t, Options{ReplayWindow: 2 * time.Second})
 	e.trigger("cg", triggers.ServiceCustomGit, `{"build_source":"git@git.example.com:team/app.git"}`)
 	push := fixture(t, "custom-git", "push.json")
 	e.post("cg", push, tokenAuth(secret))
@@ -67,7 +67,7 @@ func TestReplayWindowEnds(t *testing.T) {
 	if n := len(e.builds()); n != 1 {
 		t.Fatalf("%d builds within the window, want 1", n)
 	}
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(2200 * time.Millisecond)
 	code, body := e.post("cg", push, tokenAuth(secret))
 	wantAnswer(t, code, body, 200, "Okay")
 	if n := len(e.builds()); n != 2 {
