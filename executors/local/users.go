@@ -143,14 +143,14 @@ func (p *userPool) release(u *buildUser) {
 // is the identity's or one of its subordinate IDs, until a pass finds none,
 // and returns how many it killed. Only a holder of the user may call it.
 func killIdentity(id identity, log *slog.Logger) int {
-	total := 0
+	killedPIDs := map[int]bool{}
 	self := os.Getpid()
 	for pass := 0; pass < 10; pass++ {
 		killed := 0
 		ents, err := os.ReadDir("/proc")
 		if err != nil {
 			log.Error("listing processes failed", "err", err)
-			return total
+			return len(killedPIDs)
 		}
 		for _, ent := range ents {
 			pid, err := strconv.Atoi(ent.Name())
@@ -167,17 +167,17 @@ func killIdentity(id identity, log *slog.Logger) int {
 				if uid == id.UID || id.SubUIDs.Contains(uid) {
 					if syscall.Kill(pid, syscall.SIGKILL) == nil {
 						killed++
+						killedPIDs[pid] = true
 					}
 					break
 				}
 			}
 		}
-		total += killed
 		if killed == 0 {
 			break
 		}
 	}
-	return total
+	return len(killedPIDs)
 }
 
 // processUIDs reads the real, effective, saved and filesystem user IDs of a
