@@ -123,16 +123,18 @@ func (p *userPool) acquire() (*buildUser, error) {
 		if killed := killIdentity(ident, p.log); killed > 0 {
 			p.log.Warn("killed processes a previous build of the user left", "user", ident.Name, "killed", killed)
 		}
+		removeTempFilesOf(ident, p.log)
 		p.held[n] = true
 		return u, nil
 	}
 	return nil, fmt.Errorf("local executor: all %d build users of this machine are in use", maxUsers)
 }
 
-// release kills whatever the build left running under the user's IDs and
-// frees the user.
+// release kills whatever the build left running under the user's IDs,
+// removes what it left in the shared temporary directory and frees the user.
 func (p *userPool) release(u *buildUser) {
 	killIdentity(u.ident, p.log)
+	removeTempFilesOf(u.ident, p.log)
 	p.mu.Lock()
 	delete(p.held, u.n)
 	p.mu.Unlock()
@@ -209,4 +211,32 @@ func processUIDs(pid int) (uids []int, zombie bool, err error) {
 		return uids, zombie, nil
 	}
 	return nil, false, errors.New("no Uid line")
+}
+
+// sharedTemp is where a build's sandbox keeps its state (rootlesskit's unix
+// sockets need a short path); everything else of a build is in its own
+// directory.
+const sharedTemp = "/tmp"
+
+// removeTempFilesOf removes the entries of sharedTemp owned by the user: a
+// sandbox's state that a killed worker could not remove.
+func removeTempFilesOf(id identity, log *slog.Logger) {
+	ents, err := os.ReadDir(sharedTemp)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if !ok || int(st.Uid) != id.UID {
+			continue
+		}
+		path := filepath.Join(sharedTemp, e.Name())
+		if err := os.RemoveAll(path); err != nil {
+			log.Warn("removing a build user's temporary files failed", "path", path, "err", err)
+		}
+	}
 }

@@ -35,9 +35,21 @@ func TestTakenUserIsClearedFirst(t *testing.T) {
 		t.Cleanup(func() { _ = cmd.Process.Kill() })
 		leftovers = append(leftovers, cmd)
 	}
+	// A sandbox's state that a killed worker left in /tmp.
+	stale, err := os.MkdirTemp(sharedTemp, "berth-sandbox-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(stale) })
+	if err := os.Chown(stale, first.UID, first.GID); err != nil {
+		t.Fatal(err)
+	}
 	u, err := pool.acquire()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("the user's leftover %s is still there (%v)", stale, err)
 	}
 	if u.ident.UID != first.UID {
 		t.Fatalf("took uid %d, want the free first user %d", u.ident.UID, first.UID)
