@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/berth-dev/berth/buildmanager/queue"
 )
@@ -353,4 +355,35 @@ func TestFileLogsRestart(t *testing.T) {
 	if info, err := os.Stat(filepath.Join(dir, "b1.log")); err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("log file mode %v, %v", info.Mode(), err)
 	}
+}
+
+// FuzzLogLineCut: a cut line keeps a prefix of at most MaxLineBytes bytes,
+// never splits a character of valid text, and says how much went.
+func FuzzLogLineCut(f *testing.F) {
+	f.Add("plain line", 4)
+	f.Add(strings.Repeat("é", 40), 51)
+	f.Add("\xff\xfe\xfd", 1)
+	f.Fuzz(func(t *testing.T, msg string, max int) {
+		if max < 1 || max > 1<<16 {
+			return
+		}
+		e := LogEntry{Message: msg}
+		LogLimits{MaxLineBytes: max}.cut(&e)
+		if len(msg) <= max {
+			if e.Message != msg {
+				t.Fatalf("a line within the limit changed: %q", e.Message)
+			}
+			return
+		}
+		kept, note, ok := strings.Cut(e.Message, " [line cut: ")
+		if !ok || len(kept) > max || !strings.HasPrefix(msg, kept) {
+			t.Fatalf("cut %q to %q", msg, e.Message)
+		}
+		if !strings.HasPrefix(note, strconv.Itoa(len(msg)-len(kept))+" more bytes") {
+			t.Fatalf("note %q for %d bytes cut", note, len(msg)-len(kept))
+		}
+		if utf8.ValidString(msg) && !utf8.ValidString(kept) {
+			t.Fatalf("cut inside a character: %q", kept)
+		}
+	})
 }
