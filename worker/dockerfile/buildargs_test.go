@@ -78,6 +78,7 @@ func TestWithBuildArgsNone(t *testing.T) {
 func TestParseCopyFromImages(t *testing.T) {
 	src := "FROM reg.example/a:1 AS one\n" +
 		"COPY --from=reg.example/tools:2 /bin/x /x\n" +
+		"RUN --mount=type=bind,from=reg.example/cache:3,target=/c true\n" +
 		"FROM scratch\n" +
 		"COPY --from=0 /z /z\n" +
 		"COPY --from=reg.example/tools:2 /bin/x /x\n" +
@@ -86,7 +87,7 @@ func TestParseCopyFromImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"reg.example/a:1", "reg.example/tools:2"}
+	want := []string{"reg.example/a:1", "reg.example/tools:2", "reg.example/cache:3"}
 	if strings.Join(info.BaseImages, " ") != strings.Join(want, " ") {
 		t.Errorf("BaseImages = %v, want %v", info.BaseImages, want)
 	}

@@ -48,8 +48,8 @@ var ErrUnresolvedArg = errors.New("build argument without a value")
 type Info struct {
 	Stages []Stage
 	// BaseImages are the distinct images (not stages, not scratch) that the
-	// stages up to the target start from or copy from (COPY --from), in
-	// order of first use.
+	// stages up to the target start from, copy from (COPY --from) or mount
+	// (RUN --mount=from=), in order of first use.
 	BaseImages []string
 }
 
@@ -158,28 +158,40 @@ func Parse(content []byte, buildArgs map[string]string, target string) (*Info, e
 	return info, nil
 }
 
-// addCopySources adds the images a stage copies from (COPY --from=<image>)
-// to info.BaseImages: the build engine pulls every image before the build,
-// which itself reaches no registry.
+// addCopySources adds the images a stage copies or mounts from (COPY
+// --from=<image>, RUN --mount=from=<image>) to info.BaseImages: the build
+// engine pulls every image before the build, which itself reaches no
+// registry.
 func addCopySources(info *Info, s instructions.Stage, named, seen map[string]bool, args argEnv, escape rune) error {
 	for _, c := range s.Commands {
-		cp, ok := c.(*instructions.CopyCommand)
-		if !ok || cp.From == "" {
-			continue
+		var sources []string
+		switch cmd := c.(type) {
+		case *instructions.CopyCommand:
+			sources = append(sources, cmd.From)
+		case *instructions.RunCommand:
+			for _, m := range instructions.GetMounts(cmd) {
+				sources = append(sources, m.From)
+			}
 		}
-		from, err := shell.NewLex(escape).ProcessWordWithMatches(cp.From, args)
-		if err != nil {
-			return lineError(cp.Location(), fmt.Errorf("COPY --from=%s: %w", cp.From, err))
+		for _, src := range sources {
+			if src == "" {
+				continue
+			}
+			loc := c.(interface{ Location() []parser.Range }).Location()
+			from, err := shell.NewLex(escape).ProcessWordWithMatches(src, args)
+			if err != nil {
+				return lineError(loc, fmt.Errorf("from=%s: %w", src, err))
+			}
+			ref := from.Result
+			if _, err := strconv.Atoi(ref); err == nil || named[strings.ToLower(ref)] || ref == "" || seen[ref] {
+				continue
+			}
+			if err := checkRef(ref); err != nil {
+				return lineError(loc, fmt.Errorf("from=%s: %w", ref, err))
+			}
+			seen[ref] = true
+			info.BaseImages = append(info.BaseImages, ref)
 		}
-		ref := from.Result
-		if _, err := strconv.Atoi(ref); err == nil || named[strings.ToLower(ref)] || ref == "" || seen[ref] {
-			continue
-		}
-		if err := checkRef(ref); err != nil {
-			return lineError(cp.Location(), fmt.Errorf("COPY --from=%s: %w", ref, err))
-		}
-		seen[ref] = true
-		info.BaseImages = append(info.BaseImages, ref)
 	}
 	return nil
 }
