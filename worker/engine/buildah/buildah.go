@@ -555,22 +555,50 @@ func (r *run) exec(ctx context.Context, argv []string) (string, error) {
 // buildah prefixes the steps of a multi-stage build with "[stage/stages] ".
 var stepLine = regexp.MustCompile(`^(\[\d+/\d+\] )?(STEP \d+/\d+: |Step \d+/\d+ : )`)
 
+// maxLineBytes bounds one line of output kept for the log: the rest of a
+// longer line is dropped (and counted), the lines after it are kept. The
+// build manager cuts lines shorter still (BUILD_LOG_MAX_LINE_BYTES).
+const maxLineBytes = 1 << 20
+
 // stream sends every line of p to the sink and keeps the last ones.
 func (r *run) stream(p io.Reader, t *tail) {
-	sc := bufio.NewScanner(p)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		line := dockerfile.HideValues(strings.TrimRight(sc.Text(), "\r"), r.shown)
+	rd := bufio.NewReaderSize(p, 64*1024)
+	var line []byte
+	dropped := 0
+	emit := func() {
+		text := dockerfile.HideValues(strings.TrimRight(string(line), "\r"), r.shown)
+		if dropped > 0 {
+			text += fmt.Sprintf(" [line cut: %d more bytes]", dropped)
+		}
 		typ := engine.LineOutput
-		if stepLine.MatchString(line) {
+		if stepLine.MatchString(text) {
 			typ = engine.LineCommand
 		}
-		r.sink.Log(typ, line)
-		t.add(line)
+		r.sink.Log(typ, text)
+		t.add(text)
+		line, dropped = line[:0], 0
 	}
-	// A line longer than the buffer ends scanning; drain so the program
-	// does not block on a full pipe.
-	_, _ = io.Copy(io.Discard, p)
+	for {
+		chunk, err := rd.ReadSlice('\n')
+		complete := err == nil
+		if complete {
+			chunk = chunk[:len(chunk)-1]
+		}
+		keep := min(len(chunk), maxLineBytes-len(line))
+		dropped += len(chunk) - keep
+		line = append(line, chunk[:keep]...)
+		switch {
+		case complete:
+			emit()
+		case errors.Is(err, bufio.ErrBufferFull):
+			// The line goes on.
+		default:
+			if len(line) > 0 || dropped > 0 {
+				emit()
+			}
+			return
+		}
+	}
 }
 
 // tail keeps the last lines of a command's output.

@@ -1,8 +1,10 @@
 package buildah
 
 import (
+	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/berth-dev/berth/worker/engine"
@@ -52,5 +54,21 @@ func TestRefHost(t *testing.T) {
 		if got := refHost(ref); got != want {
 			t.Errorf("refHost(%q) = %q, want %q", ref, got, want)
 		}
+	}
+}
+
+// A line longer than maxLineBytes is cut, with a note of what was dropped,
+// and the output after it still reaches the log.
+func TestStreamLongLines(t *testing.T) {
+	long := strings.Repeat("x", 3*maxLineBytes)
+	var got []string
+	r := &run{sink: engine.LogFunc(func(_ engine.LineType, m string) { got = append(got, m) })}
+	r.stream(strings.NewReader("first\r\n"+long+"\nSTEP 2/3: RUN true\nlast"), &tail{})
+	if len(got) != 4 {
+		t.Fatalf("%d lines, want 4", len(got))
+	}
+	want := strings.Repeat("x", maxLineBytes) + fmt.Sprintf(" [line cut: %d more bytes]", 2*maxLineBytes)
+	if got[0] != "first" || got[1] != want || got[2] != "STEP 2/3: RUN true" || got[3] != "last" {
+		t.Errorf("lines = %q, %d bytes, %q, %q", got[0], len(got[1]), got[2], got[3])
 	}
 }
