@@ -176,3 +176,40 @@ func TestRunAsksForBaseCredentials(t *testing.T) {
 		t.Errorf("finish = %v", m.finish)
 	}
 }
+
+// FuzzRegistryRepositories: whatever the FROM lines say, the repositories
+// asked for are distinct, non-empty paths that a reference on the job's
+// registry named, and never more than the limit.
+func FuzzRegistryRepositories(f *testing.F) {
+	f.Add("registry.test:5000/lib/base:3\nbusybox\nREGISTRY.TEST:5000/lib/base@sha256:00\nregistry.test:5000/x")
+	f.Add("registry.test:5000\nregistry.test:5000/\n/registry.test:5000/a\nregistry.test:5000//b:c")
+	f.Fuzz(func(t *testing.T, refs string) {
+		bases := strings.Split(refs, "\n")
+		got, err := registryRepositories("registry.test:5000", bases)
+		if err != nil {
+			if _, ok := engine.AsUserError(err); !ok {
+				t.Fatalf("error %v is not a user error", err)
+			}
+			return
+		}
+		if len(got) > maxBaseRepositories {
+			t.Fatalf("%d repositories", len(got))
+		}
+		seen := map[string]bool{}
+		for _, repo := range got {
+			if seen[repo] {
+				t.Fatalf("%q asked for twice", repo)
+			}
+			seen[repo] = true
+			named := false
+			for _, ref := range bases {
+				if strings.HasPrefix(strings.ToLower(ref), "registry.test:5000/"+strings.ToLower(repo)) {
+					named = true
+				}
+			}
+			if !named {
+				t.Fatalf("%q is named by no reference of %q", repo, bases)
+			}
+		}
+	})
+}
