@@ -14,8 +14,8 @@ import (
 	"github.com/berth-dev/berth/internal/buildhost"
 )
 
-// TestEngineSuiteUnprivileged runs the engine suite as an unprivileged
-// user with subordinate ID ranges of its own, the way executors run the
+// TestEngineSuiteUnprivileged runs the engine suite and TestSandboxNetwork
+// as an unprivileged user with subordinate ID ranges of its own, the way executors run the
 // worker: rootless buildah in a user namespace, its build in a sandbox. It
 // needs root, to make that user (berth-test-build, or
 // BERTH_TEST_UNPRIVILEGED_USER) and switch to it.
@@ -73,9 +73,9 @@ func TestEngineSuiteUnprivileged(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("runuser", "-u", name, "--", "env", "HOME="+home, "BERTH_TEST_EXPECT_UID="+u.Uid,
-		bin, "-test.run", "^TestEngineSuite$", "-test.v")
+		bin, "-test.run", "^(TestEngineSuite|TestSandboxNetwork)$", "-test.v")
 	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS: TestEngineSuite") {
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestEngineSuite") || !strings.Contains(string(out), "--- PASS: TestSandboxNetwork") {
 		t.Fatalf("suite as %s: %v\n%s", name, err, out)
 	}
 	if testing.Verbose() {
