@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"strconv"
 	"strings"
 )
@@ -26,6 +27,11 @@ func Preflight(ctx context.Context, cfg Config, prepare func(*exec.Cmd)) error {
 	}
 	if err := checkUserNamespaces(); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if prepare == nil {
+		if err := checkSubordinateIDs(); err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
 	}
 	argv := cfg.Wrap([]string{"true"})
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -69,4 +75,36 @@ func lastLines(out []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, " | ")
+}
+
+// checkSubordinateIDs makes sure the current user has ranges in /etc/subuid
+// and /etc/subgid, which the sandbox's user namespace maps (as root, the
+// server gives its build users theirs).
+func checkSubordinateIDs() error {
+	u, err := user.Current()
+	if err != nil {
+		return fmt.Errorf("who am I: %w", err)
+	}
+	return hasSubordinateIDs(u.Username, u.Uid, "/etc/subuid", "/etc/subgid")
+}
+
+func hasSubordinateIDs(name, uid string, paths ...string) error {
+	for _, path := range paths {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("the user %s has no subordinate IDs: %w", name, err)
+		}
+		found := false
+		for _, line := range strings.Split(string(data), "\n") {
+			owner, _, _ := strings.Cut(strings.TrimSpace(line), ":")
+			if owner != "" && (owner == name || owner == uid) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("the user %s has no range in %s (add one with usermod --add-subuids/--add-subgids, or run the server as root)", name, path)
+		}
+	}
+	return nil
 }

@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -100,5 +102,27 @@ func TestParsePrefixes(t *testing.T) {
 	}
 	if _, err := ParsePrefixes([]string{"example.com"}); err == nil {
 		t.Error("a host name was accepted as a network")
+	}
+}
+
+func TestHasSubordinateIDs(t *testing.T) {
+	dir := t.TempDir()
+	subuid, subgid := filepath.Join(dir, "subuid"), filepath.Join(dir, "subgid")
+	if err := os.WriteFile(subuid, []byte("alice:100000:65536\n1001:200000:65536\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(subgid, []byte("alice:100000:65536\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := hasSubordinateIDs("alice", "1000", subuid, subgid); err != nil {
+		t.Errorf("alice has both ranges: %v", err)
+	}
+	// bob has a uid range (by number) but no gid range: the check names the
+	// file that lacks one.
+	if err := hasSubordinateIDs("bob", "1001", subuid, subgid); err == nil || !strings.Contains(err.Error(), subgid) {
+		t.Errorf("bob without a gid range: %v", err)
+	}
+	if err := hasSubordinateIDs("carol", "1002", filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing file passed")
 	}
 }
