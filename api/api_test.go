@@ -851,7 +851,7 @@ func TestNoServerErrorForBadInput(t *testing.T) {
 		"orgname": {"acme", "nope", "a%2Bb"}, "teamname": {"owners", "Bad"}, "namespace": {"acme", "x"},
 		"repo": {"app", "nope"}, "username": {"acme+ci", "nobody+x"}, "membername": {"alice", "a@b", "acme+ci"},
 		"email": {"a@b", "bad"}, "robot_shortname": {"ci", "new_one", "BAD"}, "prototypeid": {"nope"},
-		"client_id": {"nope"},
+		"client_id": {"nope"}, "uuid": {"nope", "00000000-0000-0000-0000-000000000000"},
 	}
 	bodies := []any{nil, "{", "[]", `{"role": 5, "name": [], "visibility": {}, "repositories": "x", "scopes": "x", "enabled": "yes"}`,
 		map[string]any{"role": "admin", "name": "zz", "repository": "new", "visibility": "public", "repositories": []string{"app"},

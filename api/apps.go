@@ -2,7 +2,9 @@ package api
 
 import (
 	"errors"
+	"math"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -22,8 +24,14 @@ func (a *API) appRoutes() {
 	a.Route(http.MethodPost, base+"/:client_id/resetclientsecret", Doc{Tag: "organization", Summary: "Replace an application's client secret."}, a.resetClientSecret)
 	a.Route(http.MethodPost, base+"/:client_id/token", Doc{Tag: "organization",
 		Summary:     "Generate an access token for the calling user through this application (berth's scriptable form of Quay's Generate Token).",
-		Description: `Body {"scopes": ["repo:read", ...]}; returns {"access_token", "token_type": "Bearer", "scope"}. The token is shown only once. Needs a password, robot-free login or session (not another OAuth token).`,
+		Description: `Body {"scopes": ["repo:read", ...]}; returns {"access_token", "token_type": "Bearer", "scope", "expires_in"} (expires_in: seconds, absent when ACCESS_TOKEN_LIFETIME_S is 0). The token is shown only once. Needs a password, robot-free login or session (not another OAuth token).`,
 		Body:        []string{"scopes"}}, a.generateToken)
+	a.Route(http.MethodGet, "/user/authorizations", Doc{Tag: "user",
+		Summary:     "List the caller's OAuth access tokens (not their values).",
+		Description: "Needs user:admin from an OAuth caller."}, a.listAuthorizations)
+	a.Route(http.MethodGet, "/user/authorizations/:uuid", Doc{Tag: "user", Summary: "Get one of the caller's OAuth access tokens."}, a.getAuthorization)
+	a.Route(http.MethodDelete, "/user/authorizations/:uuid", Doc{Tag: "user",
+		Summary: "Revoke one of the caller's OAuth access tokens; it stops working at once on every server."}, a.revokeAuthorization)
 }
 
 type appView struct {
@@ -225,16 +233,125 @@ func (a *API) generateToken(c echo.Context) error {
 	if err != nil {
 		return BadRequest("scopes: use one or more of repo:read, repo:write, repo:admin, repo:create, user:read, user:admin, org:admin, super:user")
 	}
-	tok, err := a.createAccessToken(c, acct, app.ID, scopes)
+	tok, t, err := a.createAccessToken(c, acct, app.ID, scopes, Caller(c).CredentialEpoch)
 	if err != nil {
 		return err
 	}
-	scope := ""
-	for i, s := range scopes {
-		if i > 0 {
-			scope += " "
-		}
-		scope += string(s)
+	out := map[string]any{"access_token": tok, "token_type": "Bearer", "scope": strings.Join(t.Scopes, " ")}
+	if t.ExpiresAt != nil {
+		out["expires_in"] = int64(math.Round(t.ExpiresAt.Sub(t.CreatedAt).Seconds()))
 	}
-	return c.JSON(http.StatusOK, map[string]any{"access_token": tok, "token_type": "Bearer", "scope": scope})
+	return c.JSON(http.StatusOK, out)
+}
+
+// authorizationView is one of the caller's access tokens, without its
+// value: uuid names it (from the first 128 bits of its stored hash, so
+// that the listing leaks nothing that helps guess it), application is nil
+// for a token made by `berth admin token create` or /user/initialize.
+type authorizationView struct {
+	UUID        string                `json:"uuid"`
+	Application *authorizationAppView `json:"application"`
+	Scopes      []string              `json:"scopes"`
+	Created     string                `json:"created"`
+	Expires     *string               `json:"expires"`
+}
+
+type authorizationAppView struct {
+	ClientID     string `json:"clientId"`
+	Name         string `json:"name"`
+	Organization string `json:"organization"`
+}
+
+// tokenUUID formats the first 128 bits of a token's hex SHA-256 as a UUID.
+func tokenUUID(hash string) string {
+	if len(hash) < 32 {
+		return hash
+	}
+	return hash[0:8] + "-" + hash[8:12] + "-" + hash[12:16] + "-" + hash[16:20] + "-" + hash[20:32]
+}
+
+func authorizationOf(t *store.AccessToken) authorizationView {
+	v := authorizationView{UUID: tokenUUID(t.TokenHash), Scopes: t.Scopes, Created: FormatDate(t.CreatedAt)}
+	if v.Scopes == nil {
+		v.Scopes = []string{}
+	}
+	if t.ApplicationID != 0 {
+		v.Application = &authorizationAppView{ClientID: t.ClientID, Name: t.ApplicationName, Organization: t.ApplicationOrg}
+	}
+	if t.ExpiresAt != nil {
+		e := FormatDate(*t.ExpiresAt)
+		v.Expires = &e
+	}
+	return v
+}
+
+// myTokens returns the calling user's access tokens. Tokens are
+// credentials: listing and revoking them needs user:admin, as in Quay.
+func (a *API) myTokens(c echo.Context) (*store.Account, []store.AccessToken, error) {
+	acct, err := RequireUser(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := RequireScope(c, auth.ScopeUserAdmin); err != nil {
+		return nil, nil, err
+	}
+	toks, err := a.o.Store.ListAccessTokens(c.Request().Context(), acct.ID)
+	if err != nil {
+		return nil, nil, Internal(err)
+	}
+	return acct, toks, nil
+}
+
+func (a *API) listAuthorizations(c echo.Context) error {
+	_, toks, err := a.myTokens(c)
+	if err != nil {
+		return err
+	}
+	out := []authorizationView{}
+	for i := range toks {
+		out = append(out, authorizationOf(&toks[i]))
+	}
+	return c.JSON(http.StatusOK, map[string]any{"authorizations": out})
+}
+
+// myToken is the caller's token named by the path's uuid (404 otherwise).
+func (a *API) myToken(c echo.Context) (*store.Account, *store.AccessToken, error) {
+	acct, toks, err := a.myTokens(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	want := strings.ToLower(Param(c, "uuid"))
+	for i := range toks {
+		if tokenUUID(toks[i].TokenHash) == want {
+			return acct, &toks[i], nil
+		}
+	}
+	return nil, nil, NotFound()
+}
+
+func (a *API) getAuthorization(c echo.Context) error {
+	_, t, err := a.myToken(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, authorizationOf(t))
+}
+
+// revokeAuthorization deletes one of the caller's tokens. The row goes,
+// which every server sees on its next lookup; the token's revocation
+// subject ends the logins other servers cached with it.
+func (a *API) revokeAuthorization(c echo.Context) error {
+	acct, t, err := a.myToken(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if err := a.o.Store.DeleteAccessToken(ctx, t.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return Internal(err)
+	}
+	a.o.Authenticator.Forget(acct.Name)
+	if err := a.o.Revoker.Revoke(ctx, auth.OAuthTokenSubject(t.ID)); err != nil {
+		return Internal(err)
+	}
+	return c.NoContent(http.StatusNoContent)
 }

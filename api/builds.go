@@ -33,6 +33,8 @@ type BuildOptions struct {
 	FiledropKey []byte
 	// FiledropTTL is how long an upload URL stays valid (default 1 hour).
 	FiledropTTL time.Duration
+	// Limits bound each account's uploads (zero fields: no limit).
+	Limits FiledropLimits
 	// MaxAttempts is the manager's attempt limit (default
 	// buildmanager.DefaultMaxAttempts): an internalerror build that used
 	// them all is shown as "expired", as Quay does.
@@ -119,9 +121,14 @@ func (b *Builds) requestBuild(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	displayName, err := b.claimUpload(c, repo, req.FileID)
+	if err != nil {
+		return err
+	}
 	ctx := c.Request().Context()
 	built, err := b.o.Manager.Submit(ctx, buildmanager.BuildRequest{
 		Repository: repo, Requester: Caller(c).Account, Tags: body.DockerTags, Request: req,
+		DisplayName: displayName,
 	})
 	var qe *buildmanager.QueueLimitError
 	switch {
@@ -143,7 +150,8 @@ func (b *Builds) requestBuild(c echo.Context) error {
 }
 
 // validateRequest checks the body as Quay does and resolves the Dockerfile
-// path and context (Quay's get_dockerfile_context).
+// path and context (Quay's get_dockerfile_context). Whether the caller may
+// build its file_id is claimUpload's to check.
 func (b *Builds) validateRequest(c echo.Context, body *buildRequestBody) (store.BuildRequest, error) {
 	var req store.BuildRequest
 	switch {
@@ -162,17 +170,6 @@ func (b *Builds) validateRequest(c echo.Context, body *buildRequestBody) (store.
 		if err := b.a.checkArchiveURL(c.Request().Context(), u); err != nil {
 			return req, err
 		}
-	}
-	ctx := c.Request().Context()
-	if body.FileID != "" {
-		rc, _, err := b.o.Contexts.Open(ctx, body.FileID)
-		if errors.Is(err, store.ErrNotFound) {
-			return req, BadRequest("No uploaded file with this file_id")
-		}
-		if err != nil {
-			return req, Internal(err)
-		}
-		_ = rc.Close()
 	}
 	if body.DockerTags == nil {
 		body.DockerTags = []string{"latest"}
@@ -225,6 +222,66 @@ func (b *Builds) validateRequest(c echo.Context, body *buildRequestBody) (store.
 		req.DockerfilePath = path.Join(req.Context, "Dockerfile")
 	}
 	return req, nil
+}
+
+// buildableFile returns the uploaded file fileID when the caller may build
+// it: the caller uploaded it, or holds write on the repository it was
+// first built in. To anyone else it does not exist, so that a file ID
+// (shown in old build views, logs, shell histories) grants nothing.
+func (b *Builds) buildableFile(c echo.Context, fileID string) (*store.BuildFile, error) {
+	ctx := c.Request().Context()
+	unknown := BadRequest("No uploaded file with this file_id")
+	f, err := b.a.o.Store.GetBuildFile(ctx, fileID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, unknown
+	}
+	if err != nil {
+		return nil, Internal(err)
+	}
+	who := Caller(c)
+	allowed := who.Account != nil && f.UploaderID != 0 && who.Account.ID == f.UploaderID
+	if !allowed && f.RepoID != 0 {
+		first, err := b.a.o.Store.GetRepository(ctx, f.RepoNamespace, f.RepoName)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, Internal(err)
+		}
+		if err == nil {
+			role, err := b.a.o.Policy.RepositoryRole(ctx, who, first)
+			if err != nil {
+				return nil, Internal(err)
+			}
+			allowed = auth.RoleAtLeast(role, store.RoleWrite)
+		}
+	}
+	if !allowed {
+		return nil, unknown
+	}
+	if f.Digest == "" {
+		return nil, BadRequest("Nothing was uploaded to this file_id's URL yet")
+	}
+	return f, nil
+}
+
+// claimUpload checks that the caller may build the uploaded file fileID,
+// records repo as the first repository it is built in when it was built
+// nowhere yet, and returns the build's display name: the first 7 hex
+// digits of the bytes' SHA-256, as Quay shows, never the file ID. ("",
+// nil) without a file.
+func (b *Builds) claimUpload(c echo.Context, repo *store.Repository, fileID string) (string, error) {
+	if fileID == "" {
+		return "", nil
+	}
+	f, err := b.buildableFile(c, fileID)
+	if err != nil {
+		return "", err
+	}
+	if f.RepoID == 0 {
+		if err := b.a.o.Store.ClaimBuildFile(c.Request().Context(), f.ID, repo.ID); err != nil {
+			return "", Internal(err)
+		}
+	}
+	_, hex, _ := strings.Cut(f.Digest, ":")
+	return hex[:min(7, len(hex))], nil
 }
 
 // checkPullRobot allows a pull robot only to callers administering the
@@ -466,7 +523,6 @@ func (b *Builds) view(built *store.Build, role store.Role) buildView {
 		Context:         r.Context,
 		Tags:            built.Tags,
 		IsWriter:        writer,
-		ResourceKey:     strPtr(r.FileID),
 		Repository:      buildRepoView{Namespace: built.Namespace, Name: built.Repository},
 		Error:           strPtr(built.ErrorMessage),
 		ManifestDigests: built.ManifestDigests,
@@ -498,6 +554,10 @@ func (b *Builds) view(built *store.Build, role store.Role) buildView {
 	}
 	if writer || b.a.o.Config.Features["FEATURE_READER_BUILD_LOGS"] {
 		v.ArchiveURL = strPtr(r.ArchiveURL)
+	}
+	if writer {
+		// Writers may build the file again; to readers it is no use.
+		v.ResourceKey = strPtr(r.FileID)
 	}
 	return v
 }

@@ -44,7 +44,12 @@ const maxTestContext = 1024
 
 func newBuildEnv(t *testing.T, raw map[string]any) *buildEnv {
 	t.Helper()
-	e := newEnv(t, raw)
+	return newBuildEnvOn(t, newEnv(t, raw))
+}
+
+// newBuildEnvOn adds the build routes to e.
+func newBuildEnvOn(t *testing.T, e *env) *buildEnv {
+	t.Helper()
 	mr, err := queue.StartEmbedded()
 	if err != nil {
 		t.Fatal(err)
@@ -73,8 +78,12 @@ func newBuildEnv(t *testing.T, raw map[string]any) *buildEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	limits, err := FiledropLimitsFromConfig(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := RegisterBuilds(e.api, BuildOptions{Manager: m, Contexts: contexts,
-		FiledropKey: bytes.Repeat([]byte("k"), 32), Heartbeat: 50 * time.Millisecond})
+		FiledropKey: bytes.Repeat([]byte("k"), 32), Heartbeat: 50 * time.Millisecond, Limits: limits})
 	return &buildEnv{env: e, m: m, builds: b, contexts: contexts, ex: ex}
 }
 

@@ -37,8 +37,14 @@ type env struct {
 // newEnv builds the API; raw config keys may be given (ROBOTS_DISALLOW, ...).
 func newEnv(t *testing.T, raw map[string]any) *env {
 	t.Helper()
+	return newEnvOn(t, "sqlite://"+t.TempDir()+"/db", raw)
+}
+
+// newEnvOn is newEnv over the database at dsn.
+func newEnvOn(t *testing.T, dsn string, raw map[string]any) *env {
+	t.Helper()
 	ctx := context.Background()
-	st, err := sqlstore.Open(ctx, "sqlite://"+t.TempDir()+"/db")
+	st, err := sqlstore.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +66,7 @@ func newEnv(t *testing.T, raw map[string]any) *env {
 	}
 	e := &env{t: t, store: st, cfg: cfg, tokens: auth.NewTokenService(key, 0)}
 	e.authn = &auth.Authenticator{Store: st, Secrets: sec, RobotsDisallowed: configBool(cfg, "ROBOTS_DISALLOW", false),
-		BaseDelay: time.Millisecond, MaxDelay: 50 * time.Millisecond}
+		BaseDelay: time.Millisecond, MaxDelay: 50 * time.Millisecond, Revoker: e.tokens.Revoker}
 	e.api = New(Options{
 		Store: st, Policy: &auth.Policy{Store: st}, Authenticator: e.authn, Revoker: e.tokens.Revoker,
 		Secrets: sec, Config: cfg,

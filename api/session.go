@@ -22,8 +22,9 @@ func (a *API) sessionRoutes() {
 }
 
 // sessionPrincipal resolves a session cookie. An unknown or expired
-// session, or one whose account is gone or disabled, is (nil, nil, nil):
-// the caller is anonymous.
+// session, one whose account is gone or disabled, or one begun before the
+// account's credentials were revoked (a password change on any server of
+// the database), is (nil, nil, nil): the caller is anonymous.
 func (a *API) sessionPrincipal(c echo.Context, cookie string) (*store.Session, *auth.Principal, error) {
 	ctx := c.Request().Context()
 	if len(cookie) > 128 {
@@ -50,7 +51,11 @@ func (a *API) sessionPrincipal(c echo.Context, cookie string) (*store.Session, *
 	if !acct.Enabled {
 		return nil, nil, nil
 	}
-	return s, &auth.Principal{Account: acct}, nil
+	if a.o.Revoker.Epoch(acct.Name) > s.CredentialEpoch {
+		_ = a.o.Store.DeleteSession(ctx, s.IDHash)
+		return nil, nil, nil
+	}
+	return s, &auth.Principal{Account: acct, CredentialEpoch: s.CredentialEpoch}, nil
 }
 
 type signinBody struct {
@@ -84,14 +89,14 @@ func (a *API) signin(c echo.Context) error {
 		IDHash: auth.HashToken(id), AccountID: p.Account.ID,
 		CSRFToken: auth.RandomString(32, auth.MixedAlnum),
 		CreatedAt: now, ExpiresAt: now.Add(SessionLifetime),
+		CredentialEpoch: p.CredentialEpoch,
 	}
 	if err := a.o.Store.CreateSession(ctx, s); err != nil {
 		return Internal(err)
 	}
 	c.SetCookie(&http.Cookie{
 		Name: SessionCookie, Value: id, Path: "/", Expires: s.ExpiresAt,
-		HttpOnly: true, SameSite: http.SameSiteLaxMode,
-		Secure: strings.HasPrefix(a.externalURL(c.Request()), "https://"),
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: a.secureCookies(c.Request()),
 	})
 	c.Response().Header().Set(CSRFHeader, s.CSRFToken)
 	return c.JSON(http.StatusOK, map[string]any{"success": true, "csrf_token": s.CSRFToken})
@@ -103,6 +108,15 @@ func (a *API) signout(c echo.Context) error {
 			return Internal(err)
 		}
 	}
-	c.SetCookie(&http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	c.SetCookie(&http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		SameSite: http.SameSiteLaxMode, Secure: a.secureCookies(c.Request())})
 	return c.JSON(http.StatusOK, map[string]any{"success": true})
+}
+
+// secureCookies reports whether the session cookie must be Secure: clients
+// reach the server over https, by its external URL or by
+// PREFERRED_URL_SCHEME, which says so when a TLS-terminating proxy hands
+// berth plain http and SERVER_HOSTNAME is unset.
+func (a *API) secureCookies(r *http.Request) bool {
+	return strings.EqualFold(a.o.Config.PreferredURLScheme, "https") || strings.HasPrefix(a.externalURL(r), "https://")
 }

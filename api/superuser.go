@@ -142,6 +142,18 @@ func (a *API) revokeAccount(ctx context.Context, name string) error {
 	return a.o.Revoker.Revoke(ctx, name)
 }
 
+// endUserLogins is revokeAccount for a user whose password changed or who
+// was disabled: its web sessions and OAuth access tokens end too. Their
+// rows go, so that every server of the database refuses them at once, and
+// the epoch they recorded is now too old, which also ends one made by a
+// request racing this one.
+func (a *API) endUserLogins(ctx context.Context, u *store.Account) error {
+	if err := a.o.Store.DeleteLogins(ctx, u.ID); err != nil {
+		return err
+	}
+	return a.revokeAccount(ctx, u.Name)
+}
+
 func (a *API) suDeleteUser(c echo.Context) error {
 	if err := a.requireSuperuser(c); err != nil {
 		return err
@@ -221,7 +233,7 @@ func (a *API) suUpdateUser(c echo.Context) error {
 		return Internal(err)
 	}
 	if revoke {
-		if err := a.revokeAccount(c.Request().Context(), u.Name); err != nil {
+		if err := a.endUserLogins(ctx, u); err != nil {
 			return Internal(err)
 		}
 	}

@@ -140,7 +140,7 @@ func (a *API) initializeUser(c echo.Context) error {
 		"encrypted_password": base64.StdEncoding.EncodeToString(a.o.Secrets.Seal([]byte(b.Password), "encrypted-password:"+acct.Name)),
 	}
 	if b.AccessToken {
-		tok, err := a.createAccessToken(c, acct, 0, auth.AllScopes)
+		tok, _, err := a.createAccessToken(c, acct, 0, auth.AllScopes, a.o.Revoker.Epoch(acct.Name))
 		if err != nil {
 			return err
 		}
@@ -161,18 +161,29 @@ func oldest(accts []store.Account) *store.Account {
 	return o
 }
 
-// createAccessToken makes an OAuth access token for acct and returns it;
-// only its hash is stored.
-func (a *API) createAccessToken(c echo.Context, acct *store.Account, appID int64, scopes []auth.OAuthScope) (string, error) {
+// createAccessToken makes an OAuth access token for acct and returns it
+// with its stored record; only its hash is stored. It expires after
+// ACCESS_TOKEN_LIFETIME_S, and ends early once acct's credential epoch
+// rises past epoch, the one the caller's credentials were checked under.
+func (a *API) createAccessToken(c echo.Context, acct *store.Account, appID int64, scopes []auth.OAuthScope, epoch uint64) (string, *store.AccessToken, error) {
+	lifetime, err := AccessTokenLifetime(a.o.Config)
+	if err != nil {
+		return "", nil, Internal(err)
+	}
 	tok := auth.RandomString(auth.AccessTokenLen, auth.MixedAlnum)
+	now := a.now()
 	t := &store.AccessToken{
 		ApplicationID: appID, AccountID: acct.ID, TokenHash: auth.HashToken(tok),
-		Scopes: auth.ScopeStrings(scopes), CreatedAt: a.now(),
+		Scopes: auth.ScopeStrings(scopes), CreatedAt: now, CredentialEpoch: epoch,
+	}
+	if lifetime > 0 {
+		expires := now.Add(lifetime)
+		t.ExpiresAt = &expires
 	}
 	if err := a.o.Store.CreateAccessToken(c.Request().Context(), t); err != nil {
-		return "", Internal(err)
+		return "", nil, Internal(err)
 	}
-	return tok, nil
+	return tok, t, nil
 }
 
 type starBody struct {
@@ -208,9 +219,14 @@ func (a *API) listStarred(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"repositories": out})
 }
 
+// star and unstar change the user's own data: OAuth callers need
+// user:admin, as in Quay (robots are refused: they star nothing).
 func (a *API) star(c echo.Context) error {
 	acct, err := RequireUser(c)
 	if err != nil {
+		return err
+	}
+	if err := RequireScope(c, auth.ScopeUserAdmin); err != nil {
 		return err
 	}
 	var b starBody
@@ -233,6 +249,9 @@ func (a *API) star(c echo.Context) error {
 func (a *API) unstar(c echo.Context) error {
 	acct, err := RequireUser(c)
 	if err != nil {
+		return err
+	}
+	if err := RequireScope(c, auth.ScopeUserAdmin); err != nil {
 		return err
 	}
 	repo, _, err := a.repoFromPath(c, store.RoleRead)

@@ -144,9 +144,10 @@ type Options struct {
 	GitSource   GitSourceFunc
 
 	// Context limits handed to workers (0: the worker's defaults).
-	MaxContextBytes  int64
-	MaxUnpackedBytes int64
-	MaxEntries       int64
+	MaxContextBytes     int64
+	MaxUnpackedBytes    int64
+	MaxEntries          int64
+	MaxCompressionRatio int64
 
 	Logger *slog.Logger
 }

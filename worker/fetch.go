@@ -31,9 +31,10 @@ func (j *jobRun) fetchAndUnpack(ctx context.Context, dest string) error {
 		return gitsource.Fetch(ctx, j.cfg.Egress, dest, g, func(line string) { j.log.Log(engine.LineOutput, line) })
 	}
 	lim := buildcontext.Limits{
-		MaxCompressed: j.job.GetMaxContextBytes(),
-		MaxUnpacked:   j.job.GetMaxUnpackedBytes(),
-		MaxEntries:    j.job.GetMaxEntries(),
+		MaxCompressed:       j.job.GetMaxContextBytes(),
+		MaxUnpacked:         j.job.GetMaxUnpackedBytes(),
+		MaxEntries:          j.job.GetMaxEntries(),
+		MaxCompressionRatio: j.job.GetMaxCompressionRatio(),
 	}.OrDefault()
 	upload := filepath.Join(j.cfg.WorkDir, "context.upload")
 	f, err := os.OpenFile(upload, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)

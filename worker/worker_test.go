@@ -173,6 +173,8 @@ func TestRunFailures(t *testing.T) {
 		{"missing Dockerfile", &pb.Job{Source: &pb.Job_Upload{Upload: true}, DockerfilePath: "/nope/Dockerfile"}, good, buildStep, engine.CodeDockerfile, false, false, "missing Dockerfile"},
 		{"escaping archive", &pb.Job{Source: &pb.Job_Upload{Upload: true}}, escape, buildStep, engine.CodeContext, false, false, "outside the build context"},
 		{"context too large", &pb.Job{Source: &pb.Job_Upload{Upload: true}, MaxContextBytes: 10}, good, buildStep, engine.CodeContext, false, false, "larger than the limit"},
+		{"compression ratio", &pb.Job{Source: &pb.Job_Upload{Upload: true}, MaxCompressionRatio: 2},
+			tarGz(t, map[string]string{"Dockerfile": "FROM a\n", "zeros": strings.Repeat("\x00", 17<<20)}), buildStep, engine.CodeContext, false, false, "compressed more than 2:1"},
 		{"git source without ref or commit", &pb.Job{Source: &pb.Job_Git{Git: &pb.GitSource{Url: "https://git.test/x.git"}}}, nil, buildStep, engine.CodeGit, false, false, "neither a ref nor a commit"},
 		{"archive url 404", &pb.Job{Source: &pb.Job_ArchiveUrl{ArchiveUrl: srv.URL + "/gone.tar"}}, nil, buildStep, engine.CodeContext, false, false, "404"},
 		{"failing step", &pb.Job{Source: &pb.Job_ArchiveUrl{ArchiveUrl: srv.URL + "/Dockerfile"}}, nil, buildStep, engine.CodeBuildStep, false, true, "exit status 1"},

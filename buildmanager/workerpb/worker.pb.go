@@ -457,8 +457,11 @@ type Job struct {
 	MaxContextBytes  int64 `protobuf:"varint,21,opt,name=max_context_bytes,json=maxContextBytes,proto3" json:"max_context_bytes,omitempty"`
 	MaxUnpackedBytes int64 `protobuf:"varint,22,opt,name=max_unpacked_bytes,json=maxUnpackedBytes,proto3" json:"max_unpacked_bytes,omitempty"`
 	MaxEntries       int64 `protobuf:"varint,23,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The most bytes an archive may unpack to per byte of it (0: the
+	// worker's default).
+	MaxCompressionRatio int64 `protobuf:"varint,24,opt,name=max_compression_ratio,json=maxCompressionRatio,proto3" json:"max_compression_ratio,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -654,6 +657,13 @@ func (x *Job) GetMaxUnpackedBytes() int64 {
 func (x *Job) GetMaxEntries() int64 {
 	if x != nil {
 		return x.MaxEntries
+	}
+	return 0
+}
+
+func (x *Job) GetMaxCompressionRatio() int64 {
+	if x != nil {
+		return x.MaxCompressionRatio
 	}
 	return 0
 }
@@ -1479,7 +1489,7 @@ const file_worker_proto_rawDesc = "" +
 	"\bregistry\x18\x01 \x01(\tR\bregistry\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x1a\n" +
 	"\bpassword\x18\x03 \x01(\tR\bpassword\x12,\n" +
-	"\x12expires_in_seconds\x18\x04 \x01(\x03R\x10expiresInSeconds\"\xbd\a\n" +
+	"\x12expires_in_seconds\x18\x04 \x01(\x03R\x10expiresInSeconds\"\xf1\a\n" +
 	"\x03Job\x12\x1b\n" +
 	"\tjob_token\x18\x01 \x01(\tR\bjobToken\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\tR\abuildId\x12\x18\n" +
@@ -1509,7 +1519,8 @@ const file_worker_proto_rawDesc = "" +
 	"\x11max_context_bytes\x18\x15 \x01(\x03R\x0fmaxContextBytes\x12,\n" +
 	"\x12max_unpacked_bytes\x18\x16 \x01(\x03R\x10maxUnpackedBytes\x12\x1f\n" +
 	"\vmax_entries\x18\x17 \x01(\x03R\n" +
-	"maxEntries\x1a<\n" +
+	"maxEntries\x122\n" +
+	"\x15max_compression_ratio\x18\x18 \x01(\x03R\x13maxCompressionRatio\x1a<\n" +
 	"\x0eBuildArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/internal/store/sqlstore"
@@ -20,7 +22,8 @@ const adminUsage = `usage: berth admin token create --user U --scope S [--scope 
 Creates an OAuth access token for user U with the given scopes (repo:read,
 repo:write, repo:admin, repo:create, user:read, user:admin, org:admin,
 super:user) and prints only the token on stdout. Safe while the server runs:
-the running server accepts the token at once.
+the running server accepts the token at once. It expires after
+ACCESS_TOKEN_LIFETIME_S (default 90 days), or when U's password changes.
 `
 
 // runAdmin dispatches "berth admin ...".
@@ -82,12 +85,40 @@ func adminTokenCreate(ctx context.Context, args []string, out io.Writer) error {
 	if !acct.Enabled {
 		return fmt.Errorf("admin token create: user %q is disabled", *user)
 	}
+	lifetime, err := api.AccessTokenLifetime(cfg)
+	if err != nil {
+		return err
+	}
+	epoch, err := credentialEpoch(ctx, st, acct.Name)
+	if err != nil {
+		return err
+	}
 	token := auth.RandomString(auth.AccessTokenLen, auth.MixedAlnum)
-	t := &store.AccessToken{AccountID: acct.ID, TokenHash: auth.HashToken(token), Scopes: auth.ScopeStrings(parsed)}
+	t := &store.AccessToken{AccountID: acct.ID, TokenHash: auth.HashToken(token), Scopes: auth.ScopeStrings(parsed),
+		CredentialEpoch: epoch}
+	if lifetime > 0 {
+		expires := time.Now().Add(lifetime)
+		t.ExpiresAt = &expires
+	}
 	if err := st.CreateAccessToken(ctx, t); err != nil {
 		return fmt.Errorf("create token: %w", err)
 	}
 	log.Info("access token created", "user", acct.Name, "scopes", strings.Join(auth.ScopeStrings(parsed), ","))
 	_, err = fmt.Fprintln(out, token)
 	return err
+}
+
+// credentialEpoch reads subject's credential epoch from the database, which
+// a token records so that a later password change ends it.
+func credentialEpoch(ctx context.Context, st store.Store, subject string) (uint64, error) {
+	epochs, err := st.CredentialEpochsSince(ctx, time.Time{})
+	if err != nil {
+		return 0, fmt.Errorf("read credential epochs: %w", err)
+	}
+	for _, e := range epochs {
+		if e.Subject == subject {
+			return e.Epoch, nil
+		}
+	}
+	return 0, nil
 }

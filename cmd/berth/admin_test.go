@@ -8,7 +8,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/internal/store/sqlstore"
@@ -47,6 +49,22 @@ func TestAdminTokenCreate(t *testing.T) {
 	}
 	if !p.HasScope(auth.ScopeRepoWrite) || !p.HasScope(auth.ScopeUserRead) || p.HasScope(auth.ScopeRepoAdmin) {
 		t.Fatalf("scopes %v", p.Scopes)
+	}
+	// It expires after the default lifetime, and records alice's current
+	// credential epoch, so that it works now and ends at her next revocation.
+	stored, err := st.GetAccessTokenByHash(ctx, auth.HashToken(tok))
+	if err != nil || stored.ExpiresAt == nil || stored.ExpiresAt.Sub(stored.CreatedAt).Round(time.Minute) != api.DefaultAccessTokenLifetime {
+		t.Fatalf("stored token %+v, %v; want it to expire after %v", stored, err, api.DefaultAccessTokenLifetime)
+	}
+	if _, err := st.BumpCredentialEpoch(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := adminTokenCreate(ctx, args, &out); err != nil {
+		t.Fatal(err)
+	}
+	if stored, err := st.GetAccessTokenByHash(ctx, auth.HashToken(strings.TrimSpace(out.String()))); err != nil || stored.CredentialEpoch != 1 {
+		t.Fatalf("token made after a revocation: %+v, %v; want epoch 1", stored, err)
 	}
 
 	for _, bad := range [][]string{

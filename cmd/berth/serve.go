@@ -354,7 +354,22 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 	if err != nil {
 		return nil, err
 	}
-	contexts := &buildmanager.BlobContextStore{Blobs: blobs, Store: st}
+	contextLimits, err := buildmanager.ContextLimitsFromConfig(cfg.Raw)
+	if err != nil {
+		return nil, err
+	}
+	contexts := &buildmanager.BlobContextStore{Blobs: blobs, Store: st, MaxBytes: contextLimits.MaxBytes}
+	app.background = append(app.background, func(ctx context.Context) error {
+		contexts.RunPurge(ctx, buildmanager.DefaultContextPurgeInterval, buildmanager.DefaultContextPurgeGrace, log)
+		return nil
+	})
+	filedropLimits, err := api.FiledropLimitsFromConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := api.AccessTokenLifetime(cfg); err != nil {
+		return nil, err
+	}
 	manager, err := buildManager(ctx, cfg, log, app, st, blobs, contexts, key, policy, tokens, listenAddr, webhook.GitSource(st, secrets))
 	if err != nil {
 		return nil, err
@@ -362,7 +377,8 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 	// The upload-URL key only has to agree across servers sharing the
 	// database, as the token signing key already does.
 	filedropKey := sha256.Sum256(append([]byte("berth-filedrop\x00"), key.Seed()...))
-	builds := api.RegisterBuilds(restAPI, api.BuildOptions{Manager: manager, Contexts: contexts, FiledropKey: filedropKey[:]})
+	builds := api.RegisterBuilds(restAPI, api.BuildOptions{Manager: manager, Contexts: contexts, FiledropKey: filedropKey[:],
+		Limits: filedropLimits})
 	if _, err := api.RegisterTriggers(restAPI, api.TriggerOptions{Manager: manager, Builds: builds, Secrets: secrets, Forges: &forges}); err != nil {
 		return nil, err
 	}
@@ -381,7 +397,8 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 	if limits.metricsListen == "" {
 		mux.Handle("/metrics", superuserMetrics(app.metrics, authServer, policy, log))
 	}
-	app.handler = mux
+	// Logins are throttled per client address.
+	app.handler = auth.SourceHandler(mux)
 	return app, nil
 }
 
@@ -394,6 +411,10 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 	bc, err := buildmanager.ParseConfig(cfg.Raw["BUILD_MANAGER"])
 	if err != nil {
 		return nil, fmt.Errorf("BUILD_MANAGER: %w", err)
+	}
+	contextLimits, err := buildmanager.ContextLimitsFromConfig(cfg.Raw)
+	if err != nil {
+		return nil, err
 	}
 	var rdb redis.UniversalClient
 	var logDir string
@@ -468,6 +489,9 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 		AllowedWorkerCount:    bc.AllowedWorkerCount,
 		TimeLimit:             bc.TimeLimit,
 		MaxQueuedPerNamespace: bc.MaxQueuedPerNamespace,
+		MaxContextBytes:       contextLimits.MaxBytes,
+		MaxUnpackedBytes:      contextLimits.MaxUnpackedBytes,
+		MaxCompressionRatio:   contextLimits.MaxCompressionRatio,
 		Registry:              target,
 		Credentials:           &buildmanager.BuildCredentials{Tokens: tokens, Policy: policy, Service: service, Registry: target.Addr},
 		GitSource:             gitSource,

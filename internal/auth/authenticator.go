@@ -38,7 +38,8 @@ const maxTokenCredential = 255
 var ErrThrottled = errors.New("too many failed logins")
 
 // ThrottledError refuses a login attempt without checking it, because the
-// username has failed too often recently.
+// username has failed too often recently from the attempt's source, or the
+// source has failed too often.
 type ThrottledError struct {
 	RetryAfter time.Duration
 }
@@ -55,9 +56,17 @@ const (
 	DefaultCacheTTL  = 60 * time.Second
 	DefaultBaseDelay = 100 * time.Millisecond
 	DefaultMaxDelay  = 5 * time.Second
-	// failureMemory is how long a username's failures are remembered after
+	// failureMemory is how long a throttle's failures are remembered after
 	// the last one.
 	failureMemory = 10 * time.Minute
+	// sourceFreeFailures is how many failures a source may have, across
+	// every username, before its own throttle starts spacing attempts: a
+	// few mistyped passwords behind one NAT cost nothing, spraying guesses
+	// over many usernames from one address is slowed like guessing one.
+	sourceFreeFailures = 10
+	// knownGoodMemory is how long the last secret that logged a username
+	// in lets it skip the throttle queue.
+	knownGoodMemory = 30 * 24 * time.Hour
 	// minSweep is the map size below which expired entries are not swept.
 	minSweep = 1024
 )
@@ -90,14 +99,27 @@ var dummyHash = sync.OnceValue(func() string {
 // Changing a password or disabling an account takes effect within CacheTTL,
 // or at once after Forget.
 //
-// Password and robot-token failures are throttled per username: after n consecutive failures further
-// unremembered attempts for that name are spaced BaseDelay*2^(n-1) apart
-// (at most MaxDelay); an attempt that would have to wait longer than MaxDelay
-// is refused with a *ThrottledError instead of being queued. Successes reset
-// the count. Access tokens are not throttled: they carry 238 bits of
-// randomness, a lookup costs one indexed query, and a shared "$oauthtoken"
-// counter would let one guesser lock every token user out. Failures are
-// never cached, so a token created a moment ago works at once.
+// Password and robot-token failures are throttled per (username, source
+// address), the source being what WithSource put in the context (IPv6
+// addresses count by /64, which one client usually holds whole): after n
+// consecutive failures further unremembered attempts for that name from
+// that source are spaced BaseDelay*2^(n-1) apart (at most MaxDelay); an
+// attempt that would have to wait longer than MaxDelay is refused with a
+// *ThrottledError instead of being queued. Successes reset the count. Each
+// source is throttled the same way across every username once it failed
+// more than sourceFreeFailures times, so that spraying guesses over many
+// names gains nothing. A stranger's guesses therefore never slow down the
+// real user at another address; and the last secret that logged a username
+// in (kept as a keyed hash for knownGoodMemory, longer than the login
+// cache) skips both queues wherever it comes from, so a CI robot behind the
+// same NAT as a guesser keeps working. It is still checked in full.
+//
+// Access tokens are not throttled: they carry 238 bits of randomness, a
+// lookup costs one indexed query, and a shared "$oauthtoken" counter would
+// let one guesser lock every token user out. Failures are never cached, so
+// a token created a moment ago works at once. A token works until its
+// expiry, its deletion, or a rise of its account's credential epoch past
+// the one it was made under.
 //
 // The zero value is not usable; set Store. Fields must not change after the
 // first call.
@@ -128,8 +150,21 @@ type Authenticator struct {
 	// gen counts Forget calls: a login that read the store before a Forget
 	// must not cache what it read.
 	gen       uint64
-	fails     map[string]*failures
+	fails     map[throttleKey]*failures
 	failSweep int
+	// knownGood maps a username to the cache key of the secret that last
+	// logged it in.
+	knownGood      map[string]knownSecret
+	knownGoodSweep int
+}
+
+// throttleKey names a throttle: one username from one source, or (user
+// "") one source across every username.
+type throttleKey struct{ user, source string }
+
+type knownSecret struct {
+	key  [sha256.Size]byte
+	seen time.Time
 }
 
 // NewAuthenticator returns an Authenticator over s with the default cache
@@ -142,10 +177,15 @@ type cachedLogin struct {
 	principal *Principal
 	expires   time.Time
 	epoch     uint64 // the account's credential epoch when cached
-	// app is the OAuth application subject of a token login ("" for
-	// passwords and robot tokens), appEpoch its epoch when cached.
-	app      string
-	appEpoch uint64
+	// grants are the revocation subjects of a token login besides the
+	// account (its OAuth application and the token itself), with their
+	// epochs when cached; none for passwords and robot tokens.
+	grants []grantEpoch
+}
+
+type grantEpoch struct {
+	subject string
+	epoch   uint64
 }
 
 // OAuthAppSubject is the revocation subject of every token an OAuth
@@ -154,12 +194,21 @@ type cachedLogin struct {
 // contain ':', so it never collides with one.)
 func OAuthAppSubject(appID int64) string { return "oauth-app:" + strconv.FormatInt(appID, 10) }
 
+// OAuthTokenSubject is the revocation subject of one access token: its
+// owner revoking it ends cached logins with it on every server.
+func OAuthTokenSubject(tokenID int64) string { return "oauth-token:" + strconv.FormatInt(tokenID, 10) }
+
 // fresh reports whether a cached login may still be used at now.
 func (a *Authenticator) fresh(c cachedLogin, now time.Time) bool {
 	if !now.Before(c.expires) || a.Revoker.Epoch(c.principal.Account.Name) > c.epoch {
 		return false
 	}
-	return c.app == "" || a.Revoker.Epoch(c.app) <= c.appEpoch
+	for _, g := range c.grants {
+		if a.Revoker.Epoch(g.subject) > g.epoch {
+			return false
+		}
+	}
+	return true
 }
 
 type failures struct {
@@ -173,7 +222,8 @@ func (a *Authenticator) init() {
 		a.macKey = make([]byte, 32)
 		_, _ = rand.Read(a.macKey) // crypto/rand.Read never fails
 		a.ok = map[[sha256.Size]byte]cachedLogin{}
-		a.fails = map[string]*failures{}
+		a.fails = map[throttleKey]*failures{}
+		a.knownGood = map[string]knownSecret{}
 		if a.now == nil {
 			a.now = time.Now
 		}
@@ -193,8 +243,9 @@ func (a *Authenticator) init() {
 // robot's name and token, or "$oauthtoken" / "$token" with an OAuth access
 // token. It returns ErrInvalidCredentials for an unknown account, a wrong
 // secret or a disabled account, ErrRobotsDisallowed (which wraps it) for a
-// robot while robots are disabled, a *ThrottledError when the username is
-// backing off, and another error only when the store fails. The returned
+// robot while robots are disabled, a *ThrottledError when the username (from
+// ctx's source) or the source is backing off, and another error only when
+// the store fails. The returned
 // Principal is shared between callers presenting the same credentials: do
 // not modify it.
 func (a *Authenticator) Basic(ctx context.Context, username, password string) (*Principal, error) {
@@ -214,6 +265,7 @@ func (a *Authenticator) Basic(ctx context.Context, username, password string) (*
 		return nil, ErrInvalidCredentials
 	}
 	key := a.cacheKey(username, password)
+	source := sourceOf(ctx)
 
 	now := a.now()
 	a.mu.Lock()
@@ -222,7 +274,14 @@ func (a *Authenticator) Basic(ctx context.Context, username, password string) (*
 		return c.principal, nil
 	}
 	gen, ver := a.gen, a.Revoker.Version()
-	wait, err := a.reserve(username, now)
+	// Read before the account, so that a revocation racing this login
+	// leaves what it creates (a session) with an epoch already too old.
+	epoch := a.Revoker.Epoch(username)
+	var wait time.Duration
+	var err error
+	if k, ok := a.knownGood[username]; !ok || k.key != key || now.Sub(k.seen) > knownGoodMemory {
+		wait, err = a.reserve(username, source, now)
+	}
 	a.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -241,7 +300,7 @@ func (a *Authenticator) Basic(ctx context.Context, username, password string) (*
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		CheckPassword(dummyHash(), password)
-		a.fail(username)
+		a.fail(username, source, key)
 		return nil, ErrInvalidCredentials
 	case err != nil:
 		return nil, fmt.Errorf("look up account %s: %w", username, err)
@@ -257,15 +316,13 @@ func (a *Authenticator) Basic(ctx context.Context, username, password string) (*
 		}
 	}
 	if !good || !acct.Enabled {
-		a.fail(username)
+		a.fail(username, source, key)
 		return nil, ErrInvalidCredentials
 	}
 
-	p := &Principal{Account: acct}
-	a.mu.Lock()
-	delete(a.fails, username)
-	a.mu.Unlock()
-	a.remember(key, p, "", gen, ver, a.now().Add(a.CacheTTL))
+	p := &Principal{Account: acct, CredentialEpoch: epoch}
+	a.succeed(username, source, key)
+	a.remember(key, p, nil, gen, ver, a.now().Add(a.CacheTTL))
 	return p, nil
 }
 
@@ -296,8 +353,9 @@ func (a *Authenticator) checkRobot(ctx context.Context, robot *store.Account, to
 
 // AccessToken authenticates an OAuth access token (a Bearer header on the
 // API, or the password of "$oauthtoken"). The Principal carries the token's
-// scopes. It returns ErrInvalidCredentials for an unknown or expired token
-// or a disabled account, and another error only when the store fails.
+// scopes. It returns ErrInvalidCredentials for an unknown or expired token,
+// one made before its account's credentials were revoked, or a disabled
+// account, and another error only when the store fails.
 func (a *Authenticator) AccessToken(ctx context.Context, token string) (*Principal, error) {
 	a.init()
 	if token == "" || len(token) > maxTokenCredential {
@@ -337,13 +395,19 @@ func (a *Authenticator) AccessToken(ctx context.Context, token string) (*Princip
 	if !acct.Enabled || acct.Kind != store.KindUser {
 		return nil, ErrInvalidCredentials
 	}
+	// The epoch is read after the token: a token made under an older epoch
+	// than the one known here predates a revocation of its account.
+	epoch := a.Revoker.Epoch(acct.Name)
+	if epoch > t.CredentialEpoch {
+		return nil, ErrInvalidCredentials
+	}
 	scopes, err := ParseOAuthScopes(t.Scopes)
 	if err != nil {
 		// A token whose scopes this version does not know grants nothing.
 		return nil, ErrInvalidCredentials
 	}
-	p := &Principal{Account: acct, Scopes: scopes}
-	a.remember(key, p, OAuthAppSubject(t.ApplicationID), gen, ver, expires)
+	p := &Principal{Account: acct, Scopes: scopes, CredentialEpoch: epoch}
+	a.remember(key, p, []string{OAuthAppSubject(t.ApplicationID), OAuthTokenSubject(t.ID)}, gen, ver, expires)
 	return p, nil
 }
 
@@ -354,12 +418,17 @@ func minTime(a, b time.Time) time.Time {
 	return a
 }
 
-// remember caches a successful login (with app, a token login's OAuth
-// application subject) until expires, unless Forget ran (gen) or a
-// credential epoch rose (ver) since the login read the store.
-func (a *Authenticator) remember(key [sha256.Size]byte, p *Principal, app string, gen, ver uint64, expires time.Time) {
+// remember caches a successful login (with grants, a token login's
+// revocation subjects besides its account) until expires, unless Forget
+// ran (gen) or a credential epoch rose (ver) since the login read the
+// store.
+func (a *Authenticator) remember(key [sha256.Size]byte, p *Principal, grants []string, gen, ver uint64, expires time.Time) {
 	now := a.now()
-	epoch, appEpoch := a.Revoker.Epoch(p.Account.Name), a.Revoker.Epoch(app)
+	epoch := a.Revoker.Epoch(p.Account.Name)
+	ge := make([]grantEpoch, len(grants))
+	for i, g := range grants {
+		ge[i] = grantEpoch{subject: g, epoch: a.Revoker.Epoch(g)}
+	}
 	if a.Revoker.Version() != ver {
 		return
 	}
@@ -376,7 +445,7 @@ func (a *Authenticator) remember(key [sha256.Size]byte, p *Principal, app string
 		}
 		a.okSweep = 2 * len(a.ok)
 	}
-	a.ok[key] = cachedLogin{principal: p, expires: expires, epoch: epoch, app: app, appEpoch: appEpoch}
+	a.ok[key] = cachedLogin{principal: p, expires: expires, epoch: epoch, grants: ge}
 }
 
 // Forget drops every remembered success of username (its password, robot
@@ -388,6 +457,7 @@ func (a *Authenticator) Forget(username string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.gen++
+	delete(a.knownGood, username)
 	for k, c := range a.ok {
 		if c.principal.Name() == username {
 			delete(a.ok, k)
@@ -405,58 +475,112 @@ func (a *Authenticator) cacheKey(username, password string) [sha256.Size]byte {
 	return k
 }
 
-// reserve books the next check slot for username and returns how long to
-// wait for it. Called with a.mu held.
-func (a *Authenticator) reserve(username string, now time.Time) (time.Duration, error) {
-	f := a.fails[username]
-	if f == nil {
-		return 0, nil
+// throttles returns the throttles an attempt for username from source
+// goes through: the pair's, and the source's own when the source is
+// known.
+func throttles(username, source string) []throttleKey {
+	if source == "" {
+		return []throttleKey{{user: username}}
 	}
-	if now.Sub(f.last) > failureMemory {
-		delete(a.fails, username)
-		return 0, nil
+	return []throttleKey{{user: username, source: source}, {source: source}}
+}
+
+// reserve books the next check slot for username from source in each of
+// its throttles and returns how long to wait for the later one. Called with
+// a.mu held.
+func (a *Authenticator) reserve(username, source string, now time.Time) (time.Duration, error) {
+	keys := throttles(username, source)
+	slots := make([]time.Time, len(keys))
+	var wait time.Duration
+	for i, k := range keys {
+		f := a.fails[k]
+		if f == nil {
+			continue
+		}
+		if now.Sub(f.last) > failureMemory {
+			delete(a.fails, k)
+			continue
+		}
+		slots[i] = f.next
+		if slots[i].Before(now) {
+			slots[i] = now
+		}
+		wait = max(wait, slots[i].Sub(now))
 	}
-	slot := f.next
-	if slot.Before(now) {
-		slot = now
-	}
-	wait := slot.Sub(now)
 	if wait > a.MaxDelay {
 		return 0, &ThrottledError{RetryAfter: wait}
 	}
 	// Concurrent attempts queue one delay apart, so parallel guessing gains
 	// nothing over sequential guessing.
-	f.next = slot.Add(a.delay(f.count))
+	for i, k := range keys {
+		if f := a.fails[k]; f != nil && !slots[i].IsZero() {
+			f.next = slots[i].Add(a.delay(k, f.count))
+		}
+	}
 	return wait, nil
 }
 
-// fail records a failed check of username.
-func (a *Authenticator) fail(username string) {
+// fail records a failed check of username from source with the secret
+// whose cache key is key. A known good secret that failed (the password
+// changed) stops skipping the queue.
+func (a *Authenticator) fail(username, source string, key [sha256.Size]byte) {
 	now := a.now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	f := a.fails[username]
-	if f == nil {
-		if len(a.fails) >= max(a.failSweep, minSweep) {
-			for k, v := range a.fails {
-				if now.Sub(v.last) > failureMemory {
-					delete(a.fails, k)
-				}
-			}
-			a.failSweep = 2 * len(a.fails)
-		}
-		f = &failures{}
-		a.fails[username] = f
+	if a.knownGood[username].key == key {
+		delete(a.knownGood, username)
 	}
-	f.count++
-	f.last = now
-	if next := now.Add(a.delay(f.count)); next.After(f.next) {
-		f.next = next
+	for _, k := range throttles(username, source) {
+		f := a.fails[k]
+		if f == nil {
+			if len(a.fails) >= max(a.failSweep, minSweep) {
+				for k, v := range a.fails {
+					if now.Sub(v.last) > failureMemory {
+						delete(a.fails, k)
+					}
+				}
+				a.failSweep = 2 * len(a.fails)
+			}
+			f = &failures{}
+			a.fails[k] = f
+		}
+		f.count++
+		f.last = now
+		if next := now.Add(a.delay(k, f.count)); next.After(f.next) {
+			f.next = next
+		}
 	}
 }
 
-// delay is the spacing after n consecutive failures.
-func (a *Authenticator) delay(n int) time.Duration {
+// succeed records a good check of username from source with the secret
+// whose cache key is key: the pair's failures are forgotten (the source's
+// are not, or one valid account would let a sprayer start afresh) and the
+// secret becomes the username's known good one.
+func (a *Authenticator) succeed(username, source string, key [sha256.Size]byte) {
+	now := a.now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.fails, throttleKey{user: username, source: source})
+	if _, ok := a.knownGood[username]; !ok && len(a.knownGood) >= max(a.knownGoodSweep, minSweep) {
+		for u, k := range a.knownGood {
+			if now.Sub(k.seen) > knownGoodMemory {
+				delete(a.knownGood, u)
+			}
+		}
+		a.knownGoodSweep = 2 * len(a.knownGood)
+	}
+	a.knownGood[username] = knownSecret{key: key, seen: now}
+}
+
+// delay is throttle k's spacing after n consecutive failures: a source's
+// own throttle lets sourceFreeFailures pass first.
+func (a *Authenticator) delay(k throttleKey, n int) time.Duration {
+	if k.user == "" {
+		if n <= sourceFreeFailures {
+			return 0
+		}
+		n -= sourceFreeFailures
+	}
 	d := a.BaseDelay
 	for i := 1; i < n && d < a.MaxDelay; i++ {
 		d *= 2

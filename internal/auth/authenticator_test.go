@@ -124,7 +124,7 @@ func TestBasicThrottle(t *testing.T) {
 			t.Fatalf("attempt %d: %v", i, err)
 		}
 		a.mu.Lock()
-		wait := a.fails["alice"].next.Sub(clock.now())
+		wait := a.fails[throttleKey{user: "alice"}].next.Sub(clock.now())
 		a.mu.Unlock()
 		if wait != want*time.Millisecond {
 			t.Fatalf("after failure %d: next attempt in %v, want %v", i+1, wait, want*time.Millisecond)
@@ -135,9 +135,9 @@ func TestBasicThrottle(t *testing.T) {
 	// Parallel guesses queue one delay apart, and are refused once the
 	// queue is longer than MaxDelay: they gain no rate over sequential ones.
 	a.mu.Lock()
-	w1, err1 := a.reserve("alice", clock.now())
-	w2, err2 := a.reserve("alice", clock.now())
-	_, err3 := a.reserve("alice", clock.now())
+	w1, err1 := a.reserve("alice", "", clock.now())
+	w2, err2 := a.reserve("alice", "", clock.now())
+	_, err3 := a.reserve("alice", "", clock.now())
 	a.mu.Unlock()
 	var te *ThrottledError
 	if err1 != nil || err2 != nil || w1 != 0 || w2 != 400*time.Millisecond {
@@ -172,7 +172,7 @@ func TestBasicThrottle(t *testing.T) {
 		t.Fatalf("login after backoff: %v", err)
 	}
 	a.mu.Lock()
-	_, still := a.fails["alice"]
+	_, still := a.fails[throttleKey{user: "alice"}]
 	a.mu.Unlock()
 	if still {
 		t.Fatal("success did not reset the failure count")

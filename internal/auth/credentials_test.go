@@ -238,7 +238,7 @@ func TestForgetDuringLogin(t *testing.T) {
 	gen := a.gen
 	a.mu.Unlock()
 	a.Forget("alice")
-	a.remember(key, &Principal{Account: &store.Account{Name: "alice"}}, "", gen, 0, time.Now().Add(time.Minute))
+	a.remember(key, &Principal{Account: &store.Account{Name: "alice"}}, nil, gen, 0, time.Now().Add(time.Minute))
 	a.mu.Lock()
 	_, cached := a.ok[key]
 	a.mu.Unlock()

@@ -15,6 +15,12 @@ type Principal struct {
 	// account's rights and the scopes. nil means the account's full rights
 	// (a password, a robot token, a web session).
 	Scopes []OAuthScope
+	// CredentialEpoch is the account's credential epoch when the
+	// credentials were checked: a session or token made for this principal
+	// records it, and stops working once the epoch rises (the password
+	// changed, the account was disabled), even when it was made on a
+	// request that raced the revocation.
+	CredentialEpoch uint64
 	// token is the registry token the principal presented, if any.
 	token *Claims
 }

@@ -83,6 +83,10 @@ var knownKeys = map[string]bool{
 	"METRICS_LISTEN": true, "REQUEST_BODY_MINIMUM_BYTES_PER_SECOND": true,
 	"REQUEST_BODY_IDLE_TIMEOUT_SECONDS": true, "MAXIMUM_CONCURRENT_UPLOADS_PER_ACCOUNT": true,
 	"WEBHOOK_REPLAY_WINDOW_SECONDS": true,
+	// Build contexts and filedrop uploads (buildmanager, api), OAuth tokens.
+	"BUILD_CONTEXT_MAX_BYTES": true, "BUILD_CONTEXT_MAX_UNPACKED_BYTES": true,
+	"BUILD_CONTEXT_MAX_COMPRESSION_RATIO": true, "FILEDROP_RATE_LIMIT": true,
+	"FILEDROP_QUOTA_BYTES": true, "ACCESS_TOKEN_LIFETIME_S": true,
 }
 
 // Load reads a config.yaml. Unknown keys are returned as warnings, not

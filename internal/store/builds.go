@@ -122,12 +122,28 @@ type Build struct {
 	Version int64
 }
 
-// BuildFile is an uploaded build context: the blob holding its bytes.
+// BuildFile is an uploaded build context (POST /api/v1/filedrop/). It is
+// recorded when the upload URL is issued, before any bytes arrive, and
+// belongs to someone: only its uploader, or writers of the repository it
+// was first built in, may build it.
 type BuildFile struct {
-	ID        string
-	Digest    string
-	Size      int64
+	ID string
+	// UploaderID is the account the upload URL was issued to (0: deleted
+	// since).
+	UploaderID int64
+	// RepoID is the repository the file was first built in (0: no build
+	// used it yet, or that repository was deleted). RepoNamespace and
+	// RepoName are filled on reads.
+	RepoID        int64
+	RepoNamespace string
+	RepoName      string
+	// Digest names the blob holding the bytes: "" until they arrived.
+	Digest string
+	Size   int64
+	// CreatedAt is when the upload URL was issued, ExpiresAt when it stops
+	// working; a file no build used is purged some time after ExpiresAt.
 	CreatedAt time.Time
+	ExpiresAt time.Time
 }
 
 // BuildStore keeps builds.
@@ -162,8 +178,25 @@ type BuildStore interface {
 	// SetBuildLogsArchive records where the ended build's log was archived.
 	SetBuildLogsArchive(ctx context.Context, id, ref string) error
 
-	// PutBuildFile records an uploaded context (ErrConflict if the ID is
-	// taken); GetBuildFile finds it.
+	// PutBuildFile records a file whose upload URL is being issued (and
+	// its content, when f.Digest is set), filling CreatedAt; ErrConflict if
+	// the ID is taken. GetBuildFile finds it.
 	PutBuildFile(ctx context.Context, f *BuildFile) error
 	GetBuildFile(ctx context.Context, id string) (*BuildFile, error)
+	// SetBuildFileContent records the bytes of a file that has none yet:
+	// ErrNotFound for an unknown file, ErrConflict if it already has them.
+	SetBuildFileContent(ctx context.Context, id, digest string, size int64) error
+	// ClaimBuildFile records repoID as the first repository the file is
+	// built in, unless one is recorded already (then it does nothing);
+	// ErrNotFound for an unknown file.
+	ClaimBuildFile(ctx context.Context, id string, repoID int64) error
+	// BuildFileUsage counts the files issued to uploaderID at or after
+	// since, and the bytes of those that arrived.
+	BuildFileUsage(ctx context.Context, uploaderID int64, since time.Time) (files int, bytes int64, err error)
+	// DeleteUnusedBuildFiles removes the files no build used whose upload
+	// URL expired before expiredBefore. It returns how many it removed and
+	// the digests of their bytes that nothing references any more (no
+	// other file, registry blob or archived build log): the caller deletes
+	// those blobs.
+	DeleteUnusedBuildFiles(ctx context.Context, expiredBefore time.Time) (removed int, unreferenced []string, err error)
 }

@@ -118,6 +118,15 @@ type AccessToken struct {
 	Scopes        []string
 	CreatedAt     time.Time
 	ExpiresAt     *time.Time
+	// CredentialEpoch is the account's credential epoch when the token was
+	// made: once the epoch rose (password changed, account disabled), the
+	// token no longer works.
+	CredentialEpoch uint64
+	// ClientID, ApplicationName and ApplicationOrg describe the token's
+	// OAuth application; ListAccessTokens fills them ("" for none).
+	ClientID        string
+	ApplicationName string
+	ApplicationOrg  string
 }
 
 // Session is a web login. Only a hash of the cookie value is stored.
@@ -127,6 +136,9 @@ type Session struct {
 	CSRFToken string
 	CreatedAt time.Time
 	ExpiresAt time.Time
+	// CredentialEpoch is the account's credential epoch when the session
+	// began, as for AccessToken.
+	CredentialEpoch uint64
 }
 
 // TenancyStore holds organizations, teams, robots, permissions, OAuth
@@ -236,12 +248,17 @@ type TenancyStore interface {
 	// GetAccessTokenByHash finds a token by the hex SHA-256 of its value.
 	GetAccessTokenByHash(ctx context.Context, hash string) (*AccessToken, error)
 	DeleteAccessToken(ctx context.Context, id int64) error
+	// ListAccessTokens returns an account's tokens, oldest first.
+	ListAccessTokens(ctx context.Context, accountID int64) ([]AccessToken, error)
 
 	// Sessions.
 
 	CreateSession(ctx context.Context, s *Session) error
 	GetSession(ctx context.Context, idHash string) (*Session, error)
 	DeleteSession(ctx context.Context, idHash string) error
+	// DeleteLogins ends every web session and OAuth access token of an
+	// account (its password changed, or it was disabled).
+	DeleteLogins(ctx context.Context, accountID int64) error
 
 	// Credential epochs (registry token revocation).
 

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 	"strings"
@@ -34,18 +35,32 @@ type Limits struct {
 	// MaxEntries is the most entries (files, directories, links) an archive
 	// may hold.
 	MaxEntries int64
+	// MaxCompressionRatio is the most bytes an archive may unpack to per
+	// byte of the upload read so far. It is checked as every file is
+	// written, once more than ratioFloor bytes were, so that a
+	// decompression bomb stops early instead of filling the disk up to
+	// MaxUnpacked.
+	MaxCompressionRatio int64
 }
 
-// Default limits.
+// Default limits. Source trees compress about 3 to 10 times; 100 leaves
+// room for sparse or repetitive files while a gzip of zeros (1000:1) fails.
 const (
-	DefaultMaxCompressed = 1 << 30  // 1 GiB
-	DefaultMaxUnpacked   = 10 << 30 // 10 GiB
-	DefaultMaxEntries    = 100_000
+	DefaultMaxCompressed       = 512 << 20 // 512 MiB
+	DefaultMaxUnpacked         = 2 << 30   // 2 GiB
+	DefaultMaxEntries          = 100_000
+	DefaultMaxCompressionRatio = 100
 )
+
+// ratioFloor is what any upload may unpack to whatever its compression:
+// small contexts (a Dockerfile and a few generated files) can compress
+// far better than 100:1 and harm nobody.
+const ratioFloor = 16 << 20
 
 // DefaultLimits returns the default limits.
 func DefaultLimits() Limits {
-	return Limits{MaxCompressed: DefaultMaxCompressed, MaxUnpacked: DefaultMaxUnpacked, MaxEntries: DefaultMaxEntries}
+	return Limits{MaxCompressed: DefaultMaxCompressed, MaxUnpacked: DefaultMaxUnpacked, MaxEntries: DefaultMaxEntries,
+		MaxCompressionRatio: DefaultMaxCompressionRatio}
 }
 
 // OrDefault returns l with every zero or negative field set to its default.
@@ -59,6 +74,9 @@ func (l Limits) OrDefault() Limits {
 	}
 	if l.MaxEntries <= 0 {
 		l.MaxEntries = d.MaxEntries
+	}
+	if l.MaxCompressionRatio <= 0 {
+		l.MaxCompressionRatio = d.MaxCompressionRatio
 	}
 	return l
 }
@@ -197,14 +215,16 @@ func Unpack(ctx context.Context, src, dest string, lim Limits) (Kind, error) {
 	}
 	defer root.Close()
 	x := &extractor{root: root, lim: lim, links: map[string]bool{}}
+	read := &countingReader{r: f}
+	x.consumed = func() int64 { return read.n }
 	switch kind {
 	case KindDockerfile:
-		err = x.dockerfile(f)
+		err = x.dockerfile(read)
 	case KindTar:
-		err = x.tar(ctx, f)
+		err = x.tar(ctx, read)
 	case KindTarGzip:
 		var zr *gzip.Reader
-		zr, err = gzip.NewReader(bufio.NewReader(f))
+		zr, err = gzip.NewReader(bufio.NewReader(read))
 		if err != nil {
 			return "", userErr("the build context is not a valid gzip file: %v", err)
 		}
@@ -251,8 +271,49 @@ type extractor struct {
 	lim     Limits
 	entries int64
 	bytes   int64
+	// consumed reports how many bytes of the upload were read so far.
+	consumed func() int64
 	// links holds the clean names of the symbolic links written so far.
 	links map[string]bool
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// unpackedWriter writes a file's content, counting it into the
+// extractor's total and checking the compression ratio as it grows.
+type unpackedWriter struct {
+	w io.Writer
+	x *extractor
+}
+
+func (u *unpackedWriter) Write(p []byte) (int, error) {
+	n, err := u.w.Write(p)
+	u.x.bytes += int64(n)
+	if err != nil {
+		return n, err
+	}
+	if x := u.x; x.bytes > ratioFloor && overRatio(x.bytes, x.consumed(), x.lim.MaxCompressionRatio) {
+		return n, userErr("the build context is compressed more than %d:1 (a decompression bomb?); this server refuses such archives",
+			x.lim.MaxCompressionRatio)
+	}
+	return n, nil
+}
+
+// overRatio reports whether unpacked bytes came from fewer than
+// 1/ratio as many read.
+func overRatio(unpacked, read, ratio int64) bool {
+	read = max(read, 1)
+	return read <= math.MaxInt64/ratio && unpacked > read*ratio
 }
 
 func (x *extractor) dockerfile(r io.Reader) error {
@@ -316,7 +377,14 @@ func (x *extractor) zip(ctx context.Context, r io.ReaderAt, size int64) error {
 	if err != nil {
 		return corrupt("zip", err)
 	}
+	// Each entry is decompressed from its own stretch of the archive; what
+	// was read is the sum of the stretches opened so far. Entries may
+	// share bytes (the overlapping-entries bomb), so the sum stops at the
+	// archive's size.
+	var opened int64
+	x.consumed = func() int64 { return min(opened, size) }
 	for _, f := range zr.File {
+		opened += int64(min(f.CompressedSize64, uint64(size)))
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -491,8 +559,7 @@ func (x *extractor) writeFile(name string, r io.Reader, perm fs.FileMode) error 
 		return x.fsErr(name, err)
 	}
 	left := x.lim.MaxUnpacked - x.bytes
-	n, err := io.Copy(f, io.LimitReader(r, left+1))
-	x.bytes += n
+	n, err := io.Copy(&unpackedWriter{w: f, x: x}, io.LimitReader(r, left+1))
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("write %s: %w", name, cerr)
 	}

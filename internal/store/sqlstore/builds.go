@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -305,11 +306,12 @@ func (s *Store) SetBuildLogsArchive(ctx context.Context, id, ref string) error {
 	return nil
 }
 
-// PutBuildFile records an uploaded build context.
+// PutBuildFile records a file whose upload URL is being issued.
 func (s *Store) PutBuildFile(ctx context.Context, f *store.BuildFile) error {
 	created := now()
-	_, err := s.w.ExecContext(ctx, s.q(`INSERT INTO build_files (id, digest, size, created_at) VALUES (?, ?, ?, ?)`),
-		f.ID, f.Digest, f.Size, nanos(created))
+	_, err := s.w.ExecContext(ctx, s.q(`INSERT INTO build_files (id, uploader_id, repo_id, digest, size, created_at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`),
+		f.ID, nullInt(f.UploaderID), nullInt(f.RepoID), f.Digest, f.Size, nanos(created), zeroNanos(f.ExpiresAt))
 	if err != nil {
 		return fmt.Errorf("sqlstore: put build file %s: %w", f.ID, classify(err))
 	}
@@ -320,14 +322,125 @@ func (s *Store) PutBuildFile(ctx context.Context, f *store.BuildFile) error {
 // GetBuildFile finds an uploaded build context.
 func (s *Store) GetBuildFile(ctx context.Context, id string) (*store.BuildFile, error) {
 	var (
-		f       = store.BuildFile{ID: id}
-		created int64
+		f                  = store.BuildFile{ID: id}
+		uploader, repo     sql.NullInt64
+		ns, name           sql.NullString
+		created, expiresAt int64
 	)
-	err := s.r.QueryRowContext(ctx, s.q(`SELECT digest, size, created_at FROM build_files WHERE id = ?`), id).
-		Scan(&f.Digest, &f.Size, &created)
+	err := s.r.QueryRowContext(ctx, s.q(`SELECT f.uploader_id, f.repo_id, a.name, r.name, f.digest, f.size, f.created_at, f.expires_at
+		FROM build_files f LEFT JOIN repositories r ON r.id = f.repo_id LEFT JOIN accounts a ON a.id = r.namespace_id
+		WHERE f.id = ?`), id).Scan(&uploader, &repo, &ns, &name, &f.Digest, &f.Size, &created, &expiresAt)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: get build file %s: %w", id, notFoundIfNoRows(err))
 	}
-	f.CreatedAt = fromNanos(created)
+	f.UploaderID, f.RepoID, f.RepoNamespace, f.RepoName = uploader.Int64, repo.Int64, ns.String, name.String
+	f.CreatedAt, f.ExpiresAt = fromNanos(created), fromZeroNanos(expiresAt)
 	return &f, nil
+}
+
+// SetBuildFileContent records the bytes of a file that has none yet.
+func (s *Store) SetBuildFileContent(ctx context.Context, id, digest string, size int64) error {
+	if digest == "" {
+		return fmt.Errorf("sqlstore: set content of build file %s: empty digest", id)
+	}
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE build_files SET digest = ?, size = ? WHERE id = ? AND digest = ''`), digest, size, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n > 0 {
+			return err
+		}
+		var one int
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT 1 FROM build_files WHERE id = ?`), id).Scan(&one); err != nil {
+			return notFoundIfNoRows(err)
+		}
+		return store.ErrConflict
+	})
+	if err != nil {
+		return fmt.Errorf("sqlstore: set content of build file %s: %w", id, err)
+	}
+	return nil
+}
+
+// ClaimBuildFile records the first repository a file is built in.
+func (s *Store) ClaimBuildFile(ctx context.Context, id string, repoID int64) error {
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.q(`UPDATE build_files SET repo_id = ? WHERE id = ? AND repo_id IS NULL`), repoID, id); err != nil {
+			return classify(err)
+		}
+		var one int
+		return notFoundIfNoRows(tx.QueryRowContext(ctx, s.q(`SELECT 1 FROM build_files WHERE id = ?`), id).Scan(&one))
+	})
+	if err != nil {
+		return fmt.Errorf("sqlstore: claim build file %s: %w", id, err)
+	}
+	return nil
+}
+
+// BuildFileUsage counts an uploader's recent files and their bytes.
+func (s *Store) BuildFileUsage(ctx context.Context, uploaderID int64, since time.Time) (int, int64, error) {
+	var (
+		files int
+		bytes int64
+	)
+	err := s.r.QueryRowContext(ctx, s.q(`SELECT COUNT(*), COALESCE(SUM(size), 0) FROM build_files
+		WHERE uploader_id = ? AND created_at >= ?`), uploaderID, nanos(since)).Scan(&files, &bytes)
+	if err != nil {
+		return 0, 0, fmt.Errorf("sqlstore: build file usage of %d: %w", uploaderID, err)
+	}
+	return files, bytes, nil
+}
+
+// DeleteUnusedBuildFiles removes files no build used once their upload URL
+// expired before expiredBefore, in one transaction with the reference
+// check of their bytes, so that a file recorded with the same digest
+// before the check keeps its blob.
+func (s *Store) DeleteUnusedBuildFiles(ctx context.Context, expiredBefore time.Time) (int, []string, error) {
+	var (
+		removed      int
+		unreferenced []string
+	)
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		removed, unreferenced = 0, nil
+		rows, err := tx.QueryContext(ctx, s.q(`DELETE FROM build_files WHERE repo_id IS NULL AND expires_at < ? RETURNING digest`),
+			nanos(expiredBefore))
+		if err != nil {
+			return err
+		}
+		digests := map[string]bool{}
+		for rows.Next() {
+			var d string
+			if err := rows.Scan(&d); err != nil {
+				rows.Close()
+				return err
+			}
+			removed++
+			if d != "" {
+				digests[d] = true
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for d := range digests {
+			var used bool
+			err := tx.QueryRowContext(ctx, s.q(`SELECT EXISTS (SELECT 1 FROM build_files WHERE digest = ?)
+				OR EXISTS (SELECT 1 FROM blobs WHERE digest = ?)
+				OR EXISTS (SELECT 1 FROM builds WHERE logs_archive = ? AND logs_archive <> '')`), d, d, d).Scan(&used)
+			if err != nil {
+				return err
+			}
+			if !used {
+				unreferenced = append(unreferenced, d)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("sqlstore: delete unused build files: %w", err)
+	}
+	sort.Strings(unreferenced)
+	return removed, unreferenced, nil
 }

@@ -105,9 +105,10 @@ func (s *Store) CreateAccessToken(ctx context.Context, t *store.AccessToken) err
 	}
 	created := now()
 	var id int64
-	err := s.w.QueryRowContext(ctx, s.q(`INSERT INTO access_tokens (application_id, account_id, token_hash, scopes, created_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`), nullInt(t.ApplicationID), t.AccountID, t.TokenHash,
-		strings.Join(t.Scopes, " "), nanos(created), nullNanos(t.ExpiresAt)).Scan(&id)
+	err := s.w.QueryRowContext(ctx, s.q(`INSERT INTO access_tokens (application_id, account_id, token_hash, scopes, created_at,
+			expires_at, credential_epoch)
+		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`), nullInt(t.ApplicationID), t.AccountID, t.TokenHash,
+		strings.Join(t.Scopes, " "), nanos(created), nullNanos(t.ExpiresAt), int64(t.CredentialEpoch)).Scan(&id)
 	if err != nil {
 		return fmt.Errorf("sqlstore: create access token: %w", classify(err))
 	}
@@ -115,27 +116,57 @@ func (s *Store) CreateAccessToken(ctx context.Context, t *store.AccessToken) err
 	return nil
 }
 
-// GetAccessTokenByHash finds a token by the hex SHA-256 of its value,
-// expired or not: the caller checks ExpiresAt.
-func (s *Store) GetAccessTokenByHash(ctx context.Context, hash string) (*store.AccessToken, error) {
+const accessTokenColumns = `id, application_id, account_id, token_hash, scopes, created_at, expires_at, credential_epoch`
+
+// scanAccessToken reads accessTokenColumns, then the extra columns into
+// extra.
+func scanAccessToken(sc rowScanner, extra ...any) (store.AccessToken, error) {
 	var (
 		t       store.AccessToken
 		app     sql.NullInt64
 		scopes  string
 		created int64
 		expires sql.NullInt64
+		epoch   int64
 	)
-	err := s.r.QueryRowContext(ctx, s.q(`SELECT id, application_id, account_id, token_hash, scopes, created_at, expires_at
-		FROM access_tokens WHERE token_hash = ?`), hash).Scan(&t.ID, &app, &t.AccountID, &t.TokenHash, &scopes, &created, &expires)
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: get access token: %w", notFoundIfNoRows(err))
+	if err := sc.Scan(append([]any{&t.ID, &app, &t.AccountID, &t.TokenHash, &scopes, &created, &expires, &epoch}, extra...)...); err != nil {
+		return t, err
 	}
-	t.ApplicationID, t.Scopes, t.CreatedAt = app.Int64, strings.Fields(scopes), fromNanos(created)
+	t.ApplicationID, t.Scopes, t.CreatedAt, t.CredentialEpoch = app.Int64, strings.Fields(scopes), fromNanos(created), uint64(epoch)
 	if expires.Valid {
 		e := fromNanos(expires.Int64)
 		t.ExpiresAt = &e
 	}
+	return t, nil
+}
+
+// GetAccessTokenByHash finds a token by the hex SHA-256 of its value,
+// expired or not: the caller checks ExpiresAt.
+func (s *Store) GetAccessTokenByHash(ctx context.Context, hash string) (*store.AccessToken, error) {
+	t, err := scanAccessToken(s.r.QueryRowContext(ctx, s.q(`SELECT `+accessTokenColumns+` FROM access_tokens WHERE token_hash = ?`), hash))
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: get access token: %w", notFoundIfNoRows(err))
+	}
 	return &t, nil
+}
+
+// ListAccessTokens returns an account's tokens, expired or not, oldest
+// first, with their applications' names.
+func (s *Store) ListAccessTokens(ctx context.Context, accountID int64) ([]store.AccessToken, error) {
+	out, err := queryAll(ctx, s.r, s.q(`SELECT t.id, t.application_id, t.account_id, t.token_hash, t.scopes, t.created_at,
+			t.expires_at, t.credential_epoch, COALESCE(app.client_id, ''), COALESCE(app.name, ''), COALESCE(org.name, '')
+		FROM access_tokens t LEFT JOIN oauth_applications app ON app.id = t.application_id
+		LEFT JOIN accounts org ON org.id = app.org_id
+		WHERE t.account_id = ? ORDER BY t.id`), []any{accountID}, func(sc rowScanner) (store.AccessToken, error) {
+		var client, name, org string
+		t, err := scanAccessToken(sc, &client, &name, &org)
+		t.ClientID, t.ApplicationName, t.ApplicationOrg = client, name, org
+		return t, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: list access tokens of %d: %w", accountID, err)
+	}
+	return out, nil
 }
 
 // DeleteAccessToken revokes a token.
@@ -156,8 +187,9 @@ func (s *Store) CreateSession(ctx context.Context, sess *store.Session) error {
 	if created.IsZero() {
 		created = now()
 	}
-	_, err := s.w.ExecContext(ctx, s.q(`INSERT INTO sessions (id_hash, account_id, csrf_token, created_at, expires_at)
-		VALUES (?, ?, ?, ?, ?)`), sess.IDHash, sess.AccountID, sess.CSRFToken, nanos(created), nanos(sess.ExpiresAt))
+	_, err := s.w.ExecContext(ctx, s.q(`INSERT INTO sessions (id_hash, account_id, csrf_token, created_at, expires_at, credential_epoch)
+		VALUES (?, ?, ?, ?, ?, ?)`), sess.IDHash, sess.AccountID, sess.CSRFToken, nanos(created), nanos(sess.ExpiresAt),
+		int64(sess.CredentialEpoch))
 	if err != nil {
 		return fmt.Errorf("sqlstore: create session: %w", classify(err))
 	}
@@ -169,15 +201,15 @@ func (s *Store) CreateSession(ctx context.Context, sess *store.Session) error {
 // not: the caller checks ExpiresAt.
 func (s *Store) GetSession(ctx context.Context, idHash string) (*store.Session, error) {
 	var (
-		sess             store.Session
-		created, expires int64
+		sess                    store.Session
+		created, expires, epoch int64
 	)
-	err := s.r.QueryRowContext(ctx, s.q(`SELECT id_hash, account_id, csrf_token, created_at, expires_at
-		FROM sessions WHERE id_hash = ?`), idHash).Scan(&sess.IDHash, &sess.AccountID, &sess.CSRFToken, &created, &expires)
+	err := s.r.QueryRowContext(ctx, s.q(`SELECT id_hash, account_id, csrf_token, created_at, expires_at, credential_epoch
+		FROM sessions WHERE id_hash = ?`), idHash).Scan(&sess.IDHash, &sess.AccountID, &sess.CSRFToken, &created, &expires, &epoch)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: get session: %w", notFoundIfNoRows(err))
 	}
-	sess.CreatedAt, sess.ExpiresAt = fromNanos(created), fromNanos(expires)
+	sess.CreatedAt, sess.ExpiresAt, sess.CredentialEpoch = fromNanos(created), fromNanos(expires), uint64(epoch)
 	return &sess, nil
 }
 
@@ -185,6 +217,22 @@ func (s *Store) GetSession(ctx context.Context, idHash string) (*store.Session, 
 func (s *Store) DeleteSession(ctx context.Context, idHash string) error {
 	if err := s.execOne(ctx, `DELETE FROM sessions WHERE id_hash = ?`, idHash); err != nil {
 		return fmt.Errorf("sqlstore: delete session: %w", err)
+	}
+	return nil
+}
+
+// DeleteLogins ends every web session and OAuth access token of an
+// account. An account without any is not an error.
+func (s *Store) DeleteLogins(ctx context.Context, accountID int64) error {
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM sessions WHERE account_id = ?`), accountID); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, s.q(`DELETE FROM access_tokens WHERE account_id = ?`), accountID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlstore: delete logins of %d: %w", accountID, err)
 	}
 	return nil
 }
