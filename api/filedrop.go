@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -98,33 +97,10 @@ func (b *Builds) quotaLeft(c echo.Context, account int64) (int64, error) {
 	return max(quota-used, 0), nil
 }
 
+// quotaExceeded refuses an upload past what the uploader's quota has left.
 func quotaExceeded(quota int64) error {
 	return &Error{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request",
 		Detail: fmt.Sprintf("This account's uploads would exceed its quota of %d bytes a day", quota)}
-}
-
-// errOverQuota ends an upload that grew past the uploader's quota.
-var errOverQuota = errors.New("upload over the account's quota")
-
-// quotaReader fails with errOverQuota once more than left bytes were read.
-type quotaReader struct {
-	r    io.Reader
-	left int64
-}
-
-func (q *quotaReader) Read(p []byte) (int, error) {
-	if q.left < 0 {
-		return 0, errOverQuota
-	}
-	if int64(len(p)) > q.left+1 {
-		p = p[:q.left+1]
-	}
-	n, err := q.r.Read(p)
-	q.left -= int64(n)
-	if q.left < 0 {
-		return n, errOverQuota
-	}
-	return n, err
 }
 
 // sign is the upload URL's signature: it binds the file ID to the expiry.
@@ -169,21 +145,22 @@ func (b *Builds) upload(c echo.Context) error {
 	case f.Digest != "":
 		return used
 	}
-	var body io.Reader = r.Body
+	body := r.Body
 	if f.UploaderID != 0 {
 		left, err := b.quotaLeft(c, f.UploaderID)
 		if err != nil {
 			return err
 		}
 		if left >= 0 {
-			body = &quotaReader{r: r.Body, left: left}
+			body = http.MaxBytesReader(c.Response(), r.Body, left)
 		}
 	}
 	n, err := b.o.Contexts.Put(ctx, id, body)
+	var overQuota *http.MaxBytesError
 	switch {
 	case errors.Is(err, buildmanager.ErrContextTooLarge):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request", Detail: "The build context is larger than this server accepts"}
-	case errors.Is(err, errOverQuota):
+	case errors.As(err, &overQuota):
 		return quotaExceeded(b.o.Limits.QuotaBytes)
 	case errors.Is(err, store.ErrConflict):
 		return used

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/berth-dev/berth/internal/config"
@@ -17,7 +16,7 @@ const DefaultAccessTokenLifetime = 90 * 24 * time.Hour
 // AccessTokenLifetime reads config ACCESS_TOKEN_LIFETIME_S: seconds, 0 for
 // no expiry.
 func AccessTokenLifetime(cfg *config.Config) (time.Duration, error) {
-	n, err := configCount(cfg, "ACCESS_TOKEN_LIFETIME_S", int64(DefaultAccessTokenLifetime/time.Second))
+	n, err := config.NonNegativeInt(cfg.Raw, "ACCESS_TOKEN_LIFETIME_S", int(DefaultAccessTokenLifetime/time.Second))
 	return time.Duration(n) * time.Second, err
 }
 
@@ -43,27 +42,13 @@ type FiledropLimits struct {
 // account per hour) and FILEDROP_QUOTA_BYTES (bytes per account per 24
 // hours).
 func FiledropLimitsFromConfig(cfg *config.Config) (FiledropLimits, error) {
-	rate, err := configCount(cfg, "FILEDROP_RATE_LIMIT", DefaultFiledropRateLimit)
+	rate, err := config.NonNegativeInt(cfg.Raw, "FILEDROP_RATE_LIMIT", DefaultFiledropRateLimit)
 	if err != nil {
 		return FiledropLimits{}, err
 	}
-	quota, err := configCount(cfg, "FILEDROP_QUOTA_BYTES", DefaultFiledropQuotaBytes)
+	quota, err := config.NonNegativeInt(cfg.Raw, "FILEDROP_QUOTA_BYTES", DefaultFiledropQuotaBytes)
 	if err != nil {
 		return FiledropLimits{}, err
 	}
-	return FiledropLimits{PerHour: int(rate), QuotaBytes: quota}, nil
-}
-
-// configCount reads a whole number >= 0 from the raw config, def when the
-// key is absent.
-func configCount(cfg *config.Config, key string, def int64) (int64, error) {
-	v, ok := cfg.Raw[key]
-	if !ok || v == nil {
-		return def, nil
-	}
-	n, ok := v.(int)
-	if !ok || n < 0 {
-		return 0, fmt.Errorf("config key %s: want a whole number >= 0, got %v", key, v)
-	}
-	return int64(n), nil
+	return FiledropLimits{PerHour: rate, QuotaBytes: int64(quota)}, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/registry/storage"
 )
@@ -164,13 +165,9 @@ func ContextLimitsFromConfig(raw map[string]any) (ContextLimits, error) {
 		"BUILD_CONTEXT_MAX_UNPACKED_BYTES":    &l.MaxUnpackedBytes,
 		"BUILD_CONTEXT_MAX_COMPRESSION_RATIO": &l.MaxCompressionRatio,
 	} {
-		v, ok := raw[key]
-		if !ok || v == nil {
-			continue
-		}
-		n, ok := v.(int)
-		if !ok || n < 0 {
-			return ContextLimits{}, fmt.Errorf("config key %s: want a whole number >= 0, got %v", key, v)
+		n, err := config.NonNegativeInt(raw, key, 0)
+		if err != nil {
+			return ContextLimits{}, err
 		}
 		*dst = int64(n)
 	}

@@ -370,7 +370,8 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 	if _, err := api.AccessTokenLifetime(cfg); err != nil {
 		return nil, err
 	}
-	manager, err := buildManager(ctx, cfg, log, app, st, blobs, contexts, key, policy, tokens, listenAddr, webhook.GitSource(st, secrets))
+	manager, err := buildManager(ctx, cfg, log, app, st, blobs, contexts, contextLimits, key, policy, tokens, listenAddr,
+		webhook.GitSource(st, secrets))
 	if err != nil {
 		return nil, err
 	}
@@ -406,15 +407,12 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 // (the embedded Redis-protocol server unless ORCHESTRATOR names a Redis),
 // its executors, and how workers reach the registry.
 func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app *application,
-	st store.Store, blobs storage.Driver, contexts buildmanager.ContextStore, key ed25519.PrivateKey, policy *auth.Policy,
-	tokens *auth.TokenService, listenAddr net.Addr, gitSource buildmanager.GitSourceFunc) (*buildmanager.Manager, error) {
+	st store.Store, blobs storage.Driver, contexts buildmanager.ContextStore, contextLimits buildmanager.ContextLimits,
+	key ed25519.PrivateKey, policy *auth.Policy, tokens *auth.TokenService, listenAddr net.Addr,
+	gitSource buildmanager.GitSourceFunc) (*buildmanager.Manager, error) {
 	bc, err := buildmanager.ParseConfig(cfg.Raw["BUILD_MANAGER"])
 	if err != nil {
 		return nil, fmt.Errorf("BUILD_MANAGER: %w", err)
-	}
-	contextLimits, err := buildmanager.ContextLimitsFromConfig(cfg.Raw)
-	if err != nil {
-		return nil, err
 	}
 	var rdb redis.UniversalClient
 	var logDir string

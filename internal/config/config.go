@@ -140,6 +140,20 @@ func Load(path, dataDir string) (*Config, []string, error) {
 	return cfg, warnings, nil
 }
 
+// NonNegativeInt reads a whole number >= 0 from raw config keys (Config.Raw
+// or a map within it), def when the key is absent.
+func NonNegativeInt(raw map[string]any, key string, def int) (int, error) {
+	v, ok := raw[key]
+	if !ok || v == nil {
+		return def, nil
+	}
+	n, ok := v.(int)
+	if !ok || n < 0 {
+		return 0, fmt.Errorf("config key %s: want a whole number >= 0, got %v", key, v)
+	}
+	return n, nil
+}
+
 // Feature reports whether FEATURE_<name> is on, with def when unset.
 func (c *Config) Feature(name string, def bool) bool {
 	if v, ok := c.Features["FEATURE_"+name]; ok {
