@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -213,4 +215,34 @@ func TestBasicReportsCredentialEpoch(t *testing.T) {
 	if err != nil || p.CredentialEpoch != 2 {
 		t.Fatalf("Basic = %+v, %v; want epoch 2", p, err)
 	}
+}
+
+// FuzzSourceOfAddr: any remote address names a source without panicking,
+// and an IP address's source is the address (IPv4) or its /64 (IPv6).
+func FuzzSourceOfAddr(f *testing.F) {
+	for _, s := range []string{"203.0.113.7:1234", "[2001:db8::1]:443", "[::ffff:1.2.3.4]:1", "[fe80::1%eth0]:22", "", ":", "[::1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, addr string) {
+		src := sourceOfAddr(addr)
+		host := addr
+		if h, _, err := net.SplitHostPort(addr); err == nil {
+			host = h
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			return
+		}
+		ip = ip.Unmap()
+		if ip.Is4() {
+			if src != ip.String() {
+				t.Fatalf("sourceOfAddr(%q) = %q, want %s", addr, src, ip)
+			}
+			return
+		}
+		p, err := netip.ParsePrefix(src)
+		if err != nil || p.Bits() != 64 || !p.Contains(ip.WithZone("")) {
+			t.Fatalf("sourceOfAddr(%q) = %q, want the /64 holding %s", addr, src, ip)
+		}
+	})
 }
