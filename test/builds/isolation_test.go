@@ -24,8 +24,7 @@ import (
 // runs, a hostile build whose RUN step is escapeprobe: it tries the double
 // chroot, reads every process's command line and environment, SIGKILLs the
 // victim's worker and the server, connects to every port the server
-// listens on (the API, the worker gRPC port, the embedded Redis) and to
-// PostgreSQL and Redis, on loopback, slirp4netns's gateway and the host's
+// listens on (the API, the worker gRPC port) and to PostgreSQL and Redis, on loopback, slirp4netns's gateway and the host's
 // own addresses, reads the data directory and the victim's work directory,
 // and searches every file it can see for the victim's secrets. Every
 // attempt must be blocked, the victim's image must complete with its own
@@ -211,8 +210,9 @@ func listeningPorts(t *testing.T, pid int) []string {
 		}
 		f.Close()
 	}
-	if len(ports) < 3 {
-		t.Fatalf("server %d listens on ports %v; want at least the API, the worker gRPC port and the embedded Redis", pid, ports)
+	// The embedded Redis opens no socket at all.
+	if len(ports) < 2 {
+		t.Fatalf("server %d listens on ports %v; want at least the API and the worker gRPC port", pid, ports)
 	}
 	return ports
 }
