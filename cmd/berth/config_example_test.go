@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/berth-dev/berth/buildmanager"
+	"github.com/berth-dev/berth/executors/local"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/triggers/webhook"
@@ -40,5 +41,12 @@ func TestDeployConfigExample(t *testing.T) {
 	}
 	if nets, err := egress.FromConfig(cfg.Raw); err != nil || len(nets) != 1 || nets[0].String() != "10.20.0.0/16" {
 		t.Errorf("OUTBOUND_ALLOWED_NETWORKS = %v, %v", nets, err)
+	}
+	env := map[string]string{}
+	if err := buildNetworksEnv(cfg, env); err != nil || env["BERTH_BUILD_ALLOWED_NETWORKS"] != "10.30.0.0/24" {
+		t.Errorf("BUILD_ALLOWED_NETWORKS = %v, %v", env, err)
+	}
+	if lc, err := local.ConfigFromMap(bc.Executors[0].Params, "/var/lib/berth"); err != nil || lc.UserPrefix != "berth-build-" {
+		t.Errorf("local executor config = %+v, %v", lc, err)
 	}
 }

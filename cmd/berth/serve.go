@@ -454,6 +454,11 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 			for k, v := range outbound.Env() {
 				lc.Env[k] = v
 			}
+			if err := buildNetworksEnv(cfg, lc.Env); err != nil {
+				return nil, err
+			}
+			// One build user per build that may run at once.
+			lc.Users = bc.AllowedWorkerCount
 			ex, err := local.New(lc)
 			if err != nil {
 				return nil, fmt.Errorf("executor %s: %w", ec.Name, err)

@@ -77,8 +77,9 @@ var knownKeys = map[string]bool{
 	"DEFAULT_TAG_EXPIRATION": true, "CREATE_PRIVATE_REPO_ON_PUSH": true,
 	"CREATE_NAMESPACE_ON_PUSH": true, "AUTHENTICATION_TYPE": true,
 	"INSTANCE_SERVICE_KEY_LOCATION": true,
-	// Networks fetched from on a user's behalf (internal/egress).
-	"OUTBOUND_ALLOWED_NETWORKS": true,
+	// Networks fetched from on a user's behalf (internal/egress), and
+	// networks RUN steps may reach (worker/sandbox).
+	"OUTBOUND_ALLOWED_NETWORKS": true, "BUILD_ALLOWED_NETWORKS": true,
 	// Request limits, read by serve (cmd/berth/limits.go).
 	"METRICS_LISTEN": true, "REQUEST_BODY_MINIMUM_BYTES_PER_SECOND": true,
 	"REQUEST_BODY_IDLE_TIMEOUT_SECONDS": true, "MAXIMUM_CONCURRENT_UPLOADS_PER_ACCOUNT": true,
