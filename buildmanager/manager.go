@@ -138,7 +138,7 @@ type Options struct {
 	WorkerInsecure bool
 	WorkerCAPEM    string
 
-	Registry    RegistryTarget
+	Registry RegistryTarget
 	// Credentials issues workers' registry credentials (nil: none).
 	Credentials Credentials
 	GitSource   GitSourceFunc

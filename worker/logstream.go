@@ -46,10 +46,10 @@ type logStream struct {
 	pending []*pb.LogEntry // not yet acknowledged, in order
 	// pendingBytes is the size of pending's messages.
 	pendingBytes int
-	sent    int            // how many of pending went out on the current stream
-	acked   int64
-	closed  bool
-	dropped int64
+	sent         int // how many of pending went out on the current stream
+	acked        int64
+	closed       bool
+	dropped      int64
 
 	wake chan struct{}
 	done chan struct{}
