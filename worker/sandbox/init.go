@@ -103,3 +103,16 @@ func DefaultPolicy(allowed []netip.Prefix) (NetworkPolicy, error) {
 // ErrUnavailable is in the chain of Check's error when this machine cannot
 // give builds a sandbox.
 var ErrUnavailable = errors.New("build sandbox unavailable")
+
+// InitIfAsked runs Init and exits when the program was started as a
+// sandbox's init (its first argument is "sandbox-init"), and returns
+// otherwise. Test binaries that drive a build engine call it first in
+// TestMain, so that they can stand in for berth inside the sandbox.
+func InitIfAsked() {
+	if len(os.Args) < 2 || os.Args[1] != "sandbox-init" {
+		return
+	}
+	// Init only returns on failure: on success the engine replaced it.
+	fmt.Fprintln(os.Stderr, Init(os.Args[2:]))
+	os.Exit(125)
+}

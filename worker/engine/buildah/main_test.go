@@ -1,7 +1,6 @@
 package buildah
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -12,10 +11,6 @@ import (
 // the engine under test runs `<test binary> sandbox-init …` inside
 // rootlesskit.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "sandbox-init" {
-		err := sandbox.Init(os.Args[2:])
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(125)
-	}
+	sandbox.InitIfAsked()
 	os.Exit(m.Run())
 }
