@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/slowbody"
 	"github.com/berth-dev/berth/registry"
 	"github.com/berth-dev/berth/triggers/webhook"
@@ -32,16 +33,16 @@ type serveLimits struct {
 // 0 turns its limit off.
 func readServeLimits(raw map[string]any) (serveLimits, error) {
 	l := serveLimits{}
-	rate, err := nonNegativeInt(raw, "REQUEST_BODY_MINIMUM_BYTES_PER_SECOND", slowbody.DefaultMinRate)
+	rate, err := config.NonNegativeInt(raw, "REQUEST_BODY_MINIMUM_BYTES_PER_SECOND", slowbody.DefaultMinRate)
 	if err != nil {
 		return l, err
 	}
-	idle, err := nonNegativeInt(raw, "REQUEST_BODY_IDLE_TIMEOUT_SECONDS", int(slowbody.DefaultIdle/time.Second))
+	idle, err := config.NonNegativeInt(raw, "REQUEST_BODY_IDLE_TIMEOUT_SECONDS", int(slowbody.DefaultIdle/time.Second))
 	if err != nil {
 		return l, err
 	}
 	l.body = slowbody.Limits{MinRate: int64(rate), Idle: time.Duration(idle) * time.Second}
-	uploads, err := nonNegativeInt(raw, "MAXIMUM_CONCURRENT_UPLOADS_PER_ACCOUNT", registry.DefaultMaxUploadsPerAccount)
+	uploads, err := config.NonNegativeInt(raw, "MAXIMUM_CONCURRENT_UPLOADS_PER_ACCOUNT", registry.DefaultMaxUploadsPerAccount)
 	if err != nil {
 		return l, err
 	}
@@ -49,7 +50,7 @@ func readServeLimits(raw map[string]any) (serveLimits, error) {
 	if uploads == 0 {
 		l.uploadsPerAccount = -1
 	}
-	window, err := nonNegativeInt(raw, "WEBHOOK_REPLAY_WINDOW_SECONDS", int(webhook.DefaultReplayWindow/time.Second))
+	window, err := config.NonNegativeInt(raw, "WEBHOOK_REPLAY_WINDOW_SECONDS", int(webhook.DefaultReplayWindow/time.Second))
 	if err != nil {
 		return l, err
 	}
@@ -65,17 +66,4 @@ func readServeLimits(raw map[string]any) (serveLimits, error) {
 		l.metricsListen = s
 	}
 	return l, nil
-}
-
-// nonNegativeInt reads an integer key, def when absent.
-func nonNegativeInt(raw map[string]any, key string, def int) (int, error) {
-	v, ok := raw[key]
-	if !ok || v == nil {
-		return def, nil
-	}
-	n, ok := v.(int)
-	if !ok || n < 0 {
-		return 0, fmt.Errorf("config key %s: want a whole number >= 0, got %v", key, v)
-	}
-	return n, nil
 }
