@@ -124,7 +124,7 @@ type fakeExecutor struct {
 
 	mu      sync.Mutex
 	next    int
-	workers map[string]context.CancelFunc
+	workers map[string]*fakeWorker
 	starts  map[string]int // by build
 	stopped map[string]bool
 	exited  chan string
@@ -135,11 +135,17 @@ type fakeExecutor struct {
 }
 
 func newFakeExecutor(name string, behave func(string, int) behaviour) *fakeExecutor {
-	return &fakeExecutor{name: name, behave: behave, workers: map[string]context.CancelFunc{},
+	return &fakeExecutor{name: name, behave: behave, workers: map[string]*fakeWorker{},
 		starts: map[string]int{}, stopped: map[string]bool{}, exited: make(chan string, 100)}
 }
 
 var _ executors.Exited = (*fakeExecutor)(nil)
+
+// fakeWorker is one running fake worker.
+type fakeWorker struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the worker has ended
+}
 
 func (f *fakeExecutor) Name() string          { return f.name }
 func (f *fakeExecutor) Exited() <-chan string { return f.exited }
@@ -157,13 +163,15 @@ func (f *fakeExecutor) Start(_ context.Context, spec executors.WorkerSpec) (stri
 	f.starts[spec.BuildID]++
 	attempt := f.starts[spec.BuildID]
 	ctx, cancel := context.WithCancel(context.Background())
-	f.workers[id] = cancel
+	w := &fakeWorker{cancel: cancel, done: make(chan struct{})}
+	f.workers[id] = w
 	b := f.behave(spec.BuildID, attempt)
 	f.mu.Unlock()
 	n := f.running.Add(1)
 	for p := f.peak.Load(); n > p && !f.peak.CompareAndSwap(p, n); p = f.peak.Load() {
 	}
 	go func() {
+		defer close(w.done)
 		defer f.running.Add(-1)
 		f.work(ctx, spec, b)
 		f.mu.Lock()
@@ -177,19 +185,29 @@ func (f *fakeExecutor) Start(_ context.Context, spec executors.WorkerSpec) (stri
 	return id, nil
 }
 
-func (f *fakeExecutor) Stop(_ context.Context, id string) error {
+// Stop ends the worker and returns once it has, as the Executor contract
+// says: a worker still counted after Stop would break the manager's
+// worker bound.
+func (f *fakeExecutor) Stop(ctx context.Context, id string) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	cancel, ok := f.workers[id]
+	w, ok := f.workers[id]
 	if !ok {
-		if f.stopped[id] {
+		stopped := f.stopped[id]
+		f.mu.Unlock()
+		if stopped {
 			return nil
 		}
 		return executors.ErrUnknownWorker
 	}
 	f.stopped[id] = true
-	cancel()
-	return nil
+	f.mu.Unlock()
+	w.cancel()
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (f *fakeExecutor) setBehave(b func(string, int) behaviour) {
