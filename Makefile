@@ -61,6 +61,7 @@ test: test-deps vet unit e2e
 .PHONY: vet
 vet:
 	$(GO) vet ./...
+	$(GO) test -count=1 ./internal/archtest
 	@scripts/gen-proto.sh --check
 
 .PHONY: unit
