@@ -264,14 +264,17 @@ func (h *Handler) ensureRepoFor(w http.ResponseWriter, r *http.Request, name str
 	}
 	repo = &store.Repository{NamespaceID: ns.ID, Namespace: ns.Name, Name: rest, Visibility: store.Private}
 	err = h.store.CreateRepositoryWithDefaults(ctx, repo, creatorID, store.RoleAdmin)
+	created := err == nil
 	if errors.Is(err, store.ErrConflict) {
-		// Another request created it first.
+		// Another request created it first, and logged it.
 		repo, err = h.store.GetRepository(ctx, nsName, rest)
 	}
 	if err != nil {
 		return nil, nil, errInternal(err)
 	}
-	h.log.InfoContext(ctx, "repository created on push", "repository", name)
+	if created {
+		h.log.InfoContext(ctx, "repository created on push", "repository", name)
+	}
 	h.repos.Add(name, repo)
 	return who, repo, nil
 }
