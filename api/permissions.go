@@ -48,17 +48,24 @@ type teamPermissionView struct {
 }
 
 func (a *API) userPermissionView(c echo.Context, repo *store.Repository, acct *store.Account, role store.Role) (userPermissionView, error) {
+	members, err := a.o.Store.OrgMembers(c.Request().Context(), repo.NamespaceID, []int64{acct.ID})
+	if err != nil {
+		return userPermissionView{}, Internal(err)
+	}
+	return permissionView(repo, acct, role, members), nil
+}
+
+// permissionView is a user's or robot's permission on repo; members are
+// the users among those shown who are in a team of the repository's
+// namespace.
+func permissionView(repo *store.Repository, acct *store.Account, role store.Role, members map[int64]bool) userPermissionView {
 	v := userPermissionView{Role: string(role), Name: acct.Name, IsRobot: acct.Kind == store.KindRobot, Avatar: accountAvatar(acct)}
 	if acct.Kind == store.KindRobot {
 		v.IsOrgMember = acct.OwnerID == repo.NamespaceID
 	} else {
-		roles, err := a.o.Store.OrgTeamRoles(c.Request().Context(), repo.NamespaceID, acct.ID)
-		if err != nil {
-			return v, Internal(err)
-		}
-		v.IsOrgMember = len(roles) > 0
+		v.IsOrgMember = members[acct.ID]
 	}
-	return v, nil
+	return v
 }
 
 func (a *API) listUserPermissions(c echo.Context) error {
@@ -66,20 +73,27 @@ func (a *API) listUserPermissions(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ps, err := a.o.Store.ListRepoPermissions(c.Request().Context(), repo.ID)
+	ctx := c.Request().Context()
+	ps, err := a.o.Store.ListRepoPermissions(ctx, repo.ID)
+	if err != nil {
+		return Internal(err)
+	}
+	var ids []int64
+	for _, p := range ps {
+		if p.Account != nil && p.Account.Kind != store.KindRobot {
+			ids = append(ids, p.Account.ID)
+		}
+	}
+	// One membership query for the whole list, not one per user.
+	members, err := a.o.Store.OrgMembers(ctx, repo.NamespaceID, ids)
 	if err != nil {
 		return Internal(err)
 	}
 	out := map[string]userPermissionView{}
 	for _, p := range ps {
-		if p.Account == nil {
-			continue
+		if p.Account != nil {
+			out[p.Account.Name] = permissionView(repo, p.Account, p.Role, members)
 		}
-		v, err := a.userPermissionView(c, repo, p.Account, p.Role)
-		if err != nil {
-			return err
-		}
-		out[p.Account.Name] = v
 	}
 	return c.JSON(http.StatusOK, map[string]any{"permissions": out})
 }

@@ -18,13 +18,13 @@ import (
 	"github.com/berth-dev/berth/buildmanager"
 	"github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/builderr"
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/triggers"
 	"github.com/berth-dev/berth/triggers/forge"
 	"github.com/berth-dev/berth/triggers/webhook"
 	"github.com/berth-dev/berth/worker/dockerfile"
-	"github.com/berth-dev/berth/worker/engine"
 	"github.com/berth-dev/berth/worker/gitsource"
 )
 
@@ -459,7 +459,7 @@ func (t *Triggers) checkGitURL(ctx context.Context, tr *store.Trigger, cfg trigg
 	case errors.Is(err, gitsource.ErrRefusedHost):
 		return BadRequest(refusedGitServer)
 	}
-	if ue, ok := engine.AsUserError(err); ok {
+	if ue, ok := builderr.AsUserError(err); ok {
 		return BadRequest("Invalid git source: " + ue.Message)
 	}
 	return Internal(err)
@@ -665,7 +665,7 @@ func (t *Triggers) resolveHead(ctx context.Context, tr *store.Trigger, cfg trigg
 		}
 		return gitsource.RemoteRef{}, BadRequest(what + " does not exist in the trigger's git repository.")
 	}
-	if ue, ok := engine.AsUserError(err); ok {
+	if ue, ok := builderr.AsUserError(err); ok {
 		return gitsource.RemoteRef{}, BadRequest("Could not read the trigger's git repository: " + ue.Message)
 	}
 	t.a.log.WarnContext(ctx, "resolving a trigger's ref failed", "trigger", tr.UUID, "ref", ref, "err", err)
@@ -702,14 +702,14 @@ func (t *Triggers) builds(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	all, err := t.o.Manager.List(c.Request().Context(), repo.ID, 0, time.Time{})
+	bs, err := t.a.o.Store.ListTriggerBuilds(c.Request().Context(), tr.UUID, limit)
 	if err != nil {
 		return Internal(err)
 	}
 	views := []buildView{}
-	for i := range all {
-		if all[i].TriggerID == tr.UUID && len(views) < limit {
-			views = append(views, t.o.Builds.view(&all[i], store.RoleAdmin))
+	for i := range bs {
+		if bs[i].RepoID == repo.ID {
+			views = append(views, t.o.Builds.view(&bs[i], store.RoleAdmin))
 		}
 	}
 	return c.JSON(http.StatusOK, map[string]any{"builds": views})
@@ -891,7 +891,7 @@ func (t *Triggers) readFinding(ctx context.Context, tr *store.Trigger, dfPath st
 	case errors.Is(err, gitsource.ErrFileTooLarge):
 		return analysis{status: analyzeError, message: fmt.Sprintf("The Dockerfile %s is larger than %d bytes.", dfPath, maxAnalyzedDockerfile)}, true
 	}
-	if ue, ok := engine.AsUserError(err); ok {
+	if ue, ok := builderr.AsUserError(err); ok {
 		return analysis{status: analyzeError, message: "The git repository could not be read: " + ue.Message}, true
 	}
 	t.a.log.WarnContext(ctx, "reading a trigger's Dockerfile failed", "trigger", tr.UUID, "err", err)
@@ -900,7 +900,7 @@ func (t *Triggers) readFinding(ctx context.Context, tr *store.Trigger, dfPath st
 
 // userMessage is a Dockerfile error's message for the caller.
 func userMessage(err error) string {
-	if ue, ok := engine.AsUserError(err); ok {
+	if ue, ok := builderr.AsUserError(err); ok {
 		return ue.Message
 	}
 	return err.Error()

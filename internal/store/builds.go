@@ -169,6 +169,10 @@ type BuildStore interface {
 	ListBuilds(ctx context.Context, repoID int64, since time.Time, limit int) ([]Build, error)
 	// ListBuildsInPhase returns every build in one of phases, oldest first.
 	ListBuildsInPhase(ctx context.Context, phases ...BuildPhase) ([]Build, error)
+	// ListTriggerBuilds returns at most limit (0: no limit) builds that
+	// triggerID started, newest first, only those in one of phases when
+	// phases are given.
+	ListTriggerBuilds(ctx context.Context, triggerID string, limit int, phases ...BuildPhase) ([]Build, error)
 	// CountNamespaceBuilds counts builds of repositories in namespaceID in
 	// one of phases.
 	CountNamespaceBuilds(ctx context.Context, namespaceID int64, phases ...BuildPhase) (int, error)

@@ -211,6 +211,9 @@ type TenancyStore interface {
 	EffectiveRepoRoles(ctx context.Context, repoID, accountID int64) ([]Role, error)
 	// OrgTeamRoles returns the roles of the teams the account belongs to in orgID.
 	OrgTeamRoles(ctx context.Context, orgID, accountID int64) ([]TeamRole, error)
+	// OrgMembers reports which of accountIDs belong to a team of orgID, in
+	// one query.
+	OrgMembers(ctx context.Context, orgID int64, accountIDs []int64) (map[int64]bool, error)
 	// UpdateRepository writes Visibility and Description.
 	UpdateRepository(ctx context.Context, r *Repository) error
 	// ListRepositoriesByNamespace returns a namespace's repositories by name.

@@ -436,13 +436,13 @@ func Submit(ctx context.Context, st store.Store, m *buildmanager.Manager, t *sto
 // cancelSuperseded cancels t's builds of b's ref still waiting in the queue:
 // under the serial policy only the newest push of a ref builds.
 func (h *Handler) cancelSuperseded(ctx context.Context, t *store.Trigger, b *store.Build) {
-	waiting, err := h.o.Store.ListBuildsInPhase(ctx, store.PhaseWaiting)
+	waiting, err := h.o.Store.ListTriggerBuilds(ctx, t.UUID, 0, store.PhaseWaiting)
 	if err != nil {
 		h.log.WarnContext(ctx, "listing superseded builds failed", "trigger", t.UUID, "err", err)
 		return
 	}
 	for _, old := range waiting {
-		if old.ID == b.ID || old.TriggerID != t.UUID || old.Request.Git == nil || old.Request.Git.Ref != b.Request.Git.Ref ||
+		if old.ID == b.ID || old.Request.Git == nil || old.Request.Git.Ref != b.Request.Git.Ref ||
 			old.CreatedAt.After(b.CreatedAt) {
 			continue
 		}

@@ -203,6 +203,23 @@ func (s *Store) ListBuildsInPhase(ctx context.Context, phases ...store.BuildPhas
 		ORDER BY b.created_at, b.id`, args...)
 }
 
+// ListTriggerBuilds returns triggerID's builds, newest first, through the
+// (trigger_id, created_at) index: at most limit of them (0: all), only
+// those in one of phases when phases are given.
+func (s *Store) ListTriggerBuilds(ctx context.Context, triggerID string, n int, phases ...store.BuildPhase) ([]store.Build, error) {
+	if n == 0 {
+		n = -1
+	}
+	where, args := `WHERE b.trigger_id = ? AND b.trigger_id <> ''`, []any{triggerID}
+	if len(phases) > 0 {
+		in, pargs := phaseList(phases)
+		where += ` AND b.phase IN (` + in + `)`
+		args = append(args, pargs...)
+	}
+	return s.queryBuilds(ctx, "list trigger builds", buildSelect+where+`
+		ORDER BY b.created_at DESC, b.id DESC LIMIT ?`, append(args, limit(n))...)
+}
+
 // CountNamespaceBuilds counts namespaceID's builds in one of phases.
 func (s *Store) CountNamespaceBuilds(ctx context.Context, namespaceID int64, phases ...store.BuildPhase) (int, error) {
 	if len(phases) == 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -273,6 +274,54 @@ func TestBuildFiles(t *testing.T) {
 		}
 		if _, err := s.GetBuildFile(ctx, "f2"); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("missing file: %v", err)
+		}
+	})
+}
+
+// A trigger's builds come back newest first, limited and filtered by phase
+// in SQL, through the (trigger_id, created_at) index.
+func TestListTriggerBuilds(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		repo := fixture(t, s, "alice", "app")
+		for i, trig := range []string{"t1", "t2", "t1", "", "t1"} {
+			b := newBuild(repo, fmt.Sprintf("b%d", i))
+			b.TriggerID = trig
+			if err := s.CreateBuild(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		started, err := s.GetBuild(ctx, "b4")
+		if err != nil {
+			t.Fatal(err)
+		}
+		started.Phase = store.PhaseBuilding
+		if err := s.UpdateBuild(ctx, started); err != nil {
+			t.Fatal(err)
+		}
+		ids := func(bs []store.Build) []string {
+			var out []string
+			for _, b := range bs {
+				out = append(out, b.ID)
+			}
+			return out
+		}
+		if bs, err := s.ListTriggerBuilds(ctx, "t1", 0); err != nil || !reflect.DeepEqual(ids(bs), []string{"b4", "b2", "b0"}) {
+			t.Errorf("all of t1 = %v, %v; want b4 b2 b0", ids(bs), err)
+		}
+		if bs, err := s.ListTriggerBuilds(ctx, "t1", 2); err != nil || !reflect.DeepEqual(ids(bs), []string{"b4", "b2"}) {
+			t.Errorf("two of t1 = %v, %v; want b4 b2", ids(bs), err)
+		}
+		if bs, err := s.ListTriggerBuilds(ctx, "t1", 0, store.PhaseWaiting); err != nil || !reflect.DeepEqual(ids(bs), []string{"b2", "b0"}) {
+			t.Errorf("waiting of t1 = %v, %v; want b2 b0", ids(bs), err)
+		}
+		if bs, err := s.ListTriggerBuilds(ctx, "", 0); err != nil || len(bs) != 0 {
+			t.Errorf("builds of no trigger = %v, %v; want none", ids(bs), err)
+		}
+		plan := queryPlan(t, s, buildSelect+`WHERE b.trigger_id = ? AND b.trigger_id <> '' ORDER BY b.created_at DESC, b.id DESC LIMIT ?`, "t1", 5)
+		if !strings.Contains(plan, "builds_trigger_created") {
+			t.Errorf("the trigger's builds are not read through builds_trigger_created:\n%s", plan)
 		}
 	})
 }

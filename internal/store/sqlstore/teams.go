@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -375,6 +376,33 @@ func (s *Store) OrgTeamRoles(ctx context.Context, orgID, accountID int64) ([]sto
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: team roles of account %d in %d: %w", accountID, orgID, err)
+	}
+	return out, nil
+}
+
+// OrgMembers reports which of accountIDs are in a team of orgID, in one
+// query (team_members_account per account, then the teams primary key).
+func (s *Store) OrgMembers(ctx context.Context, orgID int64, accountIDs []int64) (map[int64]bool, error) {
+	out := map[int64]bool{}
+	if len(accountIDs) == 0 {
+		return out, nil
+	}
+	args := []any{orgID}
+	for _, id := range accountIDs {
+		args = append(args, id)
+	}
+	ids, err := queryAll(ctx, s.r, s.q(`SELECT DISTINCT m.account_id FROM team_members m JOIN teams t ON t.id = m.team_id
+		WHERE t.org_id = ? AND m.account_id IN (`+strings.TrimSuffix(strings.Repeat("?, ", len(accountIDs)), ", ")+`)`),
+		args, func(sc rowScanner) (int64, error) {
+			var id int64
+			err := sc.Scan(&id)
+			return id, err
+		})
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: members of org %d: %w", orgID, err)
+	}
+	for _, id := range ids {
+		out[id] = true
 	}
 	return out, nil
 }

@@ -112,6 +112,9 @@ func TestOrganizationsAndAccounts(t *testing.T) {
 		if roles, err := s.OrgTeamRoles(ctx, org.ID, bob.ID); err != nil || len(roles) != 0 {
 			t.Errorf("OrgTeamRoles(bob) = %v, %v", roles, err)
 		}
+		if m, err := s.OrgMembers(ctx, org.ID, []int64{alice.ID, bob.ID}); err != nil || !m[alice.ID] || m[bob.ID] || len(m) != 1 {
+			t.Errorf("OrgMembers(alice, bob) = %v, %v; want alice alone", m, err)
+		}
 
 		// Conflicts, and the transaction leaves nothing behind on failure.
 		wantErr(t, "CreateOrganization(taken name)", s.CreateOrganization(ctx, &store.Account{Name: "alice"}, bob.ID), store.ErrConflict)
