@@ -113,10 +113,10 @@ func (e *env) start(buildID string) (started, error) {
 	tok := e.m.Expect(buildID)
 	id, err := e.ex.Start(e.ctx(e.s.opts.RegisterTimeout), e.spec(buildID, tok))
 	if err != nil {
-		return started{}, fmt.Errorf("Start: %w", err)
+		return started{}, fmt.Errorf("executor Start: %w", err)
 	}
 	if id == "" {
-		return started{}, errors.New("Start returned an empty execution ID")
+		return started{}, errors.New("executor Start returned an empty execution ID")
 	}
 	begin := time.Now()
 	if _, err := e.m.WaitRegistered(e.ctx(e.s.opts.RegisterTimeout), tok); err != nil {

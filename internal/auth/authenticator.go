@@ -22,6 +22,8 @@ var ErrInvalidCredentials = errors.New("invalid username or password")
 // ErrRobotsDisallowed refuses a robot login when robots are disabled
 // (config ROBOTS_DISALLOW). It wraps ErrInvalidCredentials, so clients see
 // the usual "invalid username or password".
+//
+//lint:ignore ST1005 the text after the colon is Quay's message, kept word for word.
 var ErrRobotsDisallowed = fmt.Errorf("%w: Robot accounts have been disabled. Please contact your administrator.", ErrInvalidCredentials)
 
 // Usernames that carry an OAuth access token as the password, as in Quay.

@@ -472,7 +472,7 @@ func walkAll(t *testing.T, d storage.Driver) map[digest.Digest]int64 {
 	seen := map[digest.Digest]int64{}
 	err := d.Walk(context.Background(), func(dgst digest.Digest, size int64) error {
 		if _, dup := seen[dgst]; dup {
-			return fmt.Errorf("Walk reported %s twice", dgst)
+			return fmt.Errorf("driver Walk reported %s twice", dgst)
 		}
 		seen[dgst] = size
 		return nil
