@@ -5,8 +5,9 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
+
+	"github.com/berth-dev/berth/internal/builderr"
 )
 
 // Engine builds one image from a prepared context and pushes it to every tag.
@@ -135,40 +136,26 @@ type LogFunc func(t LineType, message string)
 // Log calls f.
 func (f LogFunc) Log(t LineType, message string) { f(t, message) }
 
-// Error codes of user errors; they are BuildError codes of the worker
-// protocol.
+// A user error is a failure the user must fix; engines return it as
+// *UserError. Its type and codes live in internal/builderr, which the API and
+// triggers share; these names keep the engine's contract readable in one place.
 const (
-	CodeDockerfile = "dockerfile" // the Dockerfile cannot be parsed or is missing
-	CodeBuildStep  = "build-step" // a step of the build failed
-	CodeBaseImage  = "base-image" // a base image is missing or not readable
-	CodePush       = "push"       // pushing was denied
-	CodeContext    = "context"    // the build context is unusable
-	CodeGit        = "git"        // the git source cannot be fetched
-	CodeTimeout    = "timeout"    // the build ran out of time
+	CodeDockerfile = builderr.CodeDockerfile
+	CodeBuildStep  = builderr.CodeBuildStep
+	CodeBaseImage  = builderr.CodeBaseImage
+	CodePush       = builderr.CodePush
+	CodeContext    = builderr.CodeContext
+	CodeGit        = builderr.CodeGit
+	CodeTimeout    = builderr.CodeTimeout
 )
 
-// UserError is a failure the user must fix: retrying would fail the same
-// way. Message is shown to the user as it is.
-type UserError struct {
-	Code    string
-	Message string
-	// Err is the underlying error, kept for logs; it is not shown.
-	Err error
-}
-
-func (e *UserError) Error() string { return e.Message }
-
-// Unwrap returns the underlying error.
-func (e *UserError) Unwrap() error { return e.Err }
+// UserError is a failure the user must fix (builderr.UserError).
+type UserError = builderr.UserError
 
 // Errorf returns a *UserError with a formatted message.
 func Errorf(code, format string, args ...any) *UserError {
-	return &UserError{Code: code, Message: fmt.Sprintf(format, args...)}
+	return builderr.Errorf(code, format, args...)
 }
 
 // AsUserError returns the *UserError in err's chain, if any.
-func AsUserError(err error) (*UserError, bool) {
-	var ue *UserError
-	ok := errors.As(err, &ue)
-	return ue, ok
-}
+func AsUserError(err error) (*UserError, bool) { return builderr.AsUserError(err) }

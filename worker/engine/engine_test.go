@@ -1,25 +1,6 @@
 package engine
 
-import (
-	"errors"
-	"fmt"
-	"testing"
-)
-
-func TestUserErrorSurvivesWrapping(t *testing.T) {
-	cause := errors.New("exit status 3")
-	err := fmt.Errorf("build: %w", &UserError{Code: CodeBuildStep, Message: "the step failed", Err: cause})
-	ue, ok := AsUserError(err)
-	if !ok || ue.Code != CodeBuildStep || ue.Error() != "the step failed" {
-		t.Fatalf("AsUserError = %v, %v", ue, ok)
-	}
-	if !errors.Is(err, cause) {
-		t.Error("the underlying error is lost")
-	}
-	if _, ok := AsUserError(errors.New("disk full")); ok {
-		t.Error("a plain error is a user error")
-	}
-}
+import "testing"
 
 func TestPhaseString(t *testing.T) {
 	for p, want := range map[Phase]string{PhasePulling: "pulling", PhaseBuilding: "building", PhasePushing: "pushing", Phase(9): "phase(9)"} {
