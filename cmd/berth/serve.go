@@ -26,7 +26,6 @@ import (
 	"github.com/berth-dev/berth/executors/local"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
-	"github.com/berth-dev/berth/internal/logctx"
 	"github.com/berth-dev/berth/internal/slowbody"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/internal/store/sqlstore"
@@ -65,6 +64,10 @@ func (c *commonFlags) load(log *slog.Logger) (*config.Config, error) {
 		}
 		for _, k := range unknown {
 			log.Warn("unknown config key ignored", "key", k)
+		}
+		// docs/config.md says what each key is waiting for.
+		if keys := cfg.NotSupportedKeys(); len(keys) > 0 {
+			log.Warn("config keys recognised but not supported yet, ignored", "keys", keys)
 		}
 	}
 	return cfg, nil
@@ -400,7 +403,7 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 		mux.Handle("/metrics", superuserMetrics(app.metrics, authServer, policy, log))
 	}
 	// Logins are throttled per client address.
-	app.handler = logctx.Middleware(auth.SourceHandler(mux))
+	app.handler = auth.SourceHandler(mux)
 	return app, nil
 }
 

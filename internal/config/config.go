@@ -23,7 +23,6 @@ type Config struct {
 	PreferredURLScheme string   `yaml:"PREFERRED_URL_SCHEME"`
 	DBURI              string   `yaml:"DB_URI"`
 	SuperUsers         []string `yaml:"SUPER_USERS"`
-	RegistryTitle      string   `yaml:"REGISTRY_TITLE"`
 	// DistributedStorageConfig maps a location name to [DriverName, {params}],
 	// e.g. {"default": ["LocalStorage", {"storage_path": "/data"}]}.
 	DistributedStorageConfig     map[string][]any `yaml:"DISTRIBUTED_STORAGE_CONFIG"`
@@ -59,39 +58,9 @@ func Defaults(dataDir string) *Config {
 	}
 }
 
-// knownKeys are the config.yaml keys berth reads or deliberately accepts
-// (Quay's keys that later features will read). Anything else is reported.
-var knownKeys = map[string]bool{
-	"SERVER_HOSTNAME": true, "PREFERRED_URL_SCHEME": true, "DB_URI": true,
-	"SUPER_USERS": true, "REGISTRY_TITLE": true, "REGISTRY_TITLE_SHORT": true,
-	"DISTRIBUTED_STORAGE_CONFIG": true, "DISTRIBUTED_STORAGE_PREFERENCE": true,
-	"DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS": true, "REGISTRY_TOKEN_LIFETIME_S": true,
-	"BUILD_MANAGER": true, "BUILDMAN_HOSTNAME": true, "JOB_REGISTRATION_TIMEOUT": true,
-	"ROBOTS_DISALLOW": true, "BROWSER_API_CALLS_XHR_ONLY": true,
-	"DEFAULT_SYSTEM_REJECT_QUOTA_BYTES": true, "QUOTA_BACKFILL": true,
-	"QUOTA_TOTAL_DELAY_SECONDS": true, "PERMANENTLY_DELETE_TAGS": true,
-	"RESET_CHILD_MANIFEST_EXPIRATION": true, "NOTIFICATION_TASK_RUN_MINIMUM_INTERVAL_MINUTES": true,
-	"ALLOWED_OCI_ARTIFACT_TYPES": true, "IGNORE_UNKNOWN_MEDIATYPES": true,
-	"GITHUB_TRIGGER_CONFIG": true, "GITLAB_TRIGGER_CONFIG": true, "BITBUCKET_TRIGGER_CONFIG": true,
-	"DATABASE_SECRET_KEY": true, "SECRET_KEY": true, "TAG_EXPIRATION_OPTIONS": true,
-	"DEFAULT_TAG_EXPIRATION": true, "CREATE_PRIVATE_REPO_ON_PUSH": true,
-	"CREATE_NAMESPACE_ON_PUSH": true, "AUTHENTICATION_TYPE": true,
-	"INSTANCE_SERVICE_KEY_LOCATION": true,
-	// Networks fetched from on a user's behalf (internal/egress), and
-	// networks RUN steps may reach (worker/sandbox).
-	"OUTBOUND_ALLOWED_NETWORKS": true, "BUILD_ALLOWED_NETWORKS": true,
-	// Request limits, read by serve (cmd/berth/limits.go).
-	"METRICS_LISTEN": true, "REQUEST_BODY_MINIMUM_BYTES_PER_SECOND": true,
-	"REQUEST_BODY_IDLE_TIMEOUT_SECONDS": true, "MAXIMUM_CONCURRENT_UPLOADS_PER_ACCOUNT": true,
-	"WEBHOOK_REPLAY_WINDOW_SECONDS": true,
-	// Build contexts and filedrop uploads (buildmanager, api), OAuth tokens.
-	"BUILD_CONTEXT_MAX_BYTES": true, "BUILD_CONTEXT_MAX_UNPACKED_BYTES": true,
-	"BUILD_CONTEXT_MAX_COMPRESSION_RATIO": true, "FILEDROP_RATE_LIMIT": true,
-	"FILEDROP_QUOTA_BYTES": true, "ACCESS_TOKEN_LIFETIME_S": true,
-}
-
-// Load reads a config.yaml. Unknown keys are returned as warnings, not
-// errors; type errors in known keys are errors.
+// Load reads a config.yaml. Keys missing from the Keys table are returned
+// as unknown, for a warning; type errors in known keys and values the table
+// refuses are errors.
 func Load(path, dataDir string) (*Config, []string, error) {
 	cfg := Defaults(dataDir)
 	b, err := os.ReadFile(path)
@@ -128,9 +97,13 @@ func Load(path, dataDir string) (*Config, []string, error) {
 				return nil, nil, fmt.Errorf("config key %s: want whole seconds >= 60, got %v", k, v)
 			}
 			cfg.TokenLifetime = time.Duration(n) * time.Second
-		case !knownKeys[k]:
+		}
+		if _, known := keysByName[k]; !known {
 			warnings = append(warnings, k)
 		}
+	}
+	if err := cfg.checkRefused(); err != nil {
+		return nil, nil, err
 	}
 	// Quay keeps its certificate beside config.yaml as ssl.cert / ssl.key.
 	dir := filepath.Dir(path)
@@ -139,6 +112,19 @@ func Load(path, dataDir string) (*Config, []string, error) {
 		cfg.TLSCert, cfg.TLSKey = cert, key
 	}
 	return cfg, warnings, nil
+}
+
+// NotSupportedKeys lists the keys of the file that berth recognises but
+// does not read yet (status NotSupportedYet), sorted, for a warning at start.
+func (c *Config) NotSupportedKeys() []string {
+	var keys []string
+	for k := range c.Raw {
+		if e, ok := keysByName[k]; ok && e.Status == NotSupportedYet {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // NonNegativeInt reads a whole number >= 0 from raw config keys (Config.Raw
