@@ -32,6 +32,7 @@ import (
 	"github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/executors"
 	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/internal/logctx"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/registry/storage"
 )
@@ -437,7 +438,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		m.log.Info("re-queued build missing from the queue", "build", b.ID, "phase", b.Phase)
+		m.log.InfoContext(logctx.With(ctx, slog.String("build_id", b.ID)), "re-queued build missing from the queue", "phase", b.Phase)
 	}
 	return errors.Join(errs...)
 }
@@ -486,7 +487,7 @@ func (m *Manager) Submit(ctx context.Context, r BuildRequest) (*store.Build, err
 	}
 	if err := m.q.Enqueue(ctx, m.task(b)); err != nil {
 		// The row is the truth: reconciliation queues the build later.
-		m.log.Error("queueing build failed; it will be re-queued", "build", b.ID, "err", err)
+		m.log.ErrorContext(logctx.With(ctx, slog.String("build_id", b.ID)), "queueing build failed; it will be re-queued", "err", err)
 	}
 	m.publish(b, events.BuildQueued, r.TriggerKind)
 	return b, nil
@@ -590,7 +591,7 @@ func (m *Manager) stopWorker(ctx context.Context, executorName, executionID stri
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		if err := e.Stop(sctx, executionID); err != nil && !errors.Is(err, executors.ErrUnknownWorker) {
-			m.log.Warn("stopping worker failed", "executor", executorName, "execution", executionID, "err", err)
+			m.log.WarnContext(ctx, "stopping worker failed", "executor", executorName, "execution", executionID, "err", err)
 		}
 	}
 	m.mu.Lock()
@@ -636,10 +637,10 @@ func (m *Manager) afterEnd(ctx context.Context, b *store.Build, from store.Build
 	}
 	if err := m.archive(ctx, b); err != nil {
 		// The live log stays readable (it expires after logTTL).
-		m.log.Error("archiving build log failed", "build", b.ID, "err", err)
+		m.log.ErrorContext(ctx, "archiving build log failed", "build", b.ID, "err", err)
 	}
 	if err := m.logs.publishEnd(ctx, b.ID); err != nil {
-		m.log.Warn("announcing build end failed", "build", b.ID, "err", err)
+		m.log.WarnContext(ctx, "announcing build end failed", "build", b.ID, "err", err)
 	}
 	kind := events.BuildFailure
 	switch b.Phase {
@@ -652,7 +653,7 @@ func (m *Manager) afterEnd(ctx context.Context, b *store.Build, from store.Build
 	if !b.StartedAt.IsZero() {
 		m.metrics.duration.WithLabelValues(string(b.Phase), b.ExecutorName).Observe(b.CompletedAt.Sub(b.StartedAt).Seconds())
 	}
-	m.log.Info("build ended", "build", b.ID, "phase", b.Phase, "from", from, "attempts", b.Attempts)
+	m.log.InfoContext(ctx, "build ended", "build", b.ID, "phase", b.Phase, "from", from, "attempts", b.Attempts)
 }
 
 func (m *Manager) publish(b *store.Build, kind events.Kind, triggerKind string) {

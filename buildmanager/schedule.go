@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/berth-dev/berth/executors"
+	"github.com/berth-dev/berth/internal/logctx"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -19,6 +21,7 @@ var errRetry = errors.New("build attempt failed; retrying")
 // until the attempt ends. It holds one of ALLOWED_WORKER_COUNT slots
 // throughout.
 func (m *Manager) handle(ctx context.Context, id string) error {
+	ctx = logctx.With(ctx, slog.String("build_id", id))
 	for {
 		b, err := m.st.GetBuild(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
@@ -31,7 +34,8 @@ func (m *Manager) handle(ctx context.Context, id string) error {
 		case b.Phase.Terminal():
 			return nil
 		case b.Phase.Running():
-			m.log.Info("supervising a build left running by an earlier server", "build", id, "attempt", b.Attempts)
+			ctx := logctx.With(ctx, slog.Int("attempt", b.Attempts))
+			m.log.InfoContext(ctx, "supervising a build left running by an earlier server")
 			var ex executors.Executor
 			for _, e := range m.o.Executors {
 				if e.Name() == b.ExecutorName {
@@ -51,6 +55,7 @@ func (m *Manager) handle(ctx context.Context, id string) error {
 // attempt starts a worker for waiting build b and supervises it.
 func (m *Manager) attempt(ctx context.Context, b *store.Build) error {
 	attempt := b.Attempts + 1
+	ctx = logctx.With(ctx, slog.Int("attempt", attempt))
 	now := time.Now()
 	b.Phase, b.Attempts = store.PhaseBuildScheduled, attempt
 	if b.StartedAt.IsZero() {
@@ -102,7 +107,7 @@ func (m *Manager) attempt(ctx context.Context, b *store.Build) error {
 		// can finish the build before Start returns, and a finished build
 		// takes no more execution updates.
 		if err := m.st.SetBuildExecution(ctx, b.ID, attempt, e.Name(), ""); err != nil && !errors.Is(err, store.ErrStale) {
-			m.log.Warn("recording the executor failed", "build", b.ID, "err", err)
+			m.log.WarnContext(ctx, "recording the executor failed", "err", err)
 		}
 		id, err := e.Start(ctx, executors.WorkerSpec{
 			BuildID:           b.ID,
@@ -114,7 +119,7 @@ func (m *Manager) attempt(ctx context.Context, b *store.Build) error {
 		if err != nil {
 			lastErr = err
 			m.metrics.failovers.WithLabelValues(e.Name()).Inc()
-			m.log.Warn("executor could not start a worker; trying the next", "build", b.ID, "executor", e.Name(), "err", err)
+			m.log.WarnContext(ctx, "executor could not start a worker; trying the next", "executor", e.Name(), "err", err)
 			continue
 		}
 		started, execID = e.Executor, id
@@ -122,9 +127,9 @@ func (m *Manager) attempt(ctx context.Context, b *store.Build) error {
 		m.byExecution[e.Name()+"\x00"+id] = b.ID
 		m.mu.Unlock()
 		if err := m.st.SetBuildExecution(ctx, b.ID, attempt, e.Name(), id); err != nil && !errors.Is(err, store.ErrStale) {
-			m.log.Warn("recording the worker failed", "build", b.ID, "err", err)
+			m.log.WarnContext(ctx, "recording the worker failed", "err", err)
 		}
-		m.log.Info("worker started", "build", b.ID, "attempt", attempt, "executor", e.Name(), "execution", id)
+		m.log.InfoContext(ctx, "worker started", "executor", e.Name(), "execution", id)
 		break
 	}
 	if started == nil {
@@ -169,7 +174,7 @@ func (m *Manager) supervise(ctx context.Context, id string, attempt int, ex exec
 			stop()
 			bg := context.WithoutCancel(ctx)
 			if err := m.failAttempt(bg, id, attempt, "the build server shut down during the build"); err != nil && !errors.Is(err, errRetry) {
-				m.log.Warn("recording an interrupted attempt failed", "build", id, "err", err)
+				m.log.WarnContext(ctx, "recording an interrupted attempt failed", "err", err)
 			}
 			return ctx.Err()
 		case <-a.wake:
@@ -182,7 +187,7 @@ func (m *Manager) supervise(ctx context.Context, id string, attempt int, ex exec
 				m.revokeCredentials(ctx, id, attempt)
 				return nil
 			}
-			m.log.Warn("reading a running build failed", "build", id, "err", err)
+			m.log.WarnContext(ctx, "reading a running build failed", "err", err)
 			continue
 		}
 		now := time.Now()
@@ -256,7 +261,7 @@ func (m *Manager) failAttempt(ctx context.Context, id string, attempt int, reaso
 		}
 		m.revokeCredentials(ctx, id, attempt)
 		m.metrics.retries.WithLabelValues("retried").Inc()
-		m.log.Warn("build attempt failed; retrying", "build", id, "attempt", attempt, "reason", reason)
+		m.log.WarnContext(ctx, "build attempt failed; retrying", "reason", reason)
 		m.mu.Lock()
 		a := m.active[id]
 		m.mu.Unlock()
