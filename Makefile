@@ -28,7 +28,7 @@ set_unit_pkgs = all="$$($(GO) list ./...)"; mod="$$($(GO) list -m)"; \
 help:
 	@echo 'make build   build bin/berth (CGO_ENABLED=0)'
 	@echo 'make run     install what serve needs, build, run bin/berth serve $(RUN_FLAGS)'
-	@echo 'make test    install test deps, go vet, unit tests, then end-to-end tests'
+	@echo 'make test    install test deps, vet (go vet, tidy, staticcheck), unit tests, then end-to-end tests'
 	@echo 'make unit    unit tests only'
 	@echo 'make e2e     end-to-end tests only (builds bin/berth first)'
 	@echo 'make bench   Go benchmarks, then registry throughput: berth vs distribution'
@@ -58,9 +58,15 @@ run:
 .PHONY: test
 test: test-deps vet unit e2e
 
+# vet: go vet, a tidy go.mod and go.sum, staticcheck (pinned, built into
+# .tools/bin by `make test-deps`), the import-direction rule, and generated
+# code that matches its .proto.
 .PHONY: vet
 vet:
 	$(GO) vet ./...
+	$(GO) mod tidy -diff
+	@[[ -x $(TOOLS_BIN)/staticcheck ]] || { echo 'vet: no $(TOOLS_BIN)/staticcheck; `make test-deps` builds it' >&2; exit 1; }
+	$(TOOLS_BIN)/staticcheck ./...
 	$(GO) test -count=1 ./internal/archtest
 	@scripts/gen-proto.sh --check
 

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/berth-dev/berth/internal/logctx"
 )
 
 // Error is an API error, sent in Quay's shape:
@@ -77,6 +79,9 @@ type errorBody struct {
 	Type         string `json:"type"`
 	Status       int    `json:"status"`
 	Message      string `json:"message,omitempty"`
+	// RequestID names the request in the server's log (and in its
+	// X-Request-ID header), so a report of an error can be traced.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // handleError is echo's error handler: every error leaves in Quay's shape.
@@ -112,6 +117,7 @@ func (a *API) handleError(err error, c echo.Context) {
 	body := errorBody{
 		Detail: e.Detail, ErrorMessage: e.Detail, ErrorType: e.Type, Title: e.Type,
 		Type: a.externalURL(r) + Prefix + "/error/" + e.Type, Status: e.Status, Message: e.Message,
+		RequestID: logctx.RequestID(r.Context()),
 	}
 	if r.Method == http.MethodHead {
 		_ = c.NoContent(e.Status)

@@ -29,6 +29,9 @@ ORAS_MODULE=oras.land/oras
 ORAS_VERSION=v1.3.6
 DISTRIBUTION_MODULE=github.com/distribution/distribution/v3
 DISTRIBUTION_VERSION=v3.1.2
+# The linter `make vet` runs (staticcheck 2026.2.2).
+STATICCHECK_MODULE=honnef.co/go/tools
+STATICCHECK_VERSION=v0.8.2
 
 PACKAGES=(
 	# image tools driven by the end-to-end tests
@@ -169,3 +172,4 @@ apt_install "${PACKAGES[@]}"
 go_tool "$CONFORMANCE_MODULE" "$CONFORMANCE_VERSION" "$CONFORMANCE_MODULE" conformance
 go_tool "$ORAS_MODULE" "$ORAS_VERSION" "$ORAS_MODULE/cmd/oras" oras
 go_tool "$DISTRIBUTION_MODULE" "$DISTRIBUTION_VERSION" "$DISTRIBUTION_MODULE/cmd/registry" registry
+go_tool "$STATICCHECK_MODULE" "$STATICCHECK_VERSION" "$STATICCHECK_MODULE/cmd/staticcheck" staticcheck

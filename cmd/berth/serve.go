@@ -26,6 +26,7 @@ import (
 	"github.com/berth-dev/berth/executors/local"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/logctx"
 	"github.com/berth-dev/berth/internal/slowbody"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/internal/store/sqlstore"
@@ -403,7 +404,7 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 		mux.Handle("/metrics", superuserMetrics(app.metrics, authServer, policy, log))
 	}
 	// Logins are throttled per client address.
-	app.handler = auth.SourceHandler(mux)
+	app.handler = logctx.Middleware(auth.SourceHandler(mux))
 	return app, nil
 }
 
