@@ -16,7 +16,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/berth-dev/berth/buildmanager"
-	"github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/dockerfile"
+	"github.com/berth-dev/berth/gitsource"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/builderr"
 	"github.com/berth-dev/berth/internal/egress"
@@ -24,8 +25,6 @@ import (
 	"github.com/berth-dev/berth/triggers"
 	"github.com/berth-dev/berth/triggers/forge"
 	"github.com/berth-dev/berth/triggers/webhook"
-	"github.com/berth-dev/berth/worker/dockerfile"
-	"github.com/berth-dev/berth/worker/gitsource"
 )
 
 // TriggerOptions configure RegisterTriggers. Manager and Builds are
@@ -1014,9 +1013,14 @@ func (t *Triggers) triggerGitURL(tr *store.Trigger, cfg triggers.Config) string 
 
 // gitSource is the git source a build of tr would fetch ref from, with the
 // deploy key and recorded host key the worker gets (webhook.GitSource).
-func (t *Triggers) gitSource(ctx context.Context, tr *store.Trigger, cfg triggers.Config, ref string) (*workerpb.GitSource, error) {
+func (t *Triggers) gitSource(ctx context.Context, tr *store.Trigger, cfg triggers.Config, ref string) (gitsource.Source, error) {
 	b := &store.Build{TriggerID: tr.UUID, Request: store.BuildRequest{Git: &store.BuildGitSource{URL: t.triggerGitURL(tr, cfg), Ref: ref}}}
-	return webhook.GitSource(t.a.o.Store, t.o.Secrets)(ctx, b)
+	src, err := webhook.GitSource(t.a.o.Store, t.o.Secrets)(ctx, b)
+	if err != nil {
+		return gitsource.Source{}, err
+	}
+	return gitsource.Source{URL: src.GetUrl(), CommitSHA: src.GetCommitSha(), Ref: src.GetRef(), PrivateKey: src.GetPrivateKey(),
+		KnownHosts: src.GetKnownHosts(), Username: src.GetUsername(), Password: src.GetPassword()}, nil
 }
 
 func (t *Triggers) deliveries(c echo.Context) error {

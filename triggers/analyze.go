@@ -3,7 +3,7 @@ package triggers
 import (
 	"strings"
 
-	"github.com/berth-dev/berth/worker/dockerfile"
+	"github.com/berth-dev/berth/dockerfile"
 )
 
 // BuildPaths resolves a config's Dockerfile and context as its builds use

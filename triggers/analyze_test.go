@@ -5,8 +5,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/berth-dev/berth/dockerfile"
 	"github.com/berth-dev/berth/triggers"
-	"github.com/berth-dev/berth/worker/dockerfile"
 )
 
 func TestBaseImages(t *testing.T) {

@@ -15,11 +15,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/dockerfile"
+	"github.com/berth-dev/berth/gitsource"
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/buildcontext"
-	"github.com/berth-dev/berth/worker/dockerfile"
 	"github.com/berth-dev/berth/worker/engine"
-	"github.com/berth-dev/berth/worker/gitsource"
 )
 
 // fetchAndUnpack receives the job's source into a file under the work
@@ -28,7 +28,7 @@ import (
 func (j *jobRun) fetchAndUnpack(ctx context.Context, dest string) error {
 	if g := j.job.GetGit(); g != nil {
 		j.log.Log(engine.LineOutput, "Fetching commit "+g.GetCommitSha()+" of "+g.GetRef())
-		return gitsource.Fetch(ctx, j.cfg.Egress, dest, g, func(line string) { j.log.Log(engine.LineOutput, line) })
+		return gitsource.Fetch(ctx, j.cfg.Egress, dest, gitSource(g), func(line string) { j.log.Log(engine.LineOutput, line) })
 	}
 	lim := buildcontext.Limits{
 		MaxCompressed:       j.job.GetMaxContextBytes(),
@@ -200,4 +200,17 @@ func (j *jobRun) httpClient() (*http.Client, error) {
 	c := *j.cfg.HTTPClient
 	c.Transport = t
 	return &c, nil
+}
+
+// gitSource is the job's git source as the gitsource library takes it.
+func gitSource(g *pb.GitSource) gitsource.Source {
+	return gitsource.Source{
+		URL:        g.GetUrl(),
+		CommitSHA:  g.GetCommitSha(),
+		Ref:        g.GetRef(),
+		PrivateKey: g.GetPrivateKey(),
+		KnownHosts: g.GetKnownHosts(),
+		Username:   g.GetUsername(),
+		Password:   g.GetPassword(),
+	}
 }

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/berth-dev/berth/buildmanager/workerpb"
-	"github.com/berth-dev/berth/worker/dockerfile"
+	"github.com/berth-dev/berth/dockerfile"
 	"github.com/berth-dev/berth/worker/engine"
 )
 

@@ -27,9 +27,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/dockerfile"
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/buildcontext"
-	"github.com/berth-dev/berth/worker/dockerfile"
 	"github.com/berth-dev/berth/worker/engine"
 	"github.com/berth-dev/berth/worker/engine/buildah"
 )

@@ -34,7 +34,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berth-dev/berth/worker/dockerfile"
+	"github.com/berth-dev/berth/dockerfile"
 	"github.com/berth-dev/berth/worker/engine"
 	"github.com/berth-dev/berth/worker/sandbox"
 )

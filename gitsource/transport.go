@@ -20,8 +20,8 @@ import (
 	"github.com/skeema/knownhosts"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/berth-dev/berth/internal/builderr"
 	"github.com/berth-dev/berth/internal/egress"
-	"github.com/berth-dev/berth/worker/engine"
 )
 
 // go-git picks a transport per URL scheme from a process-wide table and
@@ -145,7 +145,7 @@ func endpointPort(ep *transport.Endpoint) int {
 
 // CheckURL checks a git URL as a build would fetch it: a network transport
 // (never file:// or a local path), whose host the policy allows. It
-// returns an *engine.UserError; ErrRefusedHost is in its chain when the
+// returns an *builderr.UserError; ErrRefusedHost is in its chain when the
 // policy refuses the host. A name that does not resolve passes: the fetch
 // reports it.
 func CheckURL(ctx context.Context, p *egress.Policy, raw string) error {
@@ -167,7 +167,7 @@ var ErrRefusedHost = errors.New("git server address refused by the outbound netw
 // refusedError is the user's error for a refused git server: the same
 // whatever the server would have answered, since nothing was sent to it.
 func refusedError(shown string, err error) error {
-	return &engine.UserError{Code: engine.CodeGit,
+	return &builderr.UserError{Code: builderr.CodeGit,
 		Message: fmt.Sprintf("the git server of %s is not reachable from berth: loopback, private and link-local addresses are refused unless an administrator allows their network (OUTBOUND_ALLOWED_NETWORKS)", shown),
 		Err:     fmt.Errorf("%w: %w", ErrRefusedHost, err)}
 }
@@ -178,17 +178,17 @@ func refusedError(shown string, err error) error {
 func parseEndpoint(raw string) (*transport.Endpoint, error) {
 	ep, err := transport.NewEndpoint(strings.TrimSpace(raw))
 	if err != nil {
-		return nil, &engine.UserError{Code: engine.CodeGit, Message: fmt.Sprintf("%q is not a valid git URL", redact(raw)), Err: err}
+		return nil, &builderr.UserError{Code: builderr.CodeGit, Message: fmt.Sprintf("%q is not a valid git URL", redact(raw)), Err: err}
 	}
 	switch ep.Protocol {
 	case "ssh", "https", "http", "git":
 	default:
-		return nil, engine.Errorf(engine.CodeGit, "the git URL %q uses %q; only ssh://, git@host:path, https://, http:// and git:// are supported", redact(raw), ep.Protocol)
+		return nil, builderr.Errorf(builderr.CodeGit, "the git URL %q uses %q; only ssh://, git@host:path, https://, http:// and git:// are supported", redact(raw), ep.Protocol)
 	}
 	if !validHost(ep.Host) {
 		// go-git reads "git@[::1]:x.git" as host "[": refuse what would
 		// dial something else than it seems to name.
-		return nil, engine.Errorf(engine.CodeGit, "%q is not a valid git URL: its host %q is neither a name nor an IP address", redact(raw), ep.Host)
+		return nil, builderr.Errorf(builderr.CodeGit, "%q is not a valid git URL: its host %q is neither a name nor an IP address", redact(raw), ep.Host)
 	}
 	return ep, nil
 }
@@ -222,18 +222,18 @@ func (f *fetcher) auth(ep *transport.Endpoint, shown string) (transport.AuthMeth
 	case "ssh":
 		if f.hosts == nil {
 			// An SSH submodule of a repository fetched over HTTPS or git://.
-			return nil, engine.Errorf(engine.CodeGit, "%s is an SSH URL but the git source has no deploy key and known_hosts for it", shown)
+			return nil, builderr.Errorf(builderr.CodeGit, "%s is an SSH URL but the git source has no deploy key and known_hosts for it", shown)
 		}
-		if f.src.GetPrivateKey() == "" {
-			return nil, engine.Errorf(engine.CodeGit, "%s is an SSH URL but the git source has no deploy key", shown)
+		if f.src.PrivateKey == "" {
+			return nil, builderr.Errorf(builderr.CodeGit, "%s is an SSH URL but the git source has no deploy key", shown)
 		}
 		user := ep.User
 		if user == "" {
 			user = "git"
 		}
-		keys, err := gitssh.NewPublicKeys(user, []byte(f.src.GetPrivateKey()), "")
+		keys, err := gitssh.NewPublicKeys(user, []byte(f.src.PrivateKey), "")
 		if err != nil {
-			return nil, &engine.UserError{Code: engine.CodeGit, Message: "the deploy key is not a valid unencrypted OpenSSH private key", Err: err}
+			return nil, &builderr.UserError{Code: builderr.CodeGit, Message: "the deploy key is not a valid unencrypted OpenSSH private key", Err: err}
 		}
 		// go-git dials the address the egress policy allowed, so the
 		// callback checks the key recorded for the URL's own host:port.
@@ -246,10 +246,10 @@ func (f *fetcher) auth(ep *transport.Endpoint, shown string) (transport.AuthMeth
 		keys.HostKeyAlgorithms = f.hosts.HostKeyAlgorithms(known)
 		return keys, nil
 	case "https", "http":
-		if (f.src.GetUsername() == "" && f.src.GetPassword() == "") || !sameServer(ep, f.base) {
+		if (f.src.Username == "" && f.src.Password == "") || !sameServer(ep, f.base) {
 			return nil, nil
 		}
-		return &githttp.BasicAuth{Username: f.src.GetUsername(), Password: f.src.GetPassword()}, nil
+		return &githttp.BasicAuth{Username: f.src.Username, Password: f.src.Password}, nil
 	}
 	return nil, nil
 }
@@ -270,7 +270,7 @@ func (f *fetcher) checkHostKey(hostname string, remote net.Addr, key ssh.PublicK
 	default:
 		msg = fmt.Sprintf("the SSH host key of %s cannot be verified: %v", hostname, err)
 	}
-	herr := &engine.UserError{Code: engine.CodeGit, Message: msg, Err: fmt.Errorf("%w: %w", ErrHostKeyMismatch, err)}
+	herr := &builderr.UserError{Code: builderr.CodeGit, Message: msg, Err: fmt.Errorf("%w: %w", ErrHostKeyMismatch, err)}
 	f.mu.Lock()
 	f.hostKeyErr = herr
 	f.mu.Unlock()
@@ -330,7 +330,7 @@ func resolveSubmoduleURL(parent, sub string) (string, error) {
 		case strings.HasPrefix(rest, "../"):
 			path := base[pathStart:]
 			if path == "" || path == "/" {
-				return "", engine.Errorf(engine.CodeGit, "the submodule URL %q climbs above the root of %s", sub, redact(parent))
+				return "", builderr.Errorf(builderr.CodeGit, "the submodule URL %q climbs above the root of %s", sub, redact(parent))
 			}
 			// With no slash left (git@host:repo.git) the whole path goes.
 			base = base[:pathStart+max(strings.LastIndex(path, "/"), 0)]

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/internal/builderr"
 )
 
 func TestParseBaseImages(t *testing.T) {
@@ -72,11 +72,11 @@ func TestParseErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Parse([]byte(c.df), nil, c.target)
-			ue, ok := engine.AsUserError(err)
+			ue, ok := builderr.AsUserError(err)
 			if !ok {
 				t.Fatalf("err = %v, want a user error", err)
 			}
-			if ue.Code != engine.CodeDockerfile || !strings.Contains(ue.Message, c.want) {
+			if ue.Code != builderr.CodeDockerfile || !strings.Contains(ue.Message, c.want) {
 				t.Errorf("err = %s %q, want code dockerfile mentioning %q", ue.Code, ue.Message, c.want)
 			}
 		})

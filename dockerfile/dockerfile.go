@@ -15,7 +15,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 
-	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/internal/builderr"
 )
 
 // maxSize bounds the Dockerfile read into memory.
@@ -56,14 +56,14 @@ type Info struct {
 // Parse checks the Dockerfile content and finds its stages and base images.
 // buildArgs override the defaults of ARGs declared before the first FROM;
 // target, when set, must name a stage and limits BaseImages to the stages up
-// to it. Every problem is an *engine.UserError with code "dockerfile", whose
+// to it. Every problem is an *builderr.UserError with code "dockerfile", whose
 // message names the line.
 func Parse(content []byte, buildArgs map[string]string, target string) (*Info, error) {
 	if len(content) > maxSize {
-		return nil, engine.Errorf(engine.CodeDockerfile, "the Dockerfile is larger than %d bytes", maxSize)
+		return nil, builderr.Errorf(builderr.CodeDockerfile, "the Dockerfile is larger than %d bytes", maxSize)
 	}
 	if len(bytes.TrimSpace(content)) == 0 {
-		return nil, &engine.UserError{Code: engine.CodeDockerfile, Message: "the Dockerfile is empty", Err: ErrNoFrom}
+		return nil, &builderr.UserError{Code: builderr.CodeDockerfile, Message: "the Dockerfile is empty", Err: ErrNoFrom}
 	}
 	res, err := parser.Parse(bytes.NewReader(content))
 	if err != nil {
@@ -74,7 +74,7 @@ func Parse(content []byte, buildArgs map[string]string, target string) (*Info, e
 		return nil, syntaxError(err)
 	}
 	if len(stages) == 0 {
-		return nil, &engine.UserError{Code: engine.CodeDockerfile, Message: "the Dockerfile has no FROM instruction", Err: ErrNoFrom}
+		return nil, &builderr.UserError{Code: builderr.CodeDockerfile, Message: "the Dockerfile has no FROM instruction", Err: ErrNoFrom}
 	}
 	args := argEnv{}
 	// noValue are the ARGs declared without a default and not given.
@@ -107,7 +107,7 @@ func Parse(content []byte, buildArgs map[string]string, target string) (*Info, e
 			}
 		}
 		if last < 0 {
-			return nil, engine.Errorf(engine.CodeDockerfile, "the target stage %q is not in the Dockerfile", target)
+			return nil, builderr.Errorf(builderr.CodeDockerfile, "the target stage %q is not in the Dockerfile", target)
 		}
 	}
 	named := map[string]bool{}
@@ -224,7 +224,7 @@ func syntaxError(err error) error {
 	if errors.As(err, &le) && len(le.Locations) > 0 && len(le.Locations[0]) > 0 {
 		return lineError(le.Locations[0], errors.Unwrap(le))
 	}
-	return &engine.UserError{Code: engine.CodeDockerfile, Message: "Dockerfile syntax error: " + err.Error(), Err: err}
+	return &builderr.UserError{Code: builderr.CodeDockerfile, Message: "Dockerfile syntax error: " + err.Error(), Err: err}
 }
 
 func lineError(loc []parser.Range, err error) error {
@@ -236,9 +236,9 @@ func lineError(loc []parser.Range, err error) error {
 		}
 	}
 	if len(loc) == 0 || loc[0].Start.Line <= 0 {
-		return &engine.UserError{Code: engine.CodeDockerfile, Message: "Dockerfile syntax error: " + msg, Err: err}
+		return &builderr.UserError{Code: builderr.CodeDockerfile, Message: "Dockerfile syntax error: " + msg, Err: err}
 	}
-	return &engine.UserError{Code: engine.CodeDockerfile, Message: fmt.Sprintf("Dockerfile syntax error on line %d: %s", loc[0].Start.Line, msg), Err: err}
+	return &builderr.UserError{Code: builderr.CodeDockerfile, Message: fmt.Sprintf("Dockerfile syntax error on line %d: %s", loc[0].Start.Line, msg), Err: err}
 }
 
 // SplitRef splits an image reference into its name and its tag or digest

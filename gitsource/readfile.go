@@ -20,9 +20,8 @@ import (
 	"github.com/go-git/go-git/v5/storage"
 	"github.com/go-git/go-git/v5/storage/memory"
 
-	pb "github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/internal/builderr"
 	"github.com/berth-dev/berth/internal/egress"
-	"github.com/berth-dev/berth/worker/engine"
 )
 
 // ErrRefNotFound is in the chain of the error ResolveRef and ReadFile
@@ -75,8 +74,8 @@ type remote struct {
 // dial checks src and prepares its credentials, under policy, for a
 // remote storing into st; the returned function removes the known_hosts
 // file.
-func dial(policy *egress.Policy, src *pb.GitSource, st storage.Storer) (*remote, func(), error) {
-	rawURL := strings.TrimSpace(src.GetUrl())
+func dial(policy *egress.Policy, src Source, st storage.Storer) (*remote, func(), error) {
+	rawURL := strings.TrimSpace(src.URL)
 	base, err := parseEndpoint(rawURL)
 	if err != nil {
 		return nil, nil, err
@@ -102,11 +101,11 @@ func dial(policy *egress.Policy, src *pb.GitSource, st storage.Storer) (*remote,
 // ResolveRef asks src's server (git ls-remote) which commit ref names: a
 // full ref name (refs/heads/main, refs/tags/v1), or "" for the default
 // branch (the branch HEAD names). src's ref and commit are not used. The
-// errors are Fetch's: *engine.UserError when the user must fix something
+// errors are Fetch's: *builderr.UserError when the user must fix something
 // (ErrRefNotFound, ErrAuth, ErrHostKeyMismatch in the chain), others for a
 // server that could not be reached. The server must be one policy allows
 // (nil: the default policy; ErrRefusedHost otherwise).
-func ResolveRef(ctx context.Context, policy *egress.Policy, src *pb.GitSource, ref string) (RemoteRef, error) {
+func ResolveRef(ctx context.Context, policy *egress.Policy, src Source, ref string) (RemoteRef, error) {
 	ctx, cancel := context.WithTimeout(ctx, RemoteTimeout)
 	defer cancel()
 	r, cleanup, err := dial(policy, src, memory.NewStorage())
@@ -119,11 +118,11 @@ func ResolveRef(ctx context.Context, policy *egress.Policy, src *pb.GitSource, r
 
 func (r *remote) resolve(ctx context.Context, ref string) (RemoteRef, error) {
 	if ref != "" && ref != "HEAD" && !strings.HasPrefix(ref, "refs/") {
-		return RemoteRef{}, engine.Errorf(engine.CodeGit, "the ref %q is not a full ref name (refs/heads/…, refs/tags/…)", ref)
+		return RemoteRef{}, builderr.Errorf(builderr.CodeGit, "the ref %q is not a full ref name (refs/heads/…, refs/tags/…)", ref)
 	}
 	refs, err := r.remote.ListContext(ctx, &git.ListOptions{Auth: r.auth, PeelingOption: git.AppendPeeled})
 	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return RemoteRef{}, &engine.UserError{Code: engine.CodeGit, Message: fmt.Sprintf("the repository %s is empty: it has no branch", r.shown),
+		return RemoteRef{}, &builderr.UserError{Code: builderr.CodeGit, Message: fmt.Sprintf("the repository %s is empty: it has no branch", r.shown),
 			Err: fmt.Errorf("%w: %w", ErrRefNotFound, err)}
 	}
 	if err != nil {
@@ -146,7 +145,7 @@ func (r *remote) resolve(ctx context.Context, ref string) (RemoteRef, error) {
 	out := RemoteRef{DefaultBranch: defaultBranch(head, tips)}
 	if ref == "" || ref == "HEAD" {
 		if out.DefaultBranch == "" {
-			return RemoteRef{}, &engine.UserError{Code: engine.CodeGit, Message: fmt.Sprintf("the repository %s has no default branch", r.shown), Err: ErrRefNotFound}
+			return RemoteRef{}, &builderr.UserError{Code: builderr.CodeGit, Message: fmt.Sprintf("the repository %s has no default branch", r.shown), Err: ErrRefNotFound}
 		}
 		ref = "refs/heads/" + out.DefaultBranch
 	}
@@ -155,7 +154,7 @@ func (r *remote) resolve(ctx context.Context, ref string) (RemoteRef, error) {
 		out.Commit = tips[ref]
 	}
 	if out.Commit == "" {
-		return RemoteRef{}, &engine.UserError{Code: engine.CodeGit, Message: fmt.Sprintf("the ref %s does not exist in %s", ref, r.shown), Err: ErrRefNotFound}
+		return RemoteRef{}, &builderr.UserError{Code: builderr.CodeGit, Message: fmt.Sprintf("the ref %s does not exist in %s", ref, r.shown), Err: ErrRefNotFound}
 	}
 	return out, nil
 }
@@ -192,13 +191,13 @@ func defaultBranch(head *plumbing.Reference, tips map[string]string) string {
 }
 
 // ReadFile reads one file from src's server without a checkout or disk:
-// the tip of src.ref (the default branch when empty) is fetched at depth 1
+// the tip of src.Ref (the default branch when empty) is fetched at depth 1
 // into memory and the file read from its tree. name is relative to the
 // repository root (a leading "/" is that root); symbolic links inside the
 // repository are followed. A missing file is ErrFileNotFound, a file over
 // limit bytes ErrFileTooLarge, a missing ref ErrRefNotFound; the other
-// errors are ResolveRef's, and so is policy. src.commit_sha is not used.
-func ReadFile(ctx context.Context, policy *egress.Policy, src *pb.GitSource, name string, limit int64) ([]byte, error) {
+// errors are ResolveRef's, and so is policy. src.CommitSHA is not used.
+func ReadFile(ctx context.Context, policy *egress.Policy, src Source, name string, limit int64) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, RemoteTimeout)
 	defer cancel()
 	st := &budgetStorage{Storage: memory.NewStorage(), left: readFetchBudget}
@@ -207,7 +206,7 @@ func ReadFile(ctx context.Context, policy *egress.Policy, src *pb.GitSource, nam
 		return nil, err
 	}
 	defer cleanup()
-	tip, err := r.resolve(ctx, strings.TrimSpace(src.GetRef()))
+	tip, err := r.resolve(ctx, strings.TrimSpace(src.Ref))
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +219,7 @@ func ReadFile(ctx context.Context, policy *egress.Policy, src *pb.GitSource, nam
 	})
 	switch {
 	case errors.Is(err, errBudget):
-		return nil, &engine.UserError{Code: engine.CodeGit, Message: fmt.Sprintf("the files of %s in %s are larger than %d bytes together", tip.Name, r.shown, readFetchBudget), Err: err}
+		return nil, &builderr.UserError{Code: builderr.CodeGit, Message: fmt.Sprintf("the files of %s in %s are larger than %d bytes together", tip.Name, r.shown, readFetchBudget), Err: err}
 	case err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate):
 		return nil, r.f.classify(ctx, err, r.shown, tip.Name, tip.Commit)
 	}

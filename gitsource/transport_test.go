@@ -6,8 +6,6 @@ import (
 	"time"
 
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
-
-	pb "github.com/berth-dev/berth/buildmanager/workerpb"
 )
 
 func TestParseEndpoint(t *testing.T) {
@@ -35,8 +33,8 @@ func TestParseEndpoint(t *testing.T) {
 }
 
 func TestTokenStaysOnItsHost(t *testing.T) {
-	src := &pb.GitSource{Url: "https://git.example.com/app.git", Username: "u", Password: "token"}
-	base, err := parseEndpoint(src.Url)
+	src := Source{URL: "https://git.example.com/app.git", Username: "u", Password: "token"}
+	base, err := parseEndpoint(src.URL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 
-	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/internal/builderr"
 )
 
 func TestWithBuildArgs(t *testing.T) {
@@ -61,8 +61,8 @@ func TestWithBuildArgs(t *testing.T) {
 
 func TestWithBuildArgsRefusesLineBreaks(t *testing.T) {
 	_, _, err := WithBuildArgs([]byte("FROM x\nARG K\n"), map[string]string{"K": "a\nRUN evil"})
-	ue, ok := engine.AsUserError(err)
-	if !ok || ue.Code != engine.CodeDockerfile || !strings.Contains(ue.Message, "K") {
+	ue, ok := builderr.AsUserError(err)
+	if !ok || ue.Code != builderr.CodeDockerfile || !strings.Contains(ue.Message, "K") {
 		t.Fatalf("err = %v, want a dockerfile user error naming K", err)
 	}
 }

@@ -1,6 +1,6 @@
 // Package gitsource fetches exactly one commit of a git repository, with
-// its submodules, into a directory: the build worker's git source. The API
-// server uses the same credentials and host-key checks to ask a source
+// its submodules, into a directory: the build worker's git source. It is a
+// library of its own, shared by the worker and the API: the API server uses the same credentials and host-key checks to ask a source
 // which commit a ref names (ResolveRef) and to read one file of it into
 // memory (ReadFile).
 //
@@ -16,7 +16,7 @@
 //
 // Errors the user must fix (the commit or ref is gone, the repository does
 // not exist, credentials are refused, the host key does not match) are
-// *engine.UserError with code engine.CodeGit; every other error (the server
+// *builderr.UserError with code builderr.CodeGit; every other error (the server
 // is unreachable, the connection broke) is worth another attempt.
 package gitsource
 
@@ -38,9 +38,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/skeema/knownhosts"
 
-	pb "github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/internal/builderr"
 	"github.com/berth-dev/berth/internal/egress"
-	"github.com/berth-dev/berth/worker/engine"
 )
 
 // ErrCommitNotFound is in the chain of the error Fetch returns when the
@@ -50,12 +49,33 @@ import (
 var ErrCommitNotFound = errors.New("commit not found")
 
 // ErrHostKeyMismatch is in the chain of the error Fetch returns when an SSH
-// server's host key is not the one recorded in GitSource.known_hosts.
+// server's host key is not the one recorded in Source.KnownHosts.
 var ErrHostKeyMismatch = errors.New("SSH host key does not match known_hosts")
 
 // ErrAuth is in the chain of the error Fetch returns when the server
 // refuses the deploy key or token, or the repository does not exist for it.
 var ErrAuth = errors.New("git server refused access")
+
+// Source is a git repository to read from and the credentials to read it
+// with. The worker fills it from the job's wire message, the API from the
+// trigger.
+type Source struct {
+	URL string
+	// CommitSHA is the full commit to fetch; empty means the tip of Ref.
+	CommitSHA string
+	// Ref is the branch or tag (a full ref name) that reaches CommitSHA;
+	// empty means the server's default branch.
+	Ref string
+	// PrivateKey is a PEM SSH key for ssh URLs (a trigger's deploy key).
+	PrivateKey string
+	// KnownHosts holds the server's host keys in known_hosts format; SSH
+	// refuses a server whose key is not among them.
+	KnownHosts string
+	// Username and Password are HTTP basic credentials, sent only to the
+	// server of URL.
+	Username string
+	Password string
+}
 
 // depthSteps are the history depths fetched in turn until the commit
 // appears: most builds are of the tip, and a commit far down a branch
@@ -71,26 +91,26 @@ const maxSubmoduleLevels = 8
 const remotePrefix = "refs/remotes/origin/"
 
 // Fetch initialises a git repository in dst (created if missing, must not
-// already hold one), fetches src.commit_sha through src.ref from src.url,
+// already hold one), fetches src.CommitSHA through src.Ref from src.URL,
 // checks it out with a detached HEAD, and does the same for its submodules,
-// recursively. An empty commit_sha builds the ref's tip. Progress lines go
+// recursively. An empty CommitSHA builds the ref's tip. Progress lines go
 // to log (which may be nil). Every server, the submodules' too, must be
 // one policy allows (nil: the default policy).
-func Fetch(ctx context.Context, policy *egress.Policy, dst string, src *pb.GitSource, log func(string)) error {
+func Fetch(ctx context.Context, policy *egress.Policy, dst string, src Source, log func(string)) error {
 	if log == nil {
 		log = func(string) {}
 	}
-	ref := strings.TrimSpace(src.GetRef())
-	sha := strings.ToLower(strings.TrimSpace(src.GetCommitSha()))
+	ref := strings.TrimSpace(src.Ref)
+	sha := strings.ToLower(strings.TrimSpace(src.CommitSHA))
 	switch {
 	case sha == "" && ref == "":
-		return engine.Errorf(engine.CodeGit, "the git source names neither a ref nor a commit")
+		return builderr.Errorf(builderr.CodeGit, "the git source names neither a ref nor a commit")
 	case sha != "" && !plumbing.IsHash(sha):
-		return engine.Errorf(engine.CodeGit, "%q is not a full commit SHA", src.GetCommitSha())
+		return builderr.Errorf(builderr.CodeGit, "%q is not a full commit SHA", src.CommitSHA)
 	case ref != "" && !strings.HasPrefix(ref, "refs/"):
-		return engine.Errorf(engine.CodeGit, "the ref %q is not a full ref name (refs/heads/…, refs/tags/…)", ref)
+		return builderr.Errorf(builderr.CodeGit, "the ref %q is not a full ref name (refs/heads/…, refs/tags/…)", ref)
 	}
-	base, err := parseEndpoint(src.GetUrl())
+	base, err := parseEndpoint(src.URL)
 	if err != nil {
 		return err
 	}
@@ -102,13 +122,13 @@ func Fetch(ctx context.Context, policy *egress.Policy, dst string, src *pb.GitSo
 		}
 		defer cleanup()
 	}
-	return f.fetchInto(ctx, dst, strings.TrimSpace(src.GetUrl()), ref, sha, 0)
+	return f.fetchInto(ctx, dst, strings.TrimSpace(src.URL), ref, sha, 0)
 }
 
 // fetcher holds what one Fetch shares across the superproject and its
 // submodules: the credentials and the host keys.
 type fetcher struct {
-	src    *pb.GitSource
+	src    Source
 	base   *transport.Endpoint
 	log    func(string)
 	policy *egress.Policy
@@ -210,8 +230,8 @@ func (f *fetcher) fetchInto(ctx context.Context, dir, rawURL, ref, sha string, l
 		}
 	}
 	if !found {
-		return &engine.UserError{
-			Code:    engine.CodeGit,
+		return &builderr.UserError{
+			Code:    builderr.CodeGit,
 			Message: fmt.Sprintf("commit %s is not reachable from %s in %s: it was removed (force-push or deletion) or never pushed there", sha, what, shown),
 			Err:     ErrCommitNotFound,
 		}
@@ -267,13 +287,13 @@ func (f *fetcher) fetchExact(ctx context.Context, repo *git.Repository, remote *
 func (f *fetcher) submodules(ctx context.Context, repo *git.Repository, wt *git.Worktree, dir, parentURL string, commit plumbing.Hash, level int) error {
 	subs, err := wt.Submodules()
 	if err != nil {
-		return &engine.UserError{Code: engine.CodeGit, Message: fmt.Sprintf("the .gitmodules file of commit %s cannot be read: %v", commit, err), Err: err}
+		return &builderr.UserError{Code: builderr.CodeGit, Message: fmt.Sprintf("the .gitmodules file of commit %s cannot be read: %v", commit, err), Err: err}
 	}
 	if len(subs) == 0 {
 		return nil
 	}
 	if level >= maxSubmoduleLevels {
-		return engine.Errorf(engine.CodeGit, "submodules are nested more than %d levels deep", maxSubmoduleLevels)
+		return builderr.Errorf(builderr.CodeGit, "submodules are nested more than %d levels deep", maxSubmoduleLevels)
 	}
 	c, err := repo.CommitObject(commit)
 	if err != nil {
@@ -286,7 +306,7 @@ func (f *fetcher) submodules(ctx context.Context, repo *git.Repository, wt *git.
 	for _, sub := range subs {
 		cfg := sub.Config()
 		if !filepath.IsLocal(filepath.FromSlash(cfg.Path)) {
-			return engine.Errorf(engine.CodeGit, "submodule %q has a path outside the repository: %q", cfg.Name, cfg.Path)
+			return builderr.Errorf(builderr.CodeGit, "submodule %q has a path outside the repository: %q", cfg.Name, cfg.Path)
 		}
 		entry, err := tree.FindEntry(cfg.Path)
 		if err != nil || entry.Mode != filemode.Submodule {
@@ -302,8 +322,8 @@ func (f *fetcher) submodules(ctx context.Context, repo *git.Repository, wt *git.
 		f.log(fmt.Sprintf("Submodule %s: commit %s from %s", cfg.Path, entry.Hash, redact(subURL)))
 		subDir := filepath.Join(dir, filepath.FromSlash(cfg.Path))
 		if err := f.fetchInto(ctx, subDir, subURL, "", entry.Hash.String(), level+1); err != nil {
-			if ue, ok := engine.AsUserError(err); ok {
-				return &engine.UserError{Code: ue.Code, Message: "submodule " + cfg.Path + ": " + ue.Message, Err: err}
+			if ue, ok := builderr.AsUserError(err); ok {
+				return &builderr.UserError{Code: ue.Code, Message: "submodule " + cfg.Path + ": " + ue.Message, Err: err}
 			}
 			return fmt.Errorf("submodule %s: %w", cfg.Path, err)
 		}
@@ -400,7 +420,7 @@ func (f *fetcher) classify(ctx context.Context, err error, shown, ref, sha strin
 		return refusedError(shown, err)
 	}
 	user := func(sentinel error, format string, args ...any) error {
-		return &engine.UserError{Code: engine.CodeGit, Message: fmt.Sprintf(format, args...), Err: fmt.Errorf("%w: %w", sentinel, err)}
+		return &builderr.UserError{Code: builderr.CodeGit, Message: fmt.Sprintf(format, args...), Err: fmt.Errorf("%w: %w", sentinel, err)}
 	}
 	switch {
 	case errors.Is(err, git.NoMatchingRefSpecError{}):
@@ -418,19 +438,19 @@ func (f *fetcher) classify(ctx context.Context, err error, shown, ref, sha strin
 	return fmt.Errorf("fetch from %s: %w", shown, err)
 }
 
-// loadKnownHosts parses src.known_hosts for the host key callback. The
+// loadKnownHosts parses src.KnownHosts for the host key callback. The
 // parser reads files, so the lines go through a temporary one, removed by
 // the returned function.
 func (f *fetcher) loadKnownHosts() (func(), error) {
-	if strings.TrimSpace(f.src.GetKnownHosts()) == "" {
-		return nil, engine.Errorf(engine.CodeGit, "the git source has no known_hosts, so the SSH server %s cannot be verified; activate the trigger again", f.base.Host)
+	if strings.TrimSpace(f.src.KnownHosts) == "" {
+		return nil, builderr.Errorf(builderr.CodeGit, "the git source has no known_hosts, so the SSH server %s cannot be verified; activate the trigger again", f.base.Host)
 	}
 	tmp, err := os.CreateTemp("", "berth-known-hosts-")
 	if err != nil {
 		return nil, fmt.Errorf("create known_hosts file: %w", err)
 	}
 	cleanup := func() { _ = os.Remove(tmp.Name()) }
-	_, err = tmp.WriteString(f.src.GetKnownHosts() + "\n")
+	_, err = tmp.WriteString(f.src.KnownHosts + "\n")
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -441,7 +461,7 @@ func (f *fetcher) loadKnownHosts() (func(), error) {
 	db, err := knownhosts.NewDB(tmp.Name())
 	if err != nil {
 		cleanup()
-		return nil, &engine.UserError{Code: engine.CodeGit, Message: fmt.Sprintf("the git source's known_hosts cannot be parsed: %v", err), Err: err}
+		return nil, &builderr.UserError{Code: builderr.CodeGit, Message: fmt.Sprintf("the git source's known_hosts cannot be parsed: %v", err), Err: err}
 	}
 	f.hosts = db
 	return cleanup, nil

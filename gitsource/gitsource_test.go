@@ -15,9 +15,8 @@ import (
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 
-	pb "github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/internal/builderr"
 	"github.com/berth-dev/berth/test/gitserver"
-	"github.com/berth-dev/berth/worker/engine"
 )
 
 // result is one Fetch: where it went, what it logged, how it ended.
@@ -36,7 +35,7 @@ func (r result) logged(substr string) bool {
 	return false
 }
 
-func fetch(t *testing.T, src *pb.GitSource) result {
+func fetch(t *testing.T, src Source) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -51,13 +50,13 @@ func fetch(t *testing.T, src *pb.GitSource) result {
 }
 
 // mustFetch fetches src and checks that dir has a detached HEAD at sha.
-func mustFetch(t *testing.T, src *pb.GitSource) result {
+func mustFetch(t *testing.T, src Source) result {
 	t.Helper()
 	res := fetch(t, src)
 	if res.err != nil {
 		t.Fatalf("Fetch: %v\nlog:\n%s", res.err, strings.Join(res.logs, "\n"))
 	}
-	assertHead(t, res.dir, src.GetCommitSha())
+	assertHead(t, res.dir, src.CommitSHA)
 	return res
 }
 
@@ -91,14 +90,14 @@ func assertFile(t *testing.T, dir, name, want string) {
 
 // assertUserError checks that err is a git user error with sentinel in its
 // chain.
-func assertUserError(t *testing.T, err, sentinel error) *engine.UserError {
+func assertUserError(t *testing.T, err, sentinel error) *builderr.UserError {
 	t.Helper()
-	ue, ok := engine.AsUserError(err)
+	ue, ok := builderr.AsUserError(err)
 	if !ok {
 		t.Fatalf("error %v is not a user error", err)
 	}
-	if ue.Code != engine.CodeGit {
-		t.Fatalf("user error code %q, want %q", ue.Code, engine.CodeGit)
+	if ue.Code != builderr.CodeGit {
+		t.Fatalf("user error code %q, want %q", ue.Code, builderr.CodeGit)
 	}
 	if !errors.Is(err, sentinel) {
 		t.Fatalf("error %v does not wrap %v", err, sentinel)
@@ -121,7 +120,7 @@ func TestGitDaemon(t *testing.T) {
 	tip := history[len(history)-1]
 
 	t.Run("branch tip", func(t *testing.T) {
-		res := mustFetch(t, &pb.GitSource{Url: url, Ref: "refs/heads/main", CommitSha: tip})
+		res := mustFetch(t, Source{URL: url, Ref: "refs/heads/main", CommitSHA: tip})
 		assertFile(t, res.dir, "n.txt", "30")
 		if res.logged("fetching deeper") {
 			t.Fatalf("the tip needed deepening:\n%s", strings.Join(res.logs, "\n"))
@@ -131,7 +130,7 @@ func TestGitDaemon(t *testing.T) {
 		}
 	})
 	t.Run("empty sha builds the tip", func(t *testing.T) {
-		res := fetch(t, &pb.GitSource{Url: url, Ref: "refs/heads/main"})
+		res := fetch(t, Source{URL: url, Ref: "refs/heads/main"})
 		if res.err != nil {
 			t.Fatal(res.err)
 		}
@@ -140,14 +139,14 @@ func TestGitDaemon(t *testing.T) {
 	t.Run("older commit needs deepening", func(t *testing.T) {
 		// The 25th commit counting the tip as the first.
 		old := history[len(history)-25]
-		res := mustFetch(t, &pb.GitSource{Url: url, Ref: "refs/heads/main", CommitSha: old})
+		res := mustFetch(t, Source{URL: url, Ref: "refs/heads/main", CommitSHA: old})
 		assertFile(t, res.dir, "n.txt", "6")
 		if !res.logged("fetching deeper") {
 			t.Fatalf("no deepening was logged:\n%s", strings.Join(res.logs, "\n"))
 		}
 	})
 	t.Run("first commit at full depth", func(t *testing.T) {
-		res := mustFetch(t, &pb.GitSource{Url: url, Ref: "refs/heads/main", CommitSha: history[0]})
+		res := mustFetch(t, Source{URL: url, Ref: "refs/heads/main", CommitSHA: history[0]})
 		assertFile(t, res.dir, "n.txt", "1")
 	})
 	t.Run("unreachable server is retryable", func(t *testing.T) {
@@ -157,11 +156,11 @@ func TestGitDaemon(t *testing.T) {
 		}
 		addr := l.Addr().String()
 		l.Close()
-		res := fetch(t, &pb.GitSource{Url: "git://" + addr + "/repo.git", Ref: "refs/heads/main", CommitSha: tip})
+		res := fetch(t, Source{URL: "git://" + addr + "/repo.git", Ref: "refs/heads/main", CommitSHA: tip})
 		if res.err == nil {
 			t.Fatal("fetching from a closed port succeeded")
 		}
-		if _, ok := engine.AsUserError(res.err); ok {
+		if _, ok := builderr.AsUserError(res.err); ok {
 			t.Fatalf("a closed port is a user error: %v", res.err)
 		}
 	})
@@ -175,10 +174,10 @@ func TestTag(t *testing.T) {
 	r.Push("main", "refs/tags/v1")
 	url := gitserver.ServeGitDaemon(t, r.Root) + "/" + r.Name
 
-	res := mustFetch(t, &pb.GitSource{Url: url, Ref: "refs/tags/v1", CommitSha: tagged})
+	res := mustFetch(t, Source{URL: url, Ref: "refs/tags/v1", CommitSHA: tagged})
 	assertFile(t, res.dir, "v.txt", "1.0")
 	// An empty SHA peels the annotated tag to its commit.
-	res = fetch(t, &pb.GitSource{Url: url, Ref: "refs/tags/v1"})
+	res = fetch(t, Source{URL: url, Ref: "refs/tags/v1"})
 	if res.err != nil {
 		t.Fatal(res.err)
 	}
@@ -196,14 +195,14 @@ func TestCommitGone(t *testing.T) {
 	url := gitserver.ServeGitDaemon(t, r.Root) + "/" + r.Name
 
 	t.Run("force-pushed away", func(t *testing.T) {
-		res := fetch(t, &pb.GitSource{Url: url, Ref: "refs/heads/main", CommitSha: gone})
+		res := fetch(t, Source{URL: url, Ref: "refs/heads/main", CommitSHA: gone})
 		ue := assertUserError(t, res.err, ErrCommitNotFound)
 		if !strings.Contains(ue.Message, gone) || !strings.Contains(ue.Message, "refs/heads/main") {
 			t.Fatalf("message %q names neither the commit nor the ref", ue.Message)
 		}
 	})
 	t.Run("ref deleted", func(t *testing.T) {
-		res := fetch(t, &pb.GitSource{Url: url, Ref: "refs/heads/feature", CommitSha: gone})
+		res := fetch(t, Source{URL: url, Ref: "refs/heads/feature", CommitSHA: gone})
 		ue := assertUserError(t, res.err, ErrCommitNotFound)
 		if !strings.Contains(ue.Message, "refs/heads/feature") {
 			t.Fatalf("message %q does not name the ref", ue.Message)
@@ -218,8 +217,8 @@ func TestSSH(t *testing.T) {
 	key, authorized := gitserver.NewSSHKey(t)
 	base, known := gitserver.ServeSSH(t, r.Root, authorized)
 	url := base + "/" + r.Name
-	src := func() *pb.GitSource {
-		return &pb.GitSource{Url: url, Ref: "refs/heads/main", CommitSha: sha, PrivateKey: key, KnownHosts: known}
+	src := func() Source {
+		return Source{URL: url, Ref: "refs/heads/main", CommitSHA: sha, PrivateKey: key, KnownHosts: known}
 	}
 
 	t.Run("deploy key and known host", func(t *testing.T) {
@@ -247,7 +246,7 @@ func TestSSH(t *testing.T) {
 		s := src()
 		s.KnownHosts = ""
 		res := fetch(t, s)
-		if _, ok := engine.AsUserError(res.err); !ok {
+		if _, ok := builderr.AsUserError(res.err); !ok {
 			t.Fatalf("fetching without known_hosts gave %v, want a user error", res.err)
 		}
 	})
@@ -265,12 +264,12 @@ func TestHTTP(t *testing.T) {
 
 	t.Run("token", func(t *testing.T) {
 		url := gitserver.ServeHTTP(t, r.Root, "x-token", "t0ken") + "/" + r.Name
-		res := mustFetch(t, &pb.GitSource{Url: url, Ref: "refs/heads/main", CommitSha: sha, Username: "x-token", Password: "t0ken"})
+		res := mustFetch(t, Source{URL: url, Ref: "refs/heads/main", CommitSHA: sha, Username: "x-token", Password: "t0ken"})
 		assertFile(t, res.dir, "http.txt", "over http")
 	})
 	t.Run("wrong token", func(t *testing.T) {
 		url := gitserver.ServeHTTP(t, r.Root, "x-token", "t0ken") + "/" + r.Name
-		res := fetch(t, &pb.GitSource{Url: url, Ref: "refs/heads/main", CommitSha: sha, Username: "x-token", Password: "wrong"})
+		res := fetch(t, Source{URL: url, Ref: "refs/heads/main", CommitSHA: sha, Username: "x-token", Password: "wrong"})
 		ue := assertUserError(t, res.err, ErrAuth)
 		if strings.Contains(ue.Message, "wrong") {
 			t.Fatalf("message %q shows the token", ue.Message)
@@ -278,16 +277,16 @@ func TestHTTP(t *testing.T) {
 	})
 	t.Run("no token for a private repository", func(t *testing.T) {
 		url := gitserver.ServeHTTP(t, r.Root, "x-token", "t0ken") + "/" + r.Name
-		assertUserError(t, fetch(t, &pb.GitSource{Url: url, Ref: "refs/heads/main", CommitSha: sha}).err, ErrAuth)
+		assertUserError(t, fetch(t, Source{URL: url, Ref: "refs/heads/main", CommitSHA: sha}).err, ErrAuth)
 	})
 	t.Run("anonymous", func(t *testing.T) {
 		url := gitserver.ServeHTTP(t, r.Root, "", "") + "/" + r.Name
-		res := mustFetch(t, &pb.GitSource{Url: url, Ref: "refs/heads/main", CommitSha: sha})
+		res := mustFetch(t, Source{URL: url, Ref: "refs/heads/main", CommitSHA: sha})
 		assertFile(t, res.dir, "http.txt", "over http")
 	})
 	t.Run("missing repository", func(t *testing.T) {
 		url := gitserver.ServeHTTP(t, r.Root, "", "") + "/nothing.git"
-		assertUserError(t, fetch(t, &pb.GitSource{Url: url, Ref: "refs/heads/main", CommitSha: sha}).err, ErrAuth)
+		assertUserError(t, fetch(t, Source{URL: url, Ref: "refs/heads/main", CommitSHA: sha}).err, ErrAuth)
 	})
 }
 
@@ -315,7 +314,7 @@ func TestSubmodules(t *testing.T) {
 	app.Push("main")
 
 	url := gitserver.ServeGitDaemon(t, app.Root) + "/" + app.Name
-	res := mustFetch(t, &pb.GitSource{Url: url, Ref: "refs/heads/main", CommitSha: appSHA})
+	res := mustFetch(t, Source{URL: url, Ref: "refs/heads/main", CommitSHA: appSHA})
 	assertFile(t, res.dir, "app.txt", "app")
 	assertHead(t, filepath.Join(res.dir, "vendor", "lib"), libSHA)
 	assertFile(t, res.dir, "vendor/lib/lib.txt", "lib v1")
@@ -339,7 +338,7 @@ func TestSubmoduleOffBranch(t *testing.T) {
 	// No branch or tag holds the pinned commit any more.
 	lib.Push(":tmp")
 	url := gitserver.ServeGitDaemon(t, app.Root) + "/" + app.Name
-	src := &pb.GitSource{Url: url, Ref: "refs/heads/main", CommitSha: appSHA}
+	src := Source{URL: url, Ref: "refs/heads/main", CommitSHA: appSHA}
 
 	res := fetch(t, src)
 	ue := assertUserError(t, res.err, ErrCommitNotFound)
@@ -356,16 +355,16 @@ func TestSubmoduleOffBranch(t *testing.T) {
 
 func TestInvalidSources(t *testing.T) {
 	const sha = "0123456789abcdef0123456789abcdef01234567"
-	for name, src := range map[string]*pb.GitSource{
-		"file URL":        {Url: "file:///etc", Ref: "refs/heads/main", CommitSha: sha},
-		"local path":      {Url: "/srv/git/repo.git", Ref: "refs/heads/main", CommitSha: sha},
-		"short sha":       {Url: "https://example.com/r.git", Ref: "refs/heads/main", CommitSha: "0123abc"},
-		"short ref":       {Url: "https://example.com/r.git", Ref: "main", CommitSha: sha},
-		"nothing to pick": {Url: "https://example.com/r.git"},
+	for name, src := range map[string]Source{
+		"file URL":        {URL: "file:///etc", Ref: "refs/heads/main", CommitSHA: sha},
+		"local path":      {URL: "/srv/git/repo.git", Ref: "refs/heads/main", CommitSHA: sha},
+		"short sha":       {URL: "https://example.com/r.git", Ref: "refs/heads/main", CommitSHA: "0123abc"},
+		"short ref":       {URL: "https://example.com/r.git", Ref: "main", CommitSHA: sha},
+		"nothing to pick": {URL: "https://example.com/r.git"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			res := fetch(t, src)
-			if _, ok := engine.AsUserError(res.err); !ok {
+			if _, ok := builderr.AsUserError(res.err); !ok {
 				t.Fatalf("Fetch gave %v, want a user error", res.err)
 			}
 			if _, err := os.Stat(res.dir); !errors.Is(err, os.ErrNotExist) {

@@ -7,7 +7,7 @@ import (
 
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 
-	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/internal/builderr"
 )
 
 // WithBuildArgs returns the Dockerfile with the build arguments written
@@ -27,7 +27,7 @@ func WithBuildArgs(content []byte, args map[string]string) (rewritten []byte, sh
 	}
 	for _, k := range sortedArgNames(args) {
 		if strings.ContainsAny(args[k], "\n\r") {
-			return nil, nil, engine.Errorf(engine.CodeDockerfile, "the build argument %s contains a line break, which an ARG value cannot hold", k)
+			return nil, nil, builderr.Errorf(builderr.CodeDockerfile, "the build argument %s contains a line break, which an ARG value cannot hold", k)
 		}
 	}
 	res, err := parser.Parse(bytes.NewReader(content))

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	pb "github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/test/gitserver"
 )
@@ -62,7 +61,7 @@ func TestDefaultPolicyRefusesLoopbackServers(t *testing.T) {
 		"git@127.0.0.1:x.git",
 		"git://0.0.0.0:" + port + "/x.git",
 	} {
-		src := &pb.GitSource{Url: url, Ref: "refs/heads/main", KnownHosts: "[127.0.0.1]:" + port + " ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+		src := Source{URL: url, Ref: "refs/heads/main", KnownHosts: "[127.0.0.1]:" + port + " ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
 			PrivateKey: sshTestKey(t)}
 		_, err := ResolveRef(ctxT(t), nil, src, "")
 		assertUserError(t, err, ErrRefusedHost)
@@ -95,7 +94,7 @@ func sshTestKey(t *testing.T) string {
 	return key
 }
 
-func fetchWith(t *testing.T, p *egress.Policy, src *pb.GitSource) result {
+func fetchWith(t *testing.T, p *egress.Policy, src Source) result {
 	t.Helper()
 	res := result{dir: t.TempDir() + "/src"}
 	res.err = Fetch(ctxT(t), p, res.dir, src, func(line string) { res.logs = append(res.logs, line) })
@@ -113,7 +112,7 @@ func TestRefusedServersLookAlikeOpenOrClosed(t *testing.T) {
 	for _, scheme := range []string{"git://", "http://", "ssh://git@"} {
 		msg := func(addr string) string {
 			_, port, _ := net.SplitHostPort(addr)
-			_, err := ResolveRef(ctxT(t), nil, &pb.GitSource{Url: scheme + addr + "/x.git", PrivateKey: sshTestKey(t), KnownHosts: "[127.0.0.1]:" + port + " ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}, "")
+			_, err := ResolveRef(ctxT(t), nil, Source{URL: scheme + addr + "/x.git", PrivateKey: sshTestKey(t), KnownHosts: "[127.0.0.1]:" + port + " ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}, "")
 			ue := assertUserError(t, err, ErrRefusedHost)
 			return strings.ReplaceAll(ue.Message, port, "PORT")
 		}
@@ -133,13 +132,13 @@ func TestNamesArePinnedToTheCheckedAddress(t *testing.T) {
 	port := daemon[strings.LastIndex(daemon, ":")+1:]
 	res := &answers{by: map[string][]netip.Addr{"git.test": {netip.MustParseAddr("127.0.0.1")}}}
 	p := mustPolicy(egress.Options{AllowedNetworks: loopbackPolicy.AllowedNetworks(), Resolver: res})
-	got, err := ReadFile(ctxT(t), p, &pb.GitSource{Url: "git://git.test:" + port + "/" + r.Name}, "Dockerfile", 1<<20)
+	got, err := ReadFile(ctxT(t), p, Source{URL: "git://git.test:" + port + "/" + r.Name}, "Dockerfile", 1<<20)
 	if err != nil || string(got) != "FROM pinned\n" {
 		t.Fatalf("ReadFile through a pinned name = %q, %v", got, err)
 	}
 	// The same name answering another address later is refused there.
 	res.by["git.test"] = []netip.Addr{netip.MustParseAddr("10.0.0.1")}
-	_, err = ReadFile(ctxT(t), p, &pb.GitSource{Url: "git://git.test:" + port + "/" + r.Name}, "Dockerfile", 1<<20)
+	_, err = ReadFile(ctxT(t), p, Source{URL: "git://git.test:" + port + "/" + r.Name}, "Dockerfile", 1<<20)
 	assertUserError(t, err, ErrRefusedHost)
 }
 
@@ -155,12 +154,12 @@ func TestSSHHostKeyIsCheckedForTheNameNotTheAddress(t *testing.T) {
 	knownNamed := strings.Replace(known, "[127.0.0.1]", "[git.test]", 1)
 	p := mustPolicy(egress.Options{AllowedNetworks: loopbackPolicy.AllowedNetworks(),
 		Resolver: &answers{by: map[string][]netip.Addr{"git.test": {netip.MustParseAddr("127.0.0.1")}}}})
-	got, err := ReadFile(ctxT(t), p, &pb.GitSource{Url: named + "/" + r.Name, PrivateKey: key, KnownHosts: knownNamed}, "Dockerfile", 1<<20)
+	got, err := ReadFile(ctxT(t), p, Source{URL: named + "/" + r.Name, PrivateKey: key, KnownHosts: knownNamed}, "Dockerfile", 1<<20)
 	if err != nil || string(got) != "FROM ssh\n" {
 		t.Fatalf("ReadFile over SSH by name = %q, %v", got, err)
 	}
 	// known_hosts for the address alone does not vouch for the name.
-	_, err = ReadFile(ctxT(t), p, &pb.GitSource{Url: named + "/" + r.Name, PrivateKey: key, KnownHosts: known}, "Dockerfile", 1<<20)
+	_, err = ReadFile(ctxT(t), p, Source{URL: named + "/" + r.Name, PrivateKey: key, KnownHosts: known}, "Dockerfile", 1<<20)
 	if err == nil {
 		t.Fatal("known_hosts of 127.0.0.1 was accepted for git.test")
 	}

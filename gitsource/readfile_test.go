@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	pb "github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/internal/builderr"
 	"github.com/berth-dev/berth/test/gitserver"
-	"github.com/berth-dev/berth/worker/engine"
 )
 
 // readRepo is a repository with main (the default branch) and feature,
@@ -49,7 +48,7 @@ func ctxT(t *testing.T) context.Context {
 
 func TestResolveRef(t *testing.T) {
 	r := newReadRepo(t)
-	src := &pb.GitSource{Url: r.url}
+	src := Source{URL: r.url}
 	for _, c := range []struct{ ref, name, sha string }{
 		{"", "refs/heads/main", r.mainSHA},
 		{"HEAD", "refs/heads/main", r.mainSHA},
@@ -77,7 +76,7 @@ func TestResolveRef(t *testing.T) {
 	t.Run("short ref name", func(t *testing.T) {
 		if _, err := ResolveRef(ctxT(t), loopbackPolicy, src, "main"); err == nil {
 			t.Fatal("a short ref name was accepted")
-		} else if _, ok := engine.AsUserError(err); !ok {
+		} else if _, ok := builderr.AsUserError(err); !ok {
 			t.Fatalf("short ref name: %v, want a user error", err)
 		}
 	})
@@ -91,18 +90,18 @@ func TestResolveRef(t *testing.T) {
 	})
 	t.Run("empty repository", func(t *testing.T) {
 		empty := gitserver.NewRepoIn(t, r.Root, "empty.git")
-		_, err := ResolveRef(ctxT(t), loopbackPolicy, &pb.GitSource{Url: strings.TrimSuffix(r.url, r.Name) + empty.Name}, "")
+		_, err := ResolveRef(ctxT(t), loopbackPolicy, Source{URL: strings.TrimSuffix(r.url, r.Name) + empty.Name}, "")
 		assertUserError(t, err, ErrRefNotFound)
 	})
 	t.Run("missing repository", func(t *testing.T) {
-		_, err := ResolveRef(ctxT(t), loopbackPolicy, &pb.GitSource{Url: strings.TrimSuffix(r.url, r.Name) + "nothing.git"}, "")
-		if _, ok := engine.AsUserError(err); !ok {
+		_, err := ResolveRef(ctxT(t), loopbackPolicy, Source{URL: strings.TrimSuffix(r.url, r.Name) + "nothing.git"}, "")
+		if _, ok := builderr.AsUserError(err); !ok {
 			t.Fatalf("missing repository: %v, want a user error", err)
 		}
 	})
 	t.Run("local URL refused", func(t *testing.T) {
 		for _, u := range []string{"file://" + r.Bare, r.Bare} {
-			if _, err := ResolveRef(ctxT(t), loopbackPolicy, &pb.GitSource{Url: u}, ""); err == nil {
+			if _, err := ResolveRef(ctxT(t), loopbackPolicy, Source{URL: u}, ""); err == nil {
 				t.Errorf("%s was read", u)
 			}
 		}
@@ -112,7 +111,7 @@ func TestResolveRef(t *testing.T) {
 func TestReadFile(t *testing.T) {
 	r := newReadRepo(t)
 	read := func(ref, name string, limit int64) (string, error) {
-		b, err := ReadFile(ctxT(t), loopbackPolicy, &pb.GitSource{Url: r.url, Ref: ref}, name, limit)
+		b, err := ReadFile(ctxT(t), loopbackPolicy, Source{URL: r.url, Ref: ref}, name, limit)
 		return string(b), err
 	}
 	for _, c := range []struct{ ref, name, want string }{
@@ -147,14 +146,14 @@ func TestReadFile(t *testing.T) {
 		big.Commit("big", map[string]string{"Dockerfile": "FROM big\n", "blob": strings.Repeat("berth ", 1<<18)})
 		big.Push("main")
 		url := strings.TrimSuffix(r.url, r.Name) + big.Name
-		if got, err := ReadFile(ctxT(t), loopbackPolicy, &pb.GitSource{Url: url}, "Dockerfile", 1<<20); err != nil || string(got) != "FROM big\n" {
+		if got, err := ReadFile(ctxT(t), loopbackPolicy, Source{URL: url}, "Dockerfile", 1<<20); err != nil || string(got) != "FROM big\n" {
 			t.Fatalf("within the budget: %q, %v", got, err)
 		}
 		old := readFetchBudget
 		readFetchBudget = 1 << 20
 		t.Cleanup(func() { readFetchBudget = old })
-		_, err := ReadFile(ctxT(t), loopbackPolicy, &pb.GitSource{Url: url}, "Dockerfile", 1<<20)
-		if _, ok := engine.AsUserError(err); !ok || !errors.Is(err, errBudget) {
+		_, err := ReadFile(ctxT(t), loopbackPolicy, Source{URL: url}, "Dockerfile", 1<<20)
+		if _, ok := builderr.AsUserError(err); !ok || !errors.Is(err, errBudget) {
 			t.Fatalf("a 1.5 MiB tree with a 1 MiB budget: %v, want a budget user error", err)
 		}
 	})
@@ -166,8 +165,8 @@ func TestReadFileSSH(t *testing.T) {
 	r.Push("main")
 	key, authorized := gitserver.NewSSHKey(t)
 	base, known := gitserver.ServeSSH(t, r.Root, authorized)
-	src := func() *pb.GitSource {
-		return &pb.GitSource{Url: base + "/" + r.Name, PrivateKey: key, KnownHosts: known}
+	src := func() Source {
+		return Source{URL: base + "/" + r.Name, PrivateKey: key, KnownHosts: known}
 	}
 	if got, err := ReadFile(ctxT(t), loopbackPolicy, src(), "Dockerfile", 1<<20); err != nil || string(got) != "FROM ssh\n" {
 		t.Fatalf("ReadFile over SSH = %q, %v", got, err)
@@ -205,11 +204,11 @@ func TestReadFileHTTP(t *testing.T) {
 	r.Commit("first", map[string]string{"Dockerfile": "FROM http\n"})
 	r.Push("main")
 	url := gitserver.ServeHTTP(t, r.Root, "x-token", "t0ken") + "/" + r.Name
-	got, err := ReadFile(ctxT(t), loopbackPolicy, &pb.GitSource{Url: url, Username: "x-token", Password: "t0ken"}, "Dockerfile", 1<<20)
+	got, err := ReadFile(ctxT(t), loopbackPolicy, Source{URL: url, Username: "x-token", Password: "t0ken"}, "Dockerfile", 1<<20)
 	if err != nil || string(got) != "FROM http\n" {
 		t.Fatalf("ReadFile over HTTP = %q, %v", got, err)
 	}
-	_, err = ReadFile(ctxT(t), loopbackPolicy, &pb.GitSource{Url: url, Username: "x-token", Password: "wrong-secret"}, "Dockerfile", 1<<20)
+	_, err = ReadFile(ctxT(t), loopbackPolicy, Source{URL: url, Username: "x-token", Password: "wrong-secret"}, "Dockerfile", 1<<20)
 	ue := assertUserError(t, err, ErrAuth)
 	if strings.Contains(ue.Message, "wrong-secret") {
 		t.Fatalf("message %q shows the token", ue.Message)
@@ -247,11 +246,11 @@ func TestReadFileTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err = ReadFile(ctx, loopbackPolicy, &pb.GitSource{Url: "git://" + l.Addr().String() + "/repo.git"}, "Dockerfile", 1<<20)
+	_, err = ReadFile(ctx, loopbackPolicy, Source{URL: "git://" + l.Addr().String() + "/repo.git"}, "Dockerfile", 1<<20)
 	if err == nil {
 		t.Fatal("a silent server gave a file")
 	}
-	if _, ok := engine.AsUserError(err); ok {
+	if _, ok := builderr.AsUserError(err); ok {
 		t.Fatalf("a silent server gave a user error: %v", err)
 	}
 	if d := time.Since(start); d > 10*time.Second {
