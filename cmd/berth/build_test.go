@@ -7,8 +7,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -37,7 +39,8 @@ type fakeBerth struct {
 	created map[string]any
 }
 
-func newFakeBerth(t *testing.T, finish string) *fakeBerth {
+// newFakeBerth serves over TLS when secure.
+func newFakeBerth(t *testing.T, finish string, secure bool) *fakeBerth {
 	f := &fakeBerth{t: t, finish: finish, digest: "sha256:" + strings.Repeat("cd", 32)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/repository/alice/app", func(w http.ResponseWriter, r *http.Request) {
@@ -122,7 +125,14 @@ func newFakeBerth(t *testing.T, finish string) *fakeBerth {
 		}
 		json.NewEncoder(w).Encode(v)
 	})
-	f.srv = httptest.NewServer(mux)
+	f.srv = httptest.NewUnstartedServer(mux)
+	if secure {
+		// The refused plain-HTTP probe and unknown CA are expected.
+		f.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+		f.srv.StartTLS()
+	} else {
+		f.srv.Start()
+	}
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -181,12 +191,12 @@ func tarNames(t *testing.T, gz []byte) map[string]string {
 }
 
 func TestBuildCommand(t *testing.T) {
-	f := newFakeBerth(t, "complete")
+	f := newFakeBerth(t, "complete", false)
 	dir := contextDir(t)
 	var stdout, stderr bytes.Buffer
 	env := map[string]string{"BERTH_TOKEN": "tok123"}
 	err := buildMain(context.Background(), []string{"-t", "alice/app:v1", "-t", "alice/app", "--build-arg", "A=1=2",
-		"--server", f.srv.URL, dir}, &stdout, &stderr, func(k string) string { return env[k] }, false)
+		"--server", f.srv.URL, dir}, console{stdout: &stdout, stderr: &stderr, getenv: func(k string) string { return env[k] }})
 	if err != nil {
 		t.Fatalf("build: %v\n%s", err, stderr.String())
 	}
@@ -232,7 +242,7 @@ func TestBuildCommand(t *testing.T) {
 }
 
 func TestBuildCommandFailure(t *testing.T) {
-	f := newFakeBerth(t, "error")
+	f := newFakeBerth(t, "error", false)
 	dir := contextDir(t)
 	// A Dockerfile outside the context travels inside the archive.
 	df := filepath.Join(t.TempDir(), "Containerfile")
@@ -248,7 +258,7 @@ func TestBuildCommandFailure(t *testing.T) {
 	env := map[string]string{"REGISTRY_AUTH_FILE": authFile, "HOME": t.TempDir()}
 	var stdout, stderr bytes.Buffer
 	err := buildMain(context.Background(), []string{"-t", host + "/alice/app:v1", "-f", df, dir},
-		&stdout, &stderr, func(k string) string { return env[k] }, false)
+		console{stdout: &stdout, stderr: &stderr, getenv: func(k string) string { return env[k] }})
 	if err == nil || !strings.Contains(err.Error(), "RUN false: exit status 1") || !strings.Contains(err.Error(), "error") {
 		t.Fatalf("failed build returned %v", err)
 	}
@@ -279,8 +289,205 @@ func TestBuildCommandArguments(t *testing.T) {
 		{"-t", "reg.example/alice/app", "--server", "http://127.0.0.1:1", "."},
 	} {
 		var out bytes.Buffer
-		if err := buildMain(context.Background(), args, &out, &out, func(string) string { return "" }, false); err == nil {
+		if err := buildMain(context.Background(), args, console{stdout: &out, stderr: &out, getenv: func(string) string { return "" }}); err == nil {
 			t.Errorf("berth build %v succeeded", args)
 		}
+	}
+}
+
+// The credentials files are those of containers-auth.json(5), in its
+// order, with podman's /run/containers/<uid> when XDG_RUNTIME_DIR is unset.
+func TestAuthFiles(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"HOME": "/h"},
+			"/run/containers/1234/auth.json /h/.config/containers/auth.json /h/.docker/config.json /h/.dockercfg(legacy)"},
+		{map[string]string{"HOME": "/h", "XDG_RUNTIME_DIR": "/run/user/1234", "XDG_CONFIG_HOME": "/cfg", "DOCKER_CONFIG": "/dk"},
+			"/run/user/1234/containers/auth.json /cfg/containers/auth.json /dk/config.json /h/.dockercfg(legacy)"},
+		{map[string]string{"HOME": "/h", "XDG_RUNTIME_DIR": "/run/user/1234", "REGISTRY_AUTH_FILE": "/a.json"},
+			"/a.json /h/.config/containers/auth.json /h/.docker/config.json /h/.dockercfg(legacy)"},
+		{map[string]string{}, "/run/containers/1234/auth.json"},
+	} {
+		var got []string
+		for _, f := range authFiles(func(k string) string { return c.env[k] }, 1234) {
+			if f.legacy {
+				f.path += "(legacy)"
+			}
+			got = append(got, f.path)
+		}
+		if strings.Join(got, " ") != c.want {
+			t.Errorf("env %v: files %q, want %q", c.env, got, c.want)
+		}
+	}
+}
+
+func TestFindLogin(t *testing.T) {
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	write := func(name, content string) authFile {
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return authFile{path: p, legacy: name == ".dockercfg"}
+	}
+	missing := authFile{path: filepath.Join(t.TempDir(), "none.json")}
+	podman := write("auth.json", `{"auths":{"other.example":{"auth":"`+b64("o:p")+`"},`+
+		`"reg.example/alice":{"auth":"`+b64("ns:p")+`"},"reg.example":{"auth":"`+b64("host:p")+`"}}}`)
+	docker := write("config.json", `{"auths":{"https://reg.example/v1/":{"auth":"`+b64("docker:p")+`"}},"credsStore":"desktop"}`)
+	legacy := write(".dockercfg", `{"https://reg.example":{"auth":"`+b64("legacy:p")+`","email":"x@example"}}`)
+	for _, c := range []struct {
+		files      []authFile
+		repo, want string
+		from       authFile
+	}{
+		// The most specific key of the first file that has one.
+		{[]authFile{missing, podman, docker}, "alice/app", "ns:p", podman},
+		{[]authFile{missing, podman, docker}, "bob/app", "host:p", podman},
+		// docker's config.json and the legacy ~/.dockercfg, as podman
+		// falls back to them.
+		{[]authFile{missing, docker, legacy}, "alice/app", "docker:p", docker},
+		{[]authFile{missing, legacy}, "alice/app", "legacy:p", legacy},
+	} {
+		l, err := findLogin(c.files, "REG.example", c.repo)
+		if err != nil || l == nil {
+			t.Errorf("%s: %v, %v", c.repo, l, err)
+			continue
+		}
+		if l.header != "Basic "+b64(c.want) || l.file != c.from.path {
+			t.Errorf("%s: login %q from %s, want %q from %s", c.repo, l.header, l.file, c.want, c.from.path)
+		}
+	}
+	if l, err := findLogin([]authFile{missing, podman}, "nowhere.example", "alice/app"); l != nil || err != nil {
+		t.Errorf("a host without a login: %v, %v", l, err)
+	}
+	bad := write("bad.json", `{"auths":{"reg.example":{"auth":"not base64!"}}}`)
+	if _, err := findLogin([]authFile{bad}, "reg.example", "alice/app"); err == nil || !strings.Contains(err.Error(), bad.path) {
+		t.Errorf("an undecodable login: %v", err)
+	}
+}
+
+// docker's login, which podman falls back to, is found by `berth build`
+// itself.
+func TestBuildUsesDockerConfig(t *testing.T) {
+	f := newFakeBerth(t, "complete", false)
+	home := t.TempDir()
+	host := strings.TrimPrefix(f.srv.URL, "http://")
+	cred := base64.StdEncoding.EncodeToString([]byte("alice:pw"))
+	if err := os.MkdirAll(filepath.Join(home, ".docker"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, ".docker", "config.json"), []byte(`{"auths":{"`+host+`":{"auth":"`+cred+`"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"HOME": home}
+	var stdout, stderr bytes.Buffer
+	if err := buildMain(context.Background(), []string{"-t", host + "/alice/app:v1", contextDir(t)},
+		console{stdout: &stdout, stderr: &stderr, getenv: func(k string) string { return env[k] }}); err != nil {
+		t.Fatalf("build: %v\n%s", err, stderr.String())
+	}
+	if len(f.auth) == 0 {
+		t.Fatal("no API call")
+	}
+	for _, a := range f.auth {
+		if a != "Basic "+cred {
+			t.Errorf("API call with Authorization %q", a)
+		}
+	}
+}
+
+// Names are checked, and the repository made, before the context is
+// uploaded; --pull-robot reaches the request; a refused token says so.
+func TestBuildChecksBeforeUpload(t *testing.T) {
+	dir := contextDir(t)
+	run := func(f *fakeBerth, args ...string) (string, error) {
+		var out bytes.Buffer
+		err := buildMain(context.Background(), append(append([]string{"--server", f.srv.URL, "--token", "tok"}, args...), dir),
+			console{stdout: &out, stderr: &out, getenv: func(string) string { return "" }})
+		return out.String(), err
+	}
+	f := newFakeBerth(t, "complete", false)
+	for _, name := range []string{"alice/App", "alice/app:-v1", "alice/app..x", "alice/a b"} {
+		if _, err := run(f, "-t", name); err == nil || !strings.Contains(err.Error(), "not a valid") {
+			t.Errorf("-t %s: %v", name, err)
+		}
+	}
+	if f.context != nil || f.created != nil || len(f.auth) != 0 {
+		t.Errorf("invalid names reached the server: %d calls, %d bytes uploaded", len(f.auth), len(f.context))
+	}
+
+	if out, err := run(f, "-t", "alice/app", "--pull-robot", "alice+reader"); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	if f.request["pull_robot"] != "alice+reader" {
+		t.Errorf("build request %v lacks the pull robot", f.request)
+	}
+
+	// A server that refuses to create the repository (or the token) gets
+	// no context.
+	for status, want := range map[int]string{
+		http.StatusBadRequest:   "cannot create repository alice/app: Cannot create a repository named app: the name is reserved (400 Bad Request)",
+		http.StatusUnauthorized: "the server refused the token (--token or BERTH_TOKEN): it is unknown, expired or revoked (401 Unauthorized)",
+	} {
+		var uploaded bool
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /api/v1/repository/alice/app", func(w http.ResponseWriter, r *http.Request) {
+			if status == http.StatusUnauthorized {
+				http.Error(w, `{"status":401,"detail":"Invalid username or password"}`, status)
+				return
+			}
+			http.Error(w, `{"status":404,"detail":"Not Found"}`, http.StatusNotFound)
+		})
+		mux.HandleFunc("POST /api/v1/repository", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, `{"status":400,"detail":"Cannot create a repository named app: the name is reserved"}`, status)
+		})
+		mux.HandleFunc("/api/v1/filedrop/", func(w http.ResponseWriter, r *http.Request) { uploaded = true })
+		srv := httptest.NewServer(mux)
+		_, err := run(&fakeBerth{srv: srv}, "-t", "alice/app")
+		srv.Close()
+		if err == nil || err.Error() != want {
+			t.Errorf("%d: error %v, want %q", status, err, want)
+		}
+		if uploaded {
+			t.Errorf("%d: the context was uploaded", status)
+		}
+	}
+}
+
+// Against a TLS server: https is inferred from an http URL, --ca-file
+// trusts its CA, --tls-verify=false skips the check, and an unknown CA says
+// which flag helps.
+func TestBuildOverTLS(t *testing.T) {
+	f := newFakeBerth(t, "complete", true)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	host := strings.TrimPrefix(f.srv.URL, "https://")
+	dir := contextDir(t)
+	run := func(args ...string) (string, string, error) {
+		var stdout, stderr bytes.Buffer
+		err := buildMain(context.Background(), append(append([]string{"-t", "alice/app:v1", "--token", "tok"}, args...), dir),
+			console{stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }})
+		return stdout.String(), stderr.String(), err
+	}
+	want := host + "/alice/app:v1@" + f.digest + "\n" + host + "/alice/app:latest@" + f.digest + "\n"
+	stdout, stderr, err := run("--server", "http://"+host, "--ca-file", ca)
+	if err != nil || stdout != want || !strings.Contains(stderr, host+" speaks TLS: using https://"+host) {
+		t.Errorf("http URL with --ca-file: %v\nstdout %q\nstderr:\n%s", err, stdout, stderr)
+	}
+	// Nothing was sent in the clear but the probe, which carries no
+	// credentials: every authenticated call went over TLS.
+	for _, a := range f.auth {
+		if a != "Bearer tok" {
+			t.Errorf("API call with Authorization %q", a)
+		}
+	}
+	if stdout, stderr, err := run("--server", f.srv.URL, "--tls-verify=false"); err != nil || stdout != want {
+		t.Errorf("--tls-verify=false: %v\nstdout %q\nstderr:\n%s", err, stdout, stderr)
+	}
+	if _, _, err := run("--server", f.srv.URL); err == nil || !strings.Contains(err.Error(), "pass --ca-file") {
+		t.Errorf("an unknown CA: %v", err)
 	}
 }

@@ -21,6 +21,7 @@ const usage = `usage: berth <command> [flags]
 commands:
   serve    run the registry, API and build manager
   build    build DIR on a berth server and stream the log
+  logs     print and follow a build's log
   worker   run one build (started by an executor)
   sandbox-init  inside a build sandbox: apply its network policy, then run the build engine
   admin    administration: admin token create --user U --scope S
@@ -35,14 +36,23 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	cmd, args := os.Args[1], os.Args[2:]
+	signals := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if cmd == "build" {
+		// build takes Ctrl-C itself: the first cancels the build on the
+		// server, the second detaches.
+		signals = signals[1:]
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), signals...)
 	defer stop()
 	var err error
-	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	switch cmd {
 	case "serve":
 		err = runServe(ctx, args)
 	case "build":
 		err = runBuild(ctx, args)
+	case "logs":
+		err = runLogs(ctx, args)
 	case "worker":
 		err = runWorker(ctx, args)
 	case "sandbox-init":
@@ -62,7 +72,7 @@ func main() {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(2)
 		}
-		slog.Error("berth failed", "err", err)
+		fmt.Fprintf(os.Stderr, "berth %s: %v\n", cmd, err)
 		os.Exit(1)
 	}
 }
