@@ -12,7 +12,9 @@ import (
 // PushEvent.Files itself.
 type Bitbucket struct {
 	// SSHHost is the host of the clone URL git@<host>:<full_name>.git;
-	// "" means bitbucket.org. The payload carries no clone URL.
+	// "" means bitbucket.org. The payload carries no clone URL, so this is
+	// only a fallback: activation records the clone link the repository's
+	// API names (Config.ForgeGitURL), and Prepare prefers it.
 	SSHHost string
 }
 

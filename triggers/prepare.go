@@ -36,6 +36,12 @@ type Config struct {
 	// pushed commit instead of the clone URL the forge's payload names (a
 	// mirror, an HTTPS URL, or Bitbucket, whose payload names none).
 	CloneURL string `json:"clone_url,omitempty"`
+	// ForgeGitURL is the clone link a Bitbucket trigger's repository API
+	// named at activation (links.clone, SSH when offered): the payload
+	// names none, and the API may be a Bitbucket-compatible server whose
+	// git is not at bitbucket.org. Activation sets it; other services
+	// ignore it.
+	ForgeGitURL string `json:"forge_git_url,omitempty"`
 }
 
 // PathFilterStatus tells what the path filters did, for the delivery record.
@@ -170,6 +176,8 @@ func Prepare(cfg Config, ev PushEvent) (Prepared, Skip) {
 		md.GitURL = cfg.BuildSource
 	case cfg.CloneURL != "":
 		md.GitURL = cfg.CloneURL
+	case ev.Service == ServiceBitbucket && cfg.ForgeGitURL != "":
+		md.GitURL = cfg.ForgeGitURL
 	}
 	if md.GitURL == "" {
 		return Prepared{}, skip(SkipInvalidConfig, "no git URL: the payload has none and build_source is empty")

@@ -288,3 +288,25 @@ func TestPrepareCloneURL(t *testing.T) {
 		t.Fatalf("custom-git cloned %q", p.Metadata.GitURL)
 	}
 }
+
+// A Bitbucket build clones the link recorded from the repository's API at
+// activation, not git@bitbucket.org; clone_url still overrides it, and
+// other services ignore a forge_git_url they were given.
+func TestPrepareBitbucketClonesTheRecordedLink(t *testing.T) {
+	ev := pushEvent("refs/heads/main", "change")
+	ev.Service = triggers.ServiceBitbucket
+	ev.Metadata.GitURL = "git@bitbucket.org:o/r.git"
+	recorded := triggers.Config{ForgeGitURL: "ssh://git@git.corp.example:7999/o/r.git"}
+	p, skip := triggers.Prepare(recorded, ev)
+	if skip.Reason != "" || p.Metadata.GitURL != "ssh://git@git.corp.example:7999/o/r.git" {
+		t.Fatalf("recorded link: %q (skip %v)", p.Metadata.GitURL, skip)
+	}
+	recorded.CloneURL = "https://mirror.example/o/r.git"
+	if p, _ = triggers.Prepare(recorded, ev); p.Metadata.GitURL != "https://mirror.example/o/r.git" {
+		t.Fatalf("clone_url beside the recorded link: %q", p.Metadata.GitURL)
+	}
+	ev = pushEvent("refs/heads/main", "change")
+	if p, _ = triggers.Prepare(triggers.Config{ForgeGitURL: "ssh://elsewhere/o/r.git"}, ev); p.Metadata.GitURL != "git@github.com:o/r.git" {
+		t.Fatalf("a GitHub trigger took forge_git_url: %q", p.Metadata.GitURL)
+	}
+}

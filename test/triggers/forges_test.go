@@ -344,6 +344,12 @@ func TestFakeBitbucketPush(t *testing.T) {
 		t.Errorf("Bitbucket webhook events %v, want repo:push", hookCall.Body["events"])
 	}
 	secret := checkActivation(t, e, tr, keyCall, hookCall, auth, "secret")
+	// Activation took the clone link from the repository's API (the fake
+	// Bitbucket-compatible server), not git@bitbucket.org; clone_url still
+	// overrides it for the builds below.
+	if want := "ssh://git@git.bitbucket.test:7999/analytical/engine.git"; tr.Config.ForgeGitURL != want {
+		t.Errorf("recorded clone link %q, want the API's %q", tr.Config.ForgeGitURL, want)
+	}
 
 	const fixtureSHA = "f00dfacecafe0123456789abcdef0123456789ab"
 	deliver := func(name string, tamper bool) (int, string) {

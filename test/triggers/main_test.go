@@ -171,6 +171,7 @@ type triggerView struct {
 	IsActive bool   `json:"is_active"`
 	Config   struct {
 		BuildSource string `json:"build_source"`
+		ForgeGitURL string `json:"forge_git_url"`
 		Credentials []struct {
 			Name  string `json:"name"`
 			Value string `json:"value"`
@@ -472,7 +473,10 @@ func (f *fakeForge) serve(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodGet && strings.HasPrefix(p, "/bitbucket/") && strings.Contains(p, "/diffstat/"):
 		answer(http.StatusOK, `{"values": [{"status": "modified", "old": {"path": "Dockerfile"}, "new": {"path": "Dockerfile"}}]}`)
 	case r.Method == http.MethodGet && strings.HasPrefix(p, "/bitbucket/"):
-		answer(http.StatusOK, `{"mainbranch": {"type": "branch", "name": "main"}}`)
+		// A Bitbucket-compatible server's git lives on a host of its own.
+		answer(http.StatusOK, `{"mainbranch": {"type": "branch", "name": "main"}, "links": {"clone": [
+			{"name": "https", "href": "https://git.bitbucket.test/analytical/engine.git"},
+			{"name": "ssh", "href": "ssh://git@git.bitbucket.test:7999/analytical/engine.git"}]}}`)
 	default:
 		answer(http.StatusNotFound, `{"message": "Not Found"}`)
 	}

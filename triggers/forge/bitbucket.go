@@ -270,3 +270,44 @@ func (b *Bitbucket) DefaultBranch(ctx context.Context, repo string) (string, err
 	}
 	return out.MainBranch.Name, nil
 }
+
+// CloneLinks are the URLs a repository is cloned from, as its forge's API
+// names them; either may be empty.
+type CloneLinks struct {
+	HTTPS, SSH string
+}
+
+// CloneLinks reads the repository's links.clone. Builds must
+// clone from these rather than from bitbucket.org: the configured
+// API_ENDPOINT may be a Bitbucket-compatible server or proxy with git
+// somewhere else.
+func (b *Bitbucket) CloneLinks(ctx context.Context, repo string) (CloneLinks, error) {
+	p, err := bbRepoPath(repo)
+	if err != nil {
+		return CloneLinks{}, err
+	}
+	var out struct {
+		Links struct {
+			Clone []struct {
+				Name string `json:"name"`
+				Href string `json:"href"`
+			} `json:"clone"`
+		} `json:"links"`
+	}
+	if err := b.do(ctx, http.MethodGet, p, nil, &out); err != nil {
+		return CloneLinks{}, err
+	}
+	var links CloneLinks
+	for _, l := range out.Links.Clone {
+		switch l.Name {
+		case "https":
+			links.HTTPS = l.Href
+		case "ssh":
+			links.SSH = l.Href
+		}
+	}
+	if links.HTTPS == "" && links.SSH == "" {
+		return CloneLinks{}, fmt.Errorf("forge: Bitbucket repository %s has no https or ssh clone link", repo)
+	}
+	return links, nil
+}

@@ -346,5 +346,37 @@ func TestFakeBitbucketActivationAndStatuses(t *testing.T) {
 	}
 }
 
+// A Bitbucket-compatible server behind a configured API_ENDPOINT (faked
+// here: Bitbucket's own API is not reachable from the tests) names clone
+// links on its own git host; the client returns them as the API gives them.
+func TestBitbucketCloneLinksFromFakeAPI(t *testing.T) {
+	f := newFakeForge(t, map[string]string{
+		"GET /rest/2.0/repositories/analytical/engine": `{"full_name":"analytical/engine","links":{"clone":[
+			{"name":"https","href":"https://git.corp.example/scm/analytical/engine.git"},
+			{"name":"ssh","href":"ssh://git@git.corp.example:7999/analytical/engine.git"}]}}`,
+		"GET /rest/2.0/repositories/analytical/bare": `{"full_name":"analytical/bare","links":{"html":{"href":"https://x"}}}`,
+	})
+	bb, err := forge.NewBitbucket(forge.BitbucketConfig{APIEndpoint: f.srv.URL + "/rest/2.0/", AccessToken: "bb-token"}, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	links, err := bb.CloneLinks(ctx, "analytical/engine")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := forge.CloneLinks{HTTPS: "https://git.corp.example/scm/analytical/engine.git", SSH: "ssh://git@git.corp.example:7999/analytical/engine.git"}
+	if links != want {
+		t.Errorf("CloneLinks = %+v, want %+v", links, want)
+	}
+	wantCall(t, f.only(t), "GET", "/rest/2.0/repositories/analytical/engine", "Bearer bb-token", nil)
+	if _, err := bb.CloneLinks(ctx, "analytical/bare"); err == nil || !strings.Contains(err.Error(), "no https or ssh clone link") {
+		t.Errorf("a repository without clone links: %v", err)
+	}
+	var apiErr *forge.APIError
+	if _, err := bb.CloneLinks(ctx, "analytical/missing"); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound {
+		t.Errorf("an unknown repository: %v, want a 404 APIError", err)
+	}
+}
+
 // Every forge satisfies the interface.
 var _ = []forge.Forge{(*forge.GitHub)(nil), (*forge.GitLab)(nil), (*forge.Bitbucket)(nil)}

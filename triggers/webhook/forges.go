@@ -130,6 +130,11 @@ const DeployKeyTitle = "berth builder (read-only)"
 // again.
 func Install(ctx context.Context, fg forge.Forge, t *store.Trigger, hookURL string, secret []byte) error {
 	repo := BuildSource(t)
+	if cl, ok := fg.(cloneLinker); ok {
+		if err := recordCloneLink(ctx, cl, t, repo); err != nil {
+			return err
+		}
+	}
 	keyID, err := fg.AddDeployKey(ctx, repo, DeployKeyTitle, t.PublicKey)
 	if err != nil {
 		return fmt.Errorf("add deploy key to %s: %w", repo, err)
@@ -142,6 +147,45 @@ func Install(ctx context.Context, fg forge.Forge, t *store.Trigger, hookURL stri
 		return fmt.Errorf("create webhook on %s: %w", repo, err)
 	}
 	t.HookID, t.DeployKeyID = hookID, keyID
+	return nil
+}
+
+// cloneLinker is a forge whose repository API names the clone links
+// (Bitbucket: its payloads name none).
+type cloneLinker interface {
+	CloneLinks(ctx context.Context, repo string) (forge.CloneLinks, error)
+}
+
+// recordCloneLink stores the repository's clone link in the trigger's
+// config as forge_git_url (triggers.Config.ForgeGitURL): SSH, which the
+// deploy key opens, or HTTPS when the API offers no SSH link. Whatever the
+// caller sent under that key is replaced.
+func recordCloneLink(ctx context.Context, cl cloneLinker, t *store.Trigger, repo string) error {
+	links, err := cl.CloneLinks(ctx, repo)
+	if err != nil {
+		return fmt.Errorf("read the clone links of %s: %w", repo, err)
+	}
+	link := links.SSH
+	if link == "" {
+		link = links.HTTPS
+	}
+	// Raw values keep the rest of the config byte for byte.
+	cfg := map[string]json.RawMessage{}
+	if len(t.Config) > 0 {
+		if err := json.Unmarshal(t.Config, &cfg); err != nil {
+			return fmt.Errorf("trigger %s config: %w", t.UUID, err)
+		}
+	}
+	quoted, err := json.Marshal(link)
+	if err != nil {
+		return fmt.Errorf("trigger %s clone link: %w", t.UUID, err)
+	}
+	cfg["forge_git_url"] = quoted
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("trigger %s config: %w", t.UUID, err)
+	}
+	t.Config = b
 	return nil
 }
 
