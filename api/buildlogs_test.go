@@ -25,7 +25,7 @@ import (
 	"github.com/berth-dev/berth/buildmanager/queue"
 	"github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/executors"
-	"github.com/berth-dev/berth/registry/storage/filesystem"
+	"github.com/berth-dev/berth/storage/filesystem"
 )
 
 // chattyExecutor starts in-process workers that print lines "line 1" …

@@ -26,7 +26,7 @@ import (
 	"github.com/berth-dev/berth/buildmanager/queue"
 	"github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/executors"
-	"github.com/berth-dev/berth/registry/storage/filesystem"
+	"github.com/berth-dev/berth/storage/filesystem"
 )
 
 // buildEnv is the API with the build routes over a real Manager (SQLite,

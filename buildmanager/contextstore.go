@@ -12,7 +12,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/store"
-	"github.com/berth-dev/berth/registry/storage"
+	"github.com/berth-dev/berth/storage"
 )
 
 // ErrContextTooLarge reports an upload over the context store's limit.

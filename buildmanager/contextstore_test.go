@@ -11,8 +11,8 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/store"
-	"github.com/berth-dev/berth/registry/storage"
-	"github.com/berth-dev/berth/registry/storage/filesystem"
+	"github.com/berth-dev/berth/storage"
+	"github.com/berth-dev/berth/storage/filesystem"
 )
 
 // F9: uploaded contexts were never deleted. An upload no build used goes

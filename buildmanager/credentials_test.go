@@ -18,7 +18,7 @@ import (
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/registry"
 	regauth "github.com/berth-dev/berth/registry/auth"
-	"github.com/berth-dev/berth/registry/storage/filesystem"
+	"github.com/berth-dev/berth/storage/filesystem"
 )
 
 // tenants creates alice and bob with repositories app (private), private

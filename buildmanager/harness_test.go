@@ -26,7 +26,7 @@ import (
 	"github.com/berth-dev/berth/executors"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/internal/store/sqlstore"
-	"github.com/berth-dev/berth/registry/storage/filesystem"
+	"github.com/berth-dev/berth/storage/filesystem"
 )
 
 func randHex(n int) string {

@@ -12,7 +12,7 @@ import (
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/registry/httprange"
 	"github.com/berth-dev/berth/registry/reference"
-	"github.com/berth-dev/berth/registry/storage"
+	"github.com/berth-dev/berth/storage"
 )
 
 // parseDigest parses a digest from a path or query, answering DIGEST_INVALID

@@ -21,7 +21,7 @@ import (
 	"github.com/berth-dev/berth/internal/store/sqlstore"
 	"github.com/berth-dev/berth/registry"
 	regauth "github.com/berth-dev/berth/registry/auth"
-	"github.com/berth-dev/berth/registry/storage/filesystem"
+	"github.com/berth-dev/berth/storage/filesystem"
 )
 
 // lockedBuffer is a log sink for concurrent requests.

@@ -17,7 +17,7 @@ import (
 	"github.com/berth-dev/berth/internal/store"
 	regauth "github.com/berth-dev/berth/registry/auth"
 	"github.com/berth-dev/berth/registry/reference"
-	"github.com/berth-dev/berth/registry/storage"
+	"github.com/berth-dev/berth/storage"
 )
 
 // Authorizer decides whether a /v2 request may proceed. Errors of type

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/store"
-	"github.com/berth-dev/berth/registry/storage"
+	"github.com/berth-dev/berth/storage"
 )
 
 // Upload purging defaults: abandoned sessions (a client that went away

@@ -24,7 +24,7 @@ import (
 	"github.com/berth-dev/berth/internal/store/sqlstore"
 	"github.com/berth-dev/berth/registry"
 	regauth "github.com/berth-dev/berth/registry/auth"
-	"github.com/berth-dev/berth/registry/storage/filesystem"
+	"github.com/berth-dev/berth/storage/filesystem"
 )
 
 // env is a registry over a real SQLite store and filesystem driver, with two

@@ -21,7 +21,7 @@ import (
 	"github.com/berth-dev/berth/internal/store"
 	regauth "github.com/berth-dev/berth/registry/auth"
 	"github.com/berth-dev/berth/registry/httprange"
-	"github.com/berth-dev/berth/registry/storage"
+	"github.com/berth-dev/berth/storage"
 )
 
 // copyBufs holds the buffers request bodies are copied through: large, so

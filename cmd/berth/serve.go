@@ -32,8 +32,8 @@ import (
 	"github.com/berth-dev/berth/internal/store/sqlstore"
 	"github.com/berth-dev/berth/registry"
 	regauth "github.com/berth-dev/berth/registry/auth"
-	"github.com/berth-dev/berth/registry/storage"
-	"github.com/berth-dev/berth/registry/storage/filesystem"
+	"github.com/berth-dev/berth/storage"
+	"github.com/berth-dev/berth/storage/filesystem"
 	"github.com/berth-dev/berth/triggers/webhook"
 )
 

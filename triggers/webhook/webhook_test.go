@@ -24,7 +24,7 @@ import (
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/internal/store/sqlstore"
-	"github.com/berth-dev/berth/registry/storage/filesystem"
+	"github.com/berth-dev/berth/storage/filesystem"
 	"github.com/berth-dev/berth/triggers"
 	"github.com/berth-dev/berth/triggers/forge"
 )

@@ -18,7 +18,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/berth-dev/berth/registry/storage"
+	"github.com/berth-dev/berth/storage"
 )
 
 // Run checks newDriver's drivers against the storage.Driver contract. Each

@@ -13,8 +13,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/berth-dev/berth/registry/storage"
-	"github.com/berth-dev/berth/registry/storage/storagetest"
+	"github.com/berth-dev/berth/storage"
+	"github.com/berth-dev/berth/storage/storagetest"
 )
 
 func newDriver(t *testing.T) *Driver {

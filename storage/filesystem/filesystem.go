@@ -24,7 +24,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/berth-dev/berth/registry/storage"
+	"github.com/berth-dev/berth/storage"
 )
 
 // Permissions keep blobs of private repositories away from other local
