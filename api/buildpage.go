@@ -184,6 +184,18 @@ func (b *Builds) pageError(err error, c echo.Context) {
 	_ = c.String(e.Status, strconv.Itoa(e.Status)+" "+e.Detail+"\n")
 }
 
+// pageName is the build's short name for the page: its display name, but
+// for a build stored with the uploaded file's ID as its name (builds
+// requested before uploads were named by their checksum, or submitted
+// without a name) the first 7 characters of the build's ID, so that the
+// page does not show what looks like a second ID.
+func pageName(built *store.Build) string {
+	if built.DisplayName == "" || built.DisplayName == built.Request.FileID {
+		return built.ID[:min(7, len(built.ID))]
+	}
+	return built.DisplayName
+}
+
 // pageData fills pageTemplate.
 type pageData struct {
 	Repo, ID, Name, Phase, Started string
@@ -213,7 +225,7 @@ func (b *Builds) page(c echo.Context) error {
 	ctx := c.Request().Context()
 	v := b.view(built, store.RoleRead)
 	d := &pageData{
-		Repo: built.Namespace + "/" + built.Repository, ID: built.ID, Name: built.DisplayName,
+		Repo: built.Namespace + "/" + built.Repository, ID: built.ID, Name: pageName(built),
 		Phase: v.Phase, Started: v.Started, Tags: built.Tags, Error: built.ErrorMessage,
 		Digests: built.ManifestDigests, ended: built.Phase.Terminal(),
 		Stream: PagePath + built.Namespace + "/" + built.Repository + "/build/" + built.ID + "/logs/stream",
