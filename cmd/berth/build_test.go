@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,6 +28,8 @@ type fakeBerth struct {
 	srv    *httptest.Server
 	finish string // the final phase
 	digest string
+	// failure is the error of a build that does not complete.
+	failure string
 
 	mu        sync.Mutex
 	auth      []string
@@ -41,7 +44,7 @@ type fakeBerth struct {
 
 // newFakeBerth serves over TLS when secure.
 func newFakeBerth(t *testing.T, finish string, secure bool) *fakeBerth {
-	f := &fakeBerth{t: t, finish: finish, digest: "sha256:" + strings.Repeat("cd", 32)}
+	f := &fakeBerth{t: t, finish: finish, digest: "sha256:" + strings.Repeat("cd", 32), failure: "RUN false: exit status 1"}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/repository/alice/app", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
@@ -120,7 +123,7 @@ func newFakeBerth(t *testing.T, finish string, secure bool) *fakeBerth {
 			if finish == "complete" {
 				v["manifest_digests"] = map[string]string{"v1": f.digest, "latest": f.digest}
 			} else {
-				v["error"] = "RUN false: exit status 1"
+				v["error"] = f.failure
 			}
 		}
 		json.NewEncoder(w).Encode(v)
@@ -269,6 +272,9 @@ func TestBuildCommandFailure(t *testing.T) {
 		if a != "Basic "+cred {
 			t.Errorf("API call with Authorization %q", a)
 		}
+	}
+	if !strings.HasPrefix(err.Error(), "build b1 ended error: ") {
+		t.Errorf("error %q does not say how the build ended", err)
 	}
 	if f.request["dockerfile_path"] != "/.berth.Dockerfile" {
 		t.Errorf("dockerfile_path %v", f.request["dockerfile_path"])
@@ -489,5 +495,33 @@ func TestBuildOverTLS(t *testing.T) {
 	}
 	if _, _, err := run("--server", f.srv.URL); err == nil || !strings.Contains(err.Error(), "pass --ca-file") {
 		t.Errorf("an unknown CA: %v", err)
+	}
+}
+
+// An unreachable server is one sentence naming it.
+func TestBuildUnreachableServer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	for _, server := range []string{"http://" + addr, "https://" + addr} {
+		err := buildMain(context.Background(), []string{"-t", "alice/app", "--server", server, "--token", "t", contextDir(t)},
+			console{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }})
+		if err == nil || !strings.HasPrefix(err.Error(), "cannot reach berth at "+server+": ") {
+			t.Errorf("%s: %v", server, err)
+		}
+	}
+}
+
+// The server's advice to set pull_robot names the flag that does.
+func TestBuildPullRobotAdvice(t *testing.T) {
+	f := newFakeBerth(t, "error", false)
+	f.failure = "cannot pull the base image example.com/private/base: for a private image set pull_robot to a robot account that may read it"
+	err := buildMain(context.Background(), []string{"-t", "alice/app", "--server", f.srv.URL, "--token", "t", contextDir(t)},
+		console{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }})
+	if err == nil || !strings.HasSuffix(err.Error(), "may read it (berth build --pull-robot NAMESPACE+ROBOT)") {
+		t.Errorf("error %v", err)
 	}
 }

@@ -142,7 +142,8 @@ func speaksTLS(body []byte) bool {
 		bytes.Contains(body, []byte("plain HTTP request was sent to HTTPS port"))
 }
 
-// do sends req with the client's credentials, explaining TLS failures.
+// do sends req with the client's credentials, saying which server could
+// not be reached and what helps with a certificate it does not trust.
 func (c *buildClient) do(req *http.Request) (*http.Response, error) {
 	if c.auth != "" {
 		req.Header.Set("Authorization", c.auth)
@@ -151,10 +152,13 @@ func (c *buildClient) do(req *http.Request) (*http.Response, error) {
 	var unknownCA x509.UnknownAuthorityError
 	var badHost x509.HostnameError
 	var verify *tls.CertificateVerificationError
-	if errors.As(err, &unknownCA) || errors.As(err, &badHost) || errors.As(err, &verify) {
+	switch {
+	case err == nil || req.Context().Err() != nil:
+		return resp, err
+	case errors.As(err, &unknownCA) || errors.As(err, &badHost) || errors.As(err, &verify):
 		return nil, fmt.Errorf("%w (pass --ca-file with the CA that signed the server's certificate, or --tls-verify=false)", err)
 	}
-	return resp, err
+	return nil, fmt.Errorf("cannot reach berth at %s: %w", c.server, err)
 }
 
 // apiError is Quay's error body.
