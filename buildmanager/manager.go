@@ -94,6 +94,8 @@ type GitSourceFunc func(ctx context.Context, b *store.Build) (*workerpb.GitSourc
 type Options struct {
 	Store store.Store
 	// Blobs keeps archived logs (and uploaded contexts when Contexts is nil).
+	// It must not be the registry's blob storage, whose garbage collection
+	// would take these blobs, which no manifest refers to, for garbage.
 	Blobs storage.Driver
 	// Contexts keeps uploaded contexts (default: a BlobContextStore).
 	Contexts ContextStore

@@ -280,10 +280,19 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 	}
 	app.store = st
 	app.closers = append(app.closers, func() { st.Close() })
-	blobs, err := openStorage(cfg)
+	blobs, err := openStorage(cfg, "")
 	if err != nil {
 		return nil, err
 	}
+	// Build data (log archives, uploaded contexts) has a namespace of its
+	// own, so that registry garbage collection can never take it for
+	// unreferenced blobs; what was archived among the registry's blobs
+	// before stays readable there.
+	buildBlobs, err := openStorage(cfg, buildDataNamespace)
+	if err != nil {
+		return nil, err
+	}
+	buildData := storage.WithFallbackReads(buildBlobs, blobs)
 	if err := bootstrapAdmin(ctx, st, cfg, log); err != nil {
 		return nil, err
 	}
@@ -363,7 +372,7 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 	if err != nil {
 		return nil, err
 	}
-	contexts := &buildmanager.BlobContextStore{Blobs: blobs, Store: st, MaxBytes: contextLimits.MaxBytes}
+	contexts := &buildmanager.BlobContextStore{Blobs: buildData, Store: st, MaxBytes: contextLimits.MaxBytes}
 	app.background = append(app.background, func(ctx context.Context) error {
 		contexts.RunPurge(ctx, buildmanager.DefaultContextPurgeInterval, buildmanager.DefaultContextPurgeGrace, log)
 		return nil
@@ -375,7 +384,7 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 	if _, err := api.AccessTokenLifetime(cfg); err != nil {
 		return nil, err
 	}
-	manager, err := buildManager(ctx, cfg, log, app, st, blobs, contexts, contextLimits, key, policy, tokens, listenAddr,
+	manager, err := buildManager(ctx, cfg, log, app, st, buildData, contexts, contextLimits, key, policy, tokens, listenAddr,
 		webhook.GitSource(st, secrets))
 	if err != nil {
 		return nil, err
@@ -546,7 +555,13 @@ func registryTarget(cfg *config.Config, listenAddr net.Addr) buildmanager.Regist
 	return t
 }
 
-func openStorage(cfg *config.Config) (storage.Driver, error) {
+// buildDataNamespace is where, inside the configured storage, the build
+// manager keeps its blobs: apart from the registry's.
+const buildDataNamespace = "builds"
+
+// openStorage opens the configured storage, or the part of it named
+// namespace ("" for the registry's blobs).
+func openStorage(cfg *config.Config, namespace string) (storage.Driver, error) {
 	name, params, err := cfg.StorageDriver()
 	if err != nil {
 		return nil, err
@@ -557,6 +572,7 @@ func openStorage(cfg *config.Config) (storage.Driver, error) {
 		if path == "" {
 			return nil, errors.New("LocalStorage needs storage_path")
 		}
+		path = filepath.Join(path, namespace)
 		d, err := filesystem.New(path)
 		if err != nil {
 			return nil, fmt.Errorf("storage %s: %w", path, err)
