@@ -405,8 +405,11 @@ func (h *Handler) finishUpload(ctx context.Context, repo *store.Repository, u *s
 	if got != dgst {
 		// The session is spent: its bytes can never match, so the client
 		// starts over and nothing is kept.
+		// A session left behind is purged with the abandoned uploads later.
 		if persisted {
-			h.dropUpload(ctx, u.ID)
+			if err := h.dropUpload(ctx, u.ID); err != nil {
+				h.log.WarnContext(ctx, "dropping a spent upload failed", "upload", u.ID, "err", err)
+			}
 		}
 		return errDigestInvalid("digest mismatch: content hashes to %s", got)
 	}
