@@ -130,14 +130,8 @@ func (b *Builds) requestBuild(c echo.Context) error {
 		Repository: repo, Requester: Caller(c).Account, Tags: body.DockerTags, Request: req,
 		DisplayName: displayName,
 	})
-	var qe *buildmanager.QueueLimitError
-	switch {
-	case errors.As(err, &qe):
-		return &Error{Status: http.StatusTooManyRequests, Type: "too_many_requests", Detail: "Maximum queued build rate exceeded."}
-	case errors.Is(err, buildmanager.ErrInvalidRequest):
-		return BadRequest(strings.TrimPrefix(err.Error(), buildmanager.ErrInvalidRequest.Error()+": "))
-	case err != nil:
-		return Internal(err)
+	if err != nil {
+		return submitError(err)
 	}
 	// Submit leaves the names for reads to fill.
 	built.Namespace, built.Repository = repo.Namespace, repo.Name
@@ -560,4 +554,18 @@ func (b *Builds) view(built *store.Build, role store.Role) buildView {
 		v.ResourceKey = strPtr(r.FileID)
 	}
 	return v
+}
+
+// submitError is the API's answer to a build the manager would not queue,
+// for manual builds and trigger runs alike.
+func submitError(err error) error {
+	var qe *buildmanager.QueueLimitError
+	var ie *buildmanager.InvalidRequestError
+	switch {
+	case errors.As(err, &qe):
+		return &Error{Status: http.StatusTooManyRequests, Type: "too_many_requests", Detail: "Maximum queued build rate exceeded."}
+	case errors.As(err, &ie):
+		return BadRequest(ie.Reason)
+	}
+	return Internal(err)
 }

@@ -627,12 +627,8 @@ func (t *Triggers) start(c echo.Context) error {
 		}
 	}
 	built, err := webhook.Submit(ctx, t.a.o.Store, t.o.Manager, tr, prep)
-	var qe *buildmanager.QueueLimitError
-	switch {
-	case errors.As(err, &qe):
-		return &Error{Status: http.StatusTooManyRequests, Type: "too_many_requests", Detail: "Maximum queued build rate exceeded."}
-	case err != nil:
-		return Internal(err)
+	if err != nil {
+		return submitError(err)
 	}
 	built.Namespace, built.Repository, built.Requester = repo.Namespace, repo.Name, tr.ConnectedUser
 	c.Response().Header().Set("Location", t.a.externalURL(c.Request())+Prefix+"/repository/"+

@@ -70,7 +70,7 @@ func (c *BuildCredentials) lifetime() time.Duration {
 // missing base image error, which does not tell the two apart.
 func (c *BuildCredentials) Issue(ctx context.Context, b *store.Build, bases []string) (*workerpb.RegistryCredentials, error) {
 	if len(bases) > MaxBaseRepositories {
-		return nil, fmt.Errorf("%w: %d base repositories, at most %d", ErrInvalidRequest, len(bases), MaxBaseRepositories)
+		return nil, &InvalidRequestError{Reason: fmt.Sprintf("%d base repositories, at most %d", len(bases), MaxBaseRepositories)}
 	}
 	var who *auth.Principal
 	if b.Requester != "" {

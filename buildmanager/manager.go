@@ -48,9 +48,18 @@ const (
 var (
 	// ErrNotCancellable reports a Cancel of a build that already ended.
 	ErrNotCancellable = errors.New("build already ended")
-	// ErrInvalidRequest wraps every reason Submit refuses a request.
+	// ErrInvalidRequest is what every *InvalidRequestError is (errors.Is).
 	ErrInvalidRequest = errors.New("invalid build request")
 )
+
+// InvalidRequestError is a build request the manager refuses; Reason is
+// shown to the user as it is.
+type InvalidRequestError struct{ Reason string }
+
+func (e *InvalidRequestError) Error() string { return ErrInvalidRequest.Error() + ": " + e.Reason }
+
+// Is makes every InvalidRequestError match ErrInvalidRequest.
+func (e *InvalidRequestError) Is(target error) bool { return target == ErrInvalidRequest }
 
 // QueueLimitError reports that the namespace has as many unfinished builds
 // as it may (the API answers 429).
@@ -497,7 +506,7 @@ func (m *Manager) Submit(ctx context.Context, r BuildRequest) (*store.Build, err
 
 func validate(r *BuildRequest) error {
 	if r.Repository == nil || r.Repository.ID == 0 {
-		return fmt.Errorf("%w: no repository", ErrInvalidRequest)
+		return &InvalidRequestError{Reason: "no repository"}
 	}
 	sources := 0
 	if r.Request.FileID != "" {
@@ -509,11 +518,11 @@ func validate(r *BuildRequest) error {
 	if r.Request.Git != nil {
 		sources++
 		if r.Request.Git.URL == "" {
-			return fmt.Errorf("%w: git source without a URL", ErrInvalidRequest)
+			return &InvalidRequestError{Reason: "git source without a URL"}
 		}
 	}
 	if sources != 1 {
-		return fmt.Errorf("%w: exactly one of file_id, archive_url and a git source is required", ErrInvalidRequest)
+		return &InvalidRequestError{Reason: "exactly one of file_id, archive_url and a git source is required"}
 	}
 	if len(r.Tags) == 0 {
 		r.Tags = []string{"latest"}
@@ -531,7 +540,7 @@ func validate(r *BuildRequest) error {
 		}
 	}
 	if r.TriggerMetadata != nil && !json.Valid(r.TriggerMetadata) {
-		return fmt.Errorf("%w: trigger metadata is not JSON", ErrInvalidRequest)
+		return &InvalidRequestError{Reason: "trigger metadata is not JSON"}
 	}
 	return nil
 }
