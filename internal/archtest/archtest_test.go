@@ -35,11 +35,6 @@ var allowed = map[string]bool{
 	"buildmanager/workerpb": true,
 }
 
-// knownViolations are imports that break the rule today, as
-// "importer -> imported" (paths without the module prefix). The list only
-// shrinks: the test fails when an entry no longer occurs.
-var knownViolations = map[string]bool{}
-
 type listedPackage struct {
 	ImportPath string
 	Imports    []string
@@ -55,7 +50,6 @@ func TestImportDirection(t *testing.T) {
 		t.Fatalf("go list found %d packages of %s; expected the whole module", len(pkgs), module)
 	}
 
-	seen := map[string]bool{}
 	var violations []string
 	for _, p := range pkgs {
 		from := strings.TrimPrefix(p.ImportPath, module+"/")
@@ -71,22 +65,12 @@ func TestImportDirection(t *testing.T) {
 			if !breaksRule(fromPart, to) {
 				continue
 			}
-			edge := from + " -> " + to
-			if knownViolations[edge] {
-				seen[edge] = true
-				continue
-			}
-			violations = append(violations, edge)
+			violations = append(violations, from+" -> "+to)
 		}
 	}
 	sort.Strings(violations)
 	for _, v := range violations {
 		t.Errorf("import breaks the direction in docs/ARCHITECTURE.md: %s", v)
-	}
-	for edge := range knownViolations {
-		if !seen[edge] {
-			t.Errorf("known violation %q no longer occurs: remove it from knownViolations", edge)
-		}
 	}
 }
 
