@@ -129,3 +129,95 @@ func TestKeysAreListedOnce(t *testing.T) {
 		}
 	}
 }
+
+// The other direction: every top-level key the code reads (cfg.Raw["K"],
+// config.NonNegativeInt(cfg.Raw, "K", …), Features["FEATURE_K"],
+// Feature("K")) is in the table, so serve does not call a key it reads
+// unknown.
+func TestKeysTheCodeReadsAreInTheTable(t *testing.T) {
+	fset := token.NewFileSet()
+	var read []string
+	err := filepath.WalkDir("../..", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".") && path != "../..") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		file, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			return err
+		}
+		ast.Inspect(file, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.IndexExpr:
+				if sel, ok := n.X.(*ast.SelectorExpr); ok {
+					switch sel.Sel.Name {
+					case "Raw", "Features":
+						if k := stringLit(n.Index); k != "" {
+							read = append(read, k)
+						}
+					}
+				}
+			case *ast.CallExpr:
+				var name string
+				switch fn := n.Fun.(type) {
+				case *ast.SelectorExpr:
+					name = fn.Sel.Name
+				case *ast.Ident:
+					name = fn.Name
+				}
+				switch {
+				case name == "NonNegativeInt" && len(n.Args) == 3 && isRawConfig(n.Args[0]):
+					if k := stringLit(n.Args[1]); k != "" {
+						read = append(read, k)
+					}
+				case name == "Feature" && len(n.Args) == 2:
+					if k := stringLit(n.Args[0]); k != "" {
+						read = append(read, "FEATURE_"+k)
+					}
+				}
+			}
+			return true
+		})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(read) < 10 {
+		t.Fatalf("found only %v: the scan is broken", read)
+	}
+	for _, k := range read {
+		if _, ok := keysByName[k]; !ok {
+			t.Errorf("the code reads config key %s, which the table does not list", k)
+		}
+	}
+}
+
+func stringLit(e ast.Expr) string {
+	lit, ok := e.(*ast.BasicLit)
+	if !ok || lit.Kind != token.STRING {
+		return ""
+	}
+	s, err := strconv.Unquote(lit.Value)
+	if err != nil {
+		return ""
+	}
+	return s
+}
+
+// isRawConfig reports whether e is x.Raw or an identifier named raw (the
+// top-level map handed down).
+func isRawConfig(e ast.Expr) bool {
+	switch e := e.(type) {
+	case *ast.SelectorExpr:
+		return e.Sel.Name == "Raw"
+	case *ast.Ident:
+		return e.Name == "raw"
+	}
+	return false
+}
