@@ -51,7 +51,7 @@ func (j *jobRun) fetchAndUnpack(ctx context.Context, dest string) error {
 		j.log.Log(engine.LineOutput, "Downloading the build context from "+src.ArchiveUrl)
 		n, err = j.fetchURL(ctx, f, src.ArchiveUrl, lim.MaxCompressed)
 	default:
-		err = fmt.Errorf("%w: the job has no source", errNotRetryable)
+		err = notRetryablef("the job has no source")
 	}
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("write upload file: %w", cerr)
@@ -109,7 +109,7 @@ func (j *jobRun) fetchUpload(ctx context.Context, w io.Writer, max int64) (int64
 		// The upload expired or was deleted: no attempt will find it.
 		return n, &engine.UserError{Code: engine.CodeContext, Message: "the uploaded build context no longer exists; upload it again", Err: err}
 	case codes.FailedPrecondition:
-		return n, fmt.Errorf("%w: %v", errNotRetryable, err)
+		return n, notRetryablef("%v", err)
 	}
 	return n, err
 }
@@ -190,7 +190,7 @@ func (j *jobRun) httpClient() (*http.Client, error) {
 		pool = x509.NewCertPool()
 	}
 	if !pool.AppendCertsFromPEM([]byte(pem)) {
-		return nil, fmt.Errorf("%w: the registry CA holds no PEM certificate", errNotRetryable)
+		return nil, notRetryablef("the registry CA holds no PEM certificate")
 	}
 	t = t.Clone()
 	if t.TLSClientConfig == nil {

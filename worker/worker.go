@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -370,7 +369,7 @@ func (j *jobRun) build(ctx context.Context) (map[string]string, error) {
 	}
 	eng, ok := j.cfg.Engines[name]
 	if !ok {
-		return nil, fmt.Errorf("%w: this worker has no %q build engine", errNotRetryable, name)
+		return nil, notRetryablef("this worker has no %q build engine", name)
 	}
 	tags := make([]string, 0, len(job.GetTags()))
 	short := map[string]string{}
@@ -380,7 +379,7 @@ func (j *jobRun) build(ctx context.Context) (map[string]string, error) {
 		short[full] = t
 	}
 	if len(tags) == 0 {
-		return nil, fmt.Errorf("%w: the job names no tags", errNotRetryable)
+		return nil, notRetryablef("the job names no tags")
 	}
 	bases, err := registryRepositories(job.GetRegistry(), info.BaseImages)
 	if err != nil {
@@ -466,17 +465,25 @@ func withCause(ctx context.Context, err error) error {
 	return err
 }
 
-// errNotRetryable marks failures that are not the user's but would fail
-// the same way on another attempt (a job this worker cannot run).
-var errNotRetryable = errors.New("not retryable")
+// notRetryable is a failure that is not the user's but would fail the same
+// way on another attempt (a job this worker cannot run); its reason is what
+// the build shows.
+type notRetryable struct{ reason string }
+
+func (e *notRetryable) Error() string { return "not retryable: " + e.reason }
+
+func notRetryablef(format string, args ...any) error {
+	return &notRetryable{reason: fmt.Sprintf(format, args...)}
+}
 
 // classify turns a failure into the structured error Finish carries.
 func classify(parent context.Context, err error) *pb.BuildError {
 	if ue, ok := engine.AsUserError(err); ok {
 		return &pb.BuildError{Code: ue.Code, Message: ue.Message, Retryable: false}
 	}
-	if errors.Is(err, errNotRetryable) {
-		return &pb.BuildError{Code: "internal", Message: strings.TrimPrefix(err.Error(), errNotRetryable.Error()+": "), Retryable: false}
+	var nr *notRetryable
+	if errors.As(err, &nr) {
+		return &pb.BuildError{Code: "internal", Message: nr.reason, Retryable: false}
 	}
 	if parent.Err() != nil {
 		return &pb.BuildError{Code: "internal", Message: "the worker was interrupted", Retryable: true}
