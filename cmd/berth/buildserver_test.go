@@ -329,3 +329,54 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// Ctrl-C during the upload stops it, and no build is asked for.
+func TestBuildInterruptDuringUpload(t *testing.T) {
+	uploading := make(chan struct{})
+	var mu sync.Mutex
+	var builds int
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/repository/alice/app", func(w http.ResponseWriter, r *http.Request) {})
+	mux.HandleFunc("POST /api/v1/repository/alice/app/build/", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		builds++
+		mu.Unlock()
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	mux.HandleFunc("POST /api/v1/filedrop/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"url":%q,"file_id":"f1"}`, srv.URL+"/filedrop/f1")
+	})
+	// The upload never answers; once the body is read, the server sees
+	// the client go away.
+	mux.HandleFunc("PUT /filedrop/f1", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		close(uploading)
+		<-r.Context().Done()
+	})
+	interrupts := make(chan os.Signal, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- buildMain(context.Background(), []string{"-t", "alice/app", "--server", srv.URL, "--token", "tok", contextDir(t)},
+			console{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }, interrupts: interrupts})
+	}()
+	select {
+	case <-uploading:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the upload did not start")
+	}
+	interrupts <- os.Interrupt
+	select {
+	case err := <-errc:
+		if err == nil || err.Error() != "interrupted before the build was started" {
+			t.Errorf("error %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Ctrl-C did not stop the upload")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if builds != 0 {
+		t.Errorf("%d builds requested", builds)
+	}
+}
