@@ -315,7 +315,7 @@ func packContext(dir, dockerfile string) (*os.File, string, error) {
 		}
 	}
 	if _, err := os.Stat(df); err != nil {
-		return nil, "", fmt.Errorf("Dockerfile: %w", err)
+		return nil, "", fmt.Errorf("the Dockerfile cannot be read: %w", err)
 	}
 	dfRel, err := filepath.Rel(root, df)
 	inside := err == nil && !strings.HasPrefix(dfRel, ".."+string(filepath.Separator)) && dfRel != ".."
