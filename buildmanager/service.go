@@ -323,25 +323,47 @@ func (s *service) FetchContext(req *workerpb.FetchContextRequest, stream grpc.Se
 // logWait bounds how long Finish waits for the worker's last log lines.
 const logWait = 5 * time.Second
 
+// awaitLogs waits up to logWait until the build's stored log reaches the
+// worker's last sequence number, so every line the worker sent is stored
+// before the phase ends. A worker that hangs up stops the wait: the build is
+// then ended as one whose worker is gone.
+func (s *service) awaitLogs(ctx context.Context, buildID string, want int64) error {
+	if want <= 0 {
+		return nil
+	}
+	deadline := time.Now().Add(logWait)
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		got, err := s.m.logs.storedSeq(ctx, buildID)
+		if err != nil {
+			if ctx.Err() != nil {
+				return status.FromContextError(ctx.Err()).Err()
+			}
+			return status.Error(codes.Unavailable, err.Error())
+		}
+		if got >= want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			s.m.log.Warn("worker finished before its last log lines arrived", "build", buildID, "stored", got, "sent", want)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-poll.C:
+		}
+	}
+}
+
 func (s *service) Finish(ctx context.Context, req *workerpb.FinishRequest) (*workerpb.FinishResponse, error) {
 	b, err := s.current(ctx, typJob, req.GetJobToken())
 	if err != nil {
 		return nil, err
 	}
-	// Every line the worker sent is stored before the phase ends.
-	deadline := time.Now().Add(logWait)
-	for want := req.GetLastLogSequence(); want > 0; {
-		got, err := s.m.logs.storedSeq(ctx, b.ID)
-		if err != nil {
-			return nil, status.Error(codes.Unavailable, err.Error())
-		}
-		if got >= want || time.Now().After(deadline) {
-			if got < want {
-				s.m.log.Warn("worker finished before its last log lines arrived", "build", b.ID, "stored", got, "sent", want)
-			}
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := s.awaitLogs(ctx, b.ID, req.GetLastLogSequence()); err != nil {
+		return nil, err
 	}
 	switch r := req.GetResult().(type) {
 	case *workerpb.FinishRequest_Success:
