@@ -293,6 +293,12 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 		return nil, err
 	}
 	buildData := storage.WithFallbackReads(buildBlobs, blobs)
+	// Build data is written and committed in one go: staged bytes a day old
+	// were cut off by a crash.
+	app.background = append(app.background, func(ctx context.Context) error {
+		purgeStagedBuildData(ctx, buildBlobs, log)
+		return nil
+	})
 	if err := bootstrapAdmin(ctx, st, cfg, log); err != nil {
 		return nil, err
 	}
@@ -632,4 +638,23 @@ func bootstrapAdmin(ctx context.Context, st store.Store, cfg *config.Config, log
 	}
 	log.Info("superuser created", "user", name)
 	return nil
+}
+
+// purgeStagedBuildData discards build-data uploads a crash left staged, at
+// start and then every hour, until ctx ends.
+func purgeStagedBuildData(ctx context.Context, d storage.Driver, log *slog.Logger) {
+	tick := time.NewTicker(time.Hour)
+	defer tick.Stop()
+	for {
+		if n, err := storage.AbortStagedBefore(ctx, d, time.Now().Add(-24*time.Hour)); err != nil {
+			log.WarnContext(ctx, "purging staged build data failed", "err", err)
+		} else if n > 0 {
+			log.InfoContext(ctx, "purged staged build data a crash left", "uploads", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
