@@ -255,7 +255,11 @@ func (j *jobRun) finish(ctx context.Context, req *pb.FinishRequest) error {
 		if (c != codes.Unavailable && c != codes.DeadlineExceeded) || time.Now().After(deadline) {
 			return fmt.Errorf("worker: finish: %w", err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("worker: finish: %w (last try: %w)", ctx.Err(), err)
+		case <-time.After(300 * time.Millisecond):
+		}
 	}
 }
 
