@@ -28,15 +28,16 @@ set_unit_pkgs = all="$$($(GO) list ./...)"; mod="$$($(GO) list -m)"; \
 help:
 	@echo 'make build   build bin/berth (CGO_ENABLED=0)'
 	@echo 'make run     install what serve needs, build, run bin/berth serve $(RUN_FLAGS)'
-	@echo 'make test    install test deps, vet (go vet, tidy, staticcheck), unit tests, then end-to-end tests'
+	@echo 'make test    install test deps, vet (go vet, tidy, staticcheck), unit tests, race, then end-to-end tests'
 	@echo 'make unit    unit tests only'
+	@echo 'make race    unit tests under the race detector, -short'
 	@echo 'make e2e     end-to-end tests only (builds bin/berth first)'
 	@echo 'make bench   Go benchmarks, then registry throughput: berth vs distribution'
 	@echo 'make fuzz    every Fuzz* target for $(FUZZ_TIME)'
 	@echo 'make tools   install packages and build every test tool into .tools/bin'
 
-# test-deps leaves out the benchmark baseline (distribution), the slowest
-# tool to build; tools and bench build everything.
+# test-deps and tools build the same tools today, distribution's registry
+# included: the build engine's suites push to it.
 .PHONY: test-deps
 test-deps:
 	@scripts/install-deps.sh --test
@@ -56,7 +57,7 @@ run:
 	$(BIN) serve $(RUN_FLAGS)
 
 .PHONY: test
-test: test-deps vet unit e2e
+test: test-deps vet unit race e2e
 
 # vet: go vet, a tidy go.mod and go.sum, staticcheck (pinned, built into
 # .tools/bin by `make test-deps`), the import-direction rule, and generated
@@ -76,6 +77,16 @@ unit:
 	if [[ -z $$pkgs ]]; then echo 'unit: no packages outside test/'; exit 0; fi; \
 	echo "go test $${GO_TEST_FLAGS:-} <$$(wc -w <<<"$$pkgs") packages>"; \
 	$(GO) test $${GO_TEST_FLAGS:-} $$pkgs
+
+# The unit packages under the race detector. -short skips the tests that run
+# real buildah builds or push 100 MB of log: the race detector slows them
+# several times over and `make unit` runs them.
+.PHONY: race
+race:
+	@$(set_unit_pkgs); \
+	if [[ -z $$pkgs ]]; then echo 'race: no packages outside test/'; exit 0; fi; \
+	echo "go test -race -short <$$(wc -w <<<"$$pkgs") packages>"; \
+	$(GO) test -race -short $$pkgs
 
 # End-to-end tests run the real binary (built first) and real tools.
 .PHONY: e2e
