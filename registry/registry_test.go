@@ -473,11 +473,16 @@ func TestPurgeAbandonedUploads(t *testing.T) {
 	if err := os.Chtimes(orphan, old, old); err != nil {
 		t.Fatal(err)
 	}
+	// The purge's cutoff falls halfway between the abandoned session's last
+	// touch and the new session's start, however long the requests take on
+	// a loaded machine.
+	lastTouched := time.Now()
 	time.Sleep(50 * time.Millisecond)
+	cutoff := lastTouched.Add(time.Since(lastTouched) / 2)
 	inUse := open()
 	expect(t, e.do("PATCH", inUse, "alice", []byte("fresh"), "Content-Range", "0-4"), 202, "")
 
-	n, err := e.h.PurgeUploads(ctx, 25*time.Millisecond)
+	n, err := e.h.PurgeUploads(ctx, time.Since(cutoff))
 	if err != nil || n != 2 {
 		t.Fatalf("PurgeUploads = %d, %v; want the abandoned session and the orphan", n, err)
 	}
