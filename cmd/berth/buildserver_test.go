@@ -344,6 +344,10 @@ func TestBuildInterruptDuringUpload(t *testing.T) {
 	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
+	// Closed before srv.Close, so that a failing run cannot leave the
+	// upload handler waiting and Close hanging.
+	finished := make(chan struct{})
+	defer close(finished)
 	mux.HandleFunc("POST /api/v1/filedrop/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"url":%q,"file_id":"f1"}`, srv.URL+"/filedrop/f1")
 	})
@@ -352,7 +356,10 @@ func TestBuildInterruptDuringUpload(t *testing.T) {
 	mux.HandleFunc("PUT /filedrop/f1", func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		close(uploading)
-		<-r.Context().Done()
+		select {
+		case <-r.Context().Done():
+		case <-finished:
+		}
 	})
 	interrupts := make(chan os.Signal, 1)
 	errc := make(chan error, 1)
