@@ -255,6 +255,10 @@ func TestBuildInterrupt(t *testing.T) {
 // to see it and how to follow it again.
 func TestBuildSecondInterruptDetaches(t *testing.T) {
 	cancelAsked := make(chan struct{})
+	// Closed before the server's Close (deferred after it), so that no
+	// handler below can keep Close waiting if the client leaves a
+	// connection open.
+	finished := make(chan struct{})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/repository/alice/app", func(w http.ResponseWriter, r *http.Request) {})
 	mux.HandleFunc("POST /api/v1/repository/alice/app/build/", func(w http.ResponseWriter, r *http.Request) {
@@ -265,11 +269,17 @@ func TestBuildSecondInterruptDetaches(t *testing.T) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprint(w, "id: 0\ndata: {\"message\":\"building\",\"type\":\"phase\"}\n\n")
 		w.(http.Flusher).Flush()
-		<-r.Context().Done()
+		select {
+		case <-r.Context().Done():
+		case <-finished:
+		}
 	})
 	mux.HandleFunc("DELETE /api/v1/repository/alice/app/build/b1", func(w http.ResponseWriter, r *http.Request) {
 		close(cancelAsked)
-		<-r.Context().Done()
+		select {
+		case <-r.Context().Done():
+		case <-finished:
+		}
 	})
 	srv := httptest.NewServer(mux)
 	mux.HandleFunc("POST /api/v1/filedrop/", func(w http.ResponseWriter, r *http.Request) {
@@ -277,6 +287,7 @@ func TestBuildSecondInterruptDetaches(t *testing.T) {
 	})
 	mux.HandleFunc("PUT /filedrop/f1", func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
 	defer srv.Close()
+	defer close(finished)
 
 	interrupts := make(chan os.Signal, 1)
 	stderr := &syncBuffer{}
