@@ -53,6 +53,21 @@ type response struct {
 	body         []byte
 }
 
+// comparable is the body with the request's own ID left out, for telling
+// whether two answers say the same thing.
+func (r response) comparable() string {
+	var m map[string]any
+	if json.Unmarshal(r.body, &m) != nil {
+		return string(r.body)
+	}
+	delete(m, "request_id")
+	b, err := json.Marshal(m)
+	if err != nil {
+		return string(r.body)
+	}
+	return string(b)
+}
+
 func (r response) String() string {
 	b := string(r.body)
 	if len(b) > 400 {
@@ -147,6 +162,13 @@ func assertQuayError(t testing.TB, r response, status int, errorType string) {
 	if err := json.Unmarshal(r.body, &m); err != nil {
 		t.Errorf("%s: error body is not a JSON object: %v", r, err)
 		return
+	}
+	// berth adds the request's ID (also in X-Request-ID) beside Quay's keys.
+	if id, ok := m["request_id"]; ok {
+		if s, _ := id.(string); s == "" || r.header.Get("X-Request-ID") != s {
+			t.Errorf("%s: request_id %v is not the response's X-Request-ID %q", r, id, r.header.Get("X-Request-ID"))
+		}
+		delete(m, "request_id")
 	}
 	assertKeys(t, r.String(), m, quayErrorKeys...)
 	if got, _ := m["status"].(float64); int(got) != status {
