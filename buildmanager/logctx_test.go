@@ -1,40 +1,21 @@
 package buildmanager
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/internal/logctx"
 	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/internal/testenv"
 )
-
-// syncBuffer is a bytes.Buffer safe for the manager's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // The lines the manager logs while it runs an attempt carry the build's ID
 // and the attempt's number, so one build's story can be read from the log.
 func TestAttemptLinesCarryBuildAndAttempt(t *testing.T) {
 	eachEnv(t, func(t *testing.T, e *env) {
-		var out syncBuffer
+		var out testenv.SyncBuffer
 		h := start(t, e, always(behaveOK), func(o *Options) {
 			o.Logger = slog.New(logctx.Handler(slog.NewTextHandler(&out, nil)))
 		})

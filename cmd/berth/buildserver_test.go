@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/internal/testenv"
 )
 
 // buildServer is `berth serve` in this process whose builds never end by
@@ -67,7 +69,9 @@ func serveBuilds(t *testing.T) *buildServer {
 	defer func() { os.Stderr = stderr }()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- runServe(ctx, []string{"--listen", s.addr, "--data-dir", s.dataDir, "--config", cfgPath}) }()
+	go func() {
+		done <- runServe(ctx, []string{"--listen", s.addr, "--data-dir", s.dataDir, "--config", cfgPath})
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -116,7 +120,7 @@ type berthProcess struct {
 	cmd    *exec.Cmd
 	lines  chan string
 	stderr bytes.Buffer // every line read so far
-	stdout syncBuffer
+	stdout testenv.SyncBuffer
 }
 
 // output is what the process printed on standard output so far.
@@ -290,7 +294,7 @@ func TestBuildSecondInterruptDetaches(t *testing.T) {
 	defer close(finished)
 
 	interrupts := make(chan os.Signal, 1)
-	stderr := &syncBuffer{}
+	stderr := &testenv.SyncBuffer{}
 	errc := make(chan error, 1)
 	go func() {
 		errc <- buildMain(context.Background(), []string{"-t", "alice/app", "--server", srv.URL, "--token", "tok", contextDir(t)},
@@ -321,24 +325,6 @@ func TestBuildSecondInterruptDetaches(t *testing.T) {
 	if !strings.Contains(stderr.String(), "Cancelling build b1 (Ctrl-C again to detach and leave it running)") {
 		t.Errorf("stderr:\n%s", stderr.String())
 	}
-}
-
-// syncBuffer is a buffer one goroutine writes while another reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // Ctrl-C during the upload stops it, and no build is asked for.
