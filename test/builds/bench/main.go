@@ -37,6 +37,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/buildhost"
 	"github.com/berth-dev/berth/test/harness"
+	"github.com/berth-dev/berth/worker/engine/buildah"
 	"github.com/berth-dev/berth/worker/sandbox"
 )
 
@@ -295,9 +296,8 @@ func plainBuild(ctx context.Context, tools *harness.Tools, work, bin, addr, base
 		box := sandbox.Config{Init: []string{bin, "sandbox-init"}, StateDir: state, Network: policy}
 		steps = [][]string{
 			append(slices.Clone(global), "pull", "--tls-verify=false", "--creds", creds, base),
-			box.Wrap(append(slices.Clone(global), "bud", "--isolation", "oci", "--runtime", "runc",
-				"--network", "host", "--pid", "private", "--ipc", "private", "--uts", "private",
-				"--cap-drop", "SYS_CHROOT", "--pull=never", "--build-arg", arg, "-t", ref, ctxDir)),
+			box.Wrap(slices.Concat(global, []string{"bud"}, buildah.IsolationArgs(),
+				[]string{"--build-arg", arg, "-t", ref, ctxDir})),
 		}
 	}
 	steps = append(steps, append(slices.Clone(global), "push", "--tls-verify=false", "--creds", creds, ref, "docker://"+ref))

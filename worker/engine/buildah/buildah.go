@@ -397,15 +397,9 @@ func (r *run) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Every RUN step: an OCI container in the sandbox's network (--network
-	// host is the sandbox's, not the machine's), with private PID, IPC and
-	// UTS namespaces and without CAP_SYS_CHROOT. Images come only from the
-	// storage the pulls filled.
-	args := append(r.global(), "build", "--layers",
-		"--isolation", "oci", "--runtime", "runc",
-		"--network", "host", "--pid", "private", "--ipc", "private", "--uts", "private",
-		"--cap-drop", "SYS_CHROOT", "--pull=never",
-		"-f", dockerfilePath)
+	args := append(r.global(), "build", "--layers")
+	args = append(args, IsolationArgs()...)
+	args = append(args, "-f", dockerfilePath)
 	// A build may pull from any registry (COPY --from=image): TLS stays on
 	// for all of them; berth's own plain-HTTP address is marked insecure
 	// in the build's registries.conf alone. Its CA is added to the system
@@ -454,6 +448,17 @@ func (r *run) build(ctx context.Context) error {
 		return r.baseImageError("named in the Dockerfile", tail, err)
 	}
 	return fmt.Errorf("buildah build: %w: %s", err, lastLine(tail))
+}
+
+// IsolationArgs are the `buildah build` options of a build in the
+// sandbox: every RUN step an OCI container in the sandbox's network
+// (--network host is the sandbox's, not the machine's), with private PID,
+// IPC and UTS namespaces and without CAP_SYS_CHROOT; images only from the
+// storage the pulls filled.
+func IsolationArgs() []string {
+	return []string{"--isolation", "oci", "--runtime", "runc",
+		"--network", "host", "--pid", "private", "--ipc", "private", "--uts", "private",
+		"--cap-drop", "SYS_CHROOT", "--pull=never"}
 }
 
 // writeDockerfile writes the Dockerfile with the build arguments in it
