@@ -551,11 +551,13 @@ func (e *Executor) reap(w *worker, logger *slog.Logger) {
 	for _, o := range w.out {
 		o.flush()
 	}
-	killExecution(w.info.ExecutionID, w.ident.UID, logger)
 	if w.user != nil {
 		// Everything of the build's user, its sandbox's processes too,
-		// before its files go.
+		// before its files go: every process carrying the execution's
+		// marker runs as that user, so no marker scan is needed.
 		killIdentity(w.ident, logger)
+	} else {
+		killExecution(w.info.ExecutionID, w.ident.UID, logger)
 	}
 	e.removeDir(w.info.Dir)
 	e.giveBack(w.user)
