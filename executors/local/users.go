@@ -213,15 +213,10 @@ func processUIDs(pid int) (uids []int, zombie bool, err error) {
 	return nil, false, errors.New("no Uid line")
 }
 
-// sharedTemp is where a build's sandbox keeps its state (rootlesskit's unix
-// sockets need a short path); everything else of a build is in its own
-// directory.
-const sharedTemp = "/tmp"
-
-// removeTempFilesOf removes the entries of sharedTemp owned by the user: a
+// removeTempFilesOf removes the entries of buildhost.SandboxStateParent owned by the user: a
 // sandbox's state that a killed worker could not remove.
 func removeTempFilesOf(id identity, log *slog.Logger) {
-	ents, err := os.ReadDir(sharedTemp)
+	ents, err := os.ReadDir(buildhost.SandboxStateParent)
 	if err != nil {
 		return
 	}
@@ -234,7 +229,7 @@ func removeTempFilesOf(id identity, log *slog.Logger) {
 		if !ok || int(st.Uid) != id.UID {
 			continue
 		}
-		path := filepath.Join(sharedTemp, e.Name())
+		path := filepath.Join(buildhost.SandboxStateParent, e.Name())
 		if err := os.RemoveAll(path); err != nil {
 			log.Warn("removing a build user's temporary files failed", "path", path, "err", err)
 		}

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/internal/buildhost"
 )
 
 // A user taken from the pool has nothing of a previous build left running:
@@ -36,7 +38,7 @@ func TestTakenUserIsClearedFirst(t *testing.T) {
 		leftovers = append(leftovers, cmd)
 	}
 	// A sandbox's state that a killed worker left in /tmp.
-	stale, err := os.MkdirTemp(sharedTemp, "berth-sandbox-")
+	stale, err := os.MkdirTemp(buildhost.SandboxStateParent, "berth-sandbox-")
 	if err != nil {
 		t.Fatal(err)
 	}

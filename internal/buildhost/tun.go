@@ -31,3 +31,9 @@ func OpenTunDevice(log *slog.Logger) error {
 	log.Info("made the TUN device usable by build users (mode 0666, as udev sets it)", "device", TunDevice, "was", fi.Mode().Perm())
 	return nil
 }
+
+// SandboxStateParent is where a build's sandbox keeps its state: rootlesskit
+// puts unix sockets there, whose paths must stay under 108 bytes, and a
+// build's own directory may be deeper than that. The local executor removes
+// what a build user left in it.
+const SandboxStateParent = "/tmp"

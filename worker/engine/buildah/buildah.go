@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/dockerfile"
+	"github.com/berth-dev/berth/internal/buildhost"
 	"github.com/berth-dev/berth/worker/engine"
 	"github.com/berth-dev/berth/worker/sandbox"
 )
@@ -226,10 +227,9 @@ func (r *run) configure() error {
 	}
 	r.policy = filepath.Join(dir, "policy.json")
 	r.authFile = filepath.Join(dir, "auth.json")
-	// rootlesskit's state holds unix sockets, whose paths must stay under
-	// 108 bytes: a build's own directory may be deeper than that.
-	// (TMPDIR is inside the build's directory, hence /tmp.)
-	stateDir, err := os.MkdirTemp("/tmp", "berth-sandbox-")
+	// Not under WorkDir or TMPDIR (both in the build's directory): see
+	// buildhost.SandboxStateParent.
+	stateDir, err := os.MkdirTemp(buildhost.SandboxStateParent, "berth-sandbox-")
 	if err != nil {
 		return fmt.Errorf("buildah: sandbox state dir: %w", err)
 	}
