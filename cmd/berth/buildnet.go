@@ -1,10 +1,8 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/berth-dev/berth/internal/config"
-	"github.com/berth-dev/berth/worker/sandbox"
+	"github.com/berth-dev/berth/internal/egress"
 )
 
 // buildNetworksEnv reads BUILD_ALLOWED_NETWORKS, the CIDRs (or addresses)
@@ -13,28 +11,12 @@ import (
 // environment. The build host's loopback stays out of reach whatever it
 // says.
 func buildNetworksEnv(cfg *config.Config, env map[string]string) error {
-	v, ok := cfg.Raw["BUILD_ALLOWED_NETWORKS"]
-	if !ok || v == nil {
-		return nil
-	}
-	list, isList := v.([]any)
-	if !isList {
-		return fmt.Errorf("BUILD_ALLOWED_NETWORKS must be a list of CIDRs, not %T", v)
-	}
-	strs := make([]string, 0, len(list))
-	for _, x := range list {
-		s, isStr := x.(string)
-		if !isStr {
-			return fmt.Errorf("BUILD_ALLOWED_NETWORKS entries must be strings, not %T", x)
-		}
-		strs = append(strs, s)
-	}
-	prefixes, err := sandbox.ParsePrefixes(strs)
+	nets, err := egress.NetworksFromConfig(cfg.Raw, "BUILD_ALLOWED_NETWORKS")
 	if err != nil {
-		return fmt.Errorf("BUILD_ALLOWED_NETWORKS: %w", err)
+		return err
 	}
-	if len(prefixes) > 0 {
-		env["BERTH_BUILD_ALLOWED_NETWORKS"] = sandbox.FormatPrefixes(prefixes)
+	if len(nets) > 0 {
+		env["BERTH_BUILD_ALLOWED_NETWORKS"] = egress.FormatNetworks(nets)
 	}
 	return nil
 }

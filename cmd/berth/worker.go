@@ -8,13 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker"
 	"github.com/berth-dev/berth/worker/engine"
 	"github.com/berth-dev/berth/worker/engine/buildah"
-	"github.com/berth-dev/berth/worker/sandbox"
 )
 
 // runWorker is `berth worker`: build one job for the build manager, then
@@ -140,7 +138,7 @@ func checkWorker(ctx context.Context, workDir string) error {
 func workerEngine() (*buildah.Engine, error) {
 	eng := buildah.New()
 	if v := os.Getenv("BERTH_BUILD_ALLOWED_NETWORKS"); v != "" {
-		allowed, err := sandbox.ParsePrefixes(strings.Split(v, ","))
+		allowed, err := egress.ParseList(v)
 		if err != nil {
 			return nil, fmt.Errorf("worker: BERTH_BUILD_ALLOWED_NETWORKS: %w", err)
 		}

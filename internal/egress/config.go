@@ -51,47 +51,66 @@ func ParseNetworks(list []string) ([]netip.Prefix, error) {
 // FromConfig reads OUTBOUND_ALLOWED_NETWORKS from a config.yaml's keys:
 // absent means none, anything but a list of strings is an error.
 func FromConfig(raw map[string]any) ([]netip.Prefix, error) {
-	v, ok := raw[ConfigKey]
+	return NetworksFromConfig(raw, ConfigKey)
+}
+
+// NetworksFromConfig reads the config.yaml key named key as a list of
+// networks in ParseNetworks' forms: absent means none, anything but a list
+// of strings is an error. Every key that names networks reads them this way.
+func NetworksFromConfig(raw map[string]any, key string) ([]netip.Prefix, error) {
+	v, ok := raw[key]
 	if !ok || v == nil {
 		return nil, nil
 	}
 	items, ok := v.([]any)
 	if !ok {
-		return nil, fmt.Errorf("config key %s: want a list of CIDRs such as [\"10.0.0.0/8\"], got %T", ConfigKey, v)
+		return nil, fmt.Errorf("config key %s: want a list of CIDRs such as [\"10.0.0.0/8\"], got %T", key, v)
 	}
 	list := make([]string, 0, len(items))
 	for _, it := range items {
 		s, ok := it.(string)
 		if !ok {
-			return nil, fmt.Errorf("config key %s: want a list of CIDRs such as [\"10.0.0.0/8\"], got an item %v", ConfigKey, it)
+			return nil, fmt.Errorf("config key %s: want a list of CIDRs such as [\"10.0.0.0/8\"], got an item %v", key, it)
 		}
 		list = append(list, s)
 	}
 	nets, err := ParseNetworks(list)
 	if err != nil {
-		return nil, fmt.Errorf("config key %s: %w", ConfigKey, err)
+		return nil, fmt.Errorf("config key %s: %w", key, err)
 	}
 	return nets, nil
+}
+
+// FormatNetworks writes nets comma-separated, the form ParseList reads back
+// from a worker's environment.
+func FormatNetworks(nets []netip.Prefix) string {
+	s := make([]string, len(nets))
+	for i, n := range nets {
+		s[i] = n.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// ParseList parses a comma-separated list of networks (FormatNetworks'
+// output); empty items are skipped.
+func ParseList(s string) ([]netip.Prefix, error) {
+	return ParseNetworks(splitList(s))
 }
 
 // Env is p as the environment variables FromEnv reads.
 func (p *Policy) Env() map[string]string {
 	p = p.or()
-	nets := make([]string, len(p.allowed))
-	for i, n := range p.allowed {
-		nets[i] = n.String()
-	}
 	hosts := make([]string, 0, len(p.trusted))
 	for h := range p.trusted {
 		hosts = append(hosts, h)
 	}
-	return map[string]string{EnvAllowedNetworks: strings.Join(nets, ","), EnvTrustedHosts: strings.Join(hosts, ",")}
+	return map[string]string{EnvAllowedNetworks: FormatNetworks(p.allowed), EnvTrustedHosts: strings.Join(hosts, ",")}
 }
 
 // FromEnv is the policy a server handed to a worker through Env, with
 // the standard resolver and dialer.
 func FromEnv(getenv func(string) string) (*Policy, error) {
-	nets, err := ParseNetworks(splitList(getenv(EnvAllowedNetworks)))
+	nets, err := ParseList(getenv(EnvAllowedNetworks))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", EnvAllowedNetworks, err)
 	}

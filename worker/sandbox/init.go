@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/berth-dev/berth/internal/egress"
 )
 
 // Init is `berth sandbox-init`, the first program inside a sandbox. It runs
@@ -56,32 +58,16 @@ func checkSlirpNetwork(ctx context.Context) error {
 	return nil
 }
 
-// specialNetworks are the IPv4 ranges no public service lives in: this
-// network (0/8), private (RFC 1918), shared address space (CGNAT), link-local
-// (cloud metadata services), IETF protocol assignments, benchmarking,
-// multicast and reserved. The sandbox's own loopback stays usable: local
-// routes win over these.
-var specialNetworks = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),
-	netip.MustParsePrefix("10.0.0.0/8"),
-	netip.MustParsePrefix("100.64.0.0/10"),
-	netip.MustParsePrefix("169.254.0.0/16"),
-	netip.MustParsePrefix("172.16.0.0/12"),
-	netip.MustParsePrefix("192.0.0.0/24"),
-	netip.MustParsePrefix("192.168.0.0/16"),
-	netip.MustParsePrefix("198.18.0.0/15"),
-	netip.MustParsePrefix("224.0.0.0/4"),
-	netip.MustParsePrefix("240.0.0.0/4"),
-}
-
-// DefaultPolicy is the network policy for RUN steps: the special networks
-// and every address of this host are denied, except allowed.
+// DefaultPolicy is the network policy for RUN steps: every IPv4 network
+// the server's own egress policy calls non-public and every address of this
+// host are denied, except allowed. The sandbox's own loopback stays usable:
+// local routes win over these.
 func DefaultPolicy(allowed []netip.Prefix) (NetworkPolicy, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return NetworkPolicy{}, fmt.Errorf("sandbox: list the host's addresses: %w", err)
 	}
-	p := NetworkPolicy{Denied: append([]netip.Prefix(nil), specialNetworks...), Allowed: allowed}
+	p := NetworkPolicy{Denied: egress.NonPublicIPv4(), Allowed: allowed}
 	for _, a := range addrs {
 		ipnet, ok := a.(*net.IPNet)
 		if !ok {

@@ -146,31 +146,3 @@ func parseFlags(args []string) (NetworkPolicy, []string, error) {
 	}
 	return p, nil, fmt.Errorf("sandbox-init: no -- before the command")
 }
-
-// ParsePrefixes reads CIDRs (or single addresses) from config.
-func ParsePrefixes(list []string) ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(list))
-	for _, s := range list {
-		s = strings.TrimSpace(s)
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("%q is neither a CIDR nor an IP address", s)
-		}
-		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
-	}
-	return out, nil
-}
-
-// FormatPrefixes is the inverse of ParsePrefixes, comma-separated, for the
-// environment of a worker.
-func FormatPrefixes(ps []netip.Prefix) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
-	}
-	return strings.Join(s, ",")
-}

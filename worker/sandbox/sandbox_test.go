@@ -92,18 +92,6 @@ func TestDefaultPolicyDeniesHostAddresses(t *testing.T) {
 	}
 }
 
-func TestParsePrefixes(t *testing.T) {
-	got, err := ParsePrefixes([]string{"10.1.0.0/16", " 192.0.2.7 ", "10.1.2.3/8"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s := FormatPrefixes(got); s != "10.1.0.0/16,192.0.2.7/32,10.0.0.0/8" {
-		t.Errorf("prefixes = %s", s)
-	}
-	if _, err := ParsePrefixes([]string{"example.com"}); err == nil {
-		t.Error("a host name was accepted as a network")
-	}
-}
 
 func TestHasSubordinateIDs(t *testing.T) {
 	dir := t.TempDir()
