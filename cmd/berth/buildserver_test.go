@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/internal/testenv"
 )
 
@@ -224,7 +225,7 @@ func TestBuildInterrupt(t *testing.T) {
 		if code := p.wait(t); code != 1 {
 			t.Errorf("exit %d after SIGTERM, stderr:\n%s", code, p.stderr.String())
 		}
-		if phase := b.phase(t, "admin/app", id); terminalPhase(phase) {
+		if phase := b.phase(t, "admin/app", id); store.BuildPhase(phase).TerminalView() {
 			t.Fatalf("the abandoned build is %s, want it still running", phase)
 		}
 

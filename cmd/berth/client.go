@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/berth-dev/berth/internal/store"
 )
 
 // serverFlags are the flags that say how to reach berth and as whom.
@@ -292,14 +294,6 @@ type buildStatus struct {
 	ManifestDigests map[string]string `json:"manifest_digests"`
 }
 
-func terminalPhase(p string) bool {
-	switch p {
-	case "complete", "error", "internalerror", "cancelled", "expired":
-		return true
-	}
-	return false
-}
-
 // buildPath is the API path of a build.
 func buildPath(repo, id string) string {
 	return "/api/v1/repository/" + repo + "/build/" + url.PathEscape(id)
@@ -334,7 +328,7 @@ func (c *buildClient) follow(ctx context.Context, repo, id string) (*buildStatus
 				return nil, fmt.Errorf("cannot read build %s of %s: %w", id, repo, serr)
 			}
 			err = errors.Join(err, serr)
-		} else if terminalPhase(st.Phase) {
+		} else if store.BuildPhase(st.Phase).TerminalView() {
 			return &st, nil
 		}
 		if err != nil {

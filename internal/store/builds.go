@@ -21,6 +21,9 @@ const (
 	PhaseError          BuildPhase = "error"
 	PhaseInternalError  BuildPhase = "internalerror"
 	PhaseCancelled      BuildPhase = "cancelled"
+	// PhaseExpired is never recorded: the API shows an internalerror build
+	// that used all its attempts as "expired", as Quay does.
+	PhaseExpired BuildPhase = "expired"
 )
 
 // Terminal reports whether p ends a build: complete, error, internalerror
@@ -32,6 +35,10 @@ func (p BuildPhase) Terminal() bool {
 	}
 	return false
 }
+
+// TerminalView is Terminal for a phase as the API shows it, where expired
+// ends a build too: what a client waits for.
+func (p BuildPhase) TerminalView() bool { return p == PhaseExpired || p.Terminal() }
 
 // Running reports whether a worker has been (or is being) started for the
 // build: build-scheduled through pushing.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/test/harness"
 )
 
@@ -167,7 +168,7 @@ func waitForLine(t *testing.T, e *env, repo, id, line string) {
 			}
 		}
 		b, err := e.client.GetBuild(context.Background(), repo, id)
-		if err == nil && harness.Terminal(b.Phase) {
+		if err == nil && store.BuildPhase(b.Phase).TerminalView() {
 			t.Fatalf("build %s ended %s before logging %q\n%s", id, b.Phase, line, dumpLogs(e, repo, id))
 		}
 		time.Sleep(200 * time.Millisecond)

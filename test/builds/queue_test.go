@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/test/harness"
 )
 
@@ -47,7 +48,7 @@ func TestRestartWithQueuedAndRunning(t *testing.T) {
 				running++
 			case b.Phase == "waiting":
 				waiting++
-			case harness.Terminal(b.Phase):
+			case store.BuildPhase(b.Phase).TerminalView():
 				t.Fatalf("build %s ended %s before the restart\n%s", id, b.Phase, dumpLogs(e, repo, id))
 			}
 		}

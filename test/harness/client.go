@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/berth-dev/berth/internal/store"
 )
 
 // Client calls berth's build API as one user (Basic auth).
@@ -145,15 +147,6 @@ type Build struct {
 	ManifestDigests map[string]string `json:"manifest_digests"`
 }
 
-// Terminal reports whether the phase never changes again.
-func Terminal(phase string) bool {
-	switch phase {
-	case "complete", "error", "internalerror", "cancelled", "expired":
-		return true
-	}
-	return false
-}
-
 func buildPath(repo string) string { return "/api/v1/repository/" + repo + "/build/" }
 
 // RequestBuild starts a build of repo ("ns/name").
@@ -236,7 +229,7 @@ func (c *Client) Logs(ctx context.Context, repo, id string, start int) ([]LogEnt
 // terminal when stop is nil), calling seen with each new phase.
 func (c *Client) Wait(ctx context.Context, repo, id string, interval time.Duration, stop func(*Build) bool, seen func(phase string)) (*Build, error) {
 	if stop == nil {
-		stop = func(b *Build) bool { return Terminal(b.Phase) }
+		stop = func(b *Build) bool { return store.BuildPhase(b.Phase).TerminalView() }
 	}
 	last := ""
 	for {
@@ -251,7 +244,7 @@ func (c *Client) Wait(ctx context.Context, repo, id string, interval time.Durati
 		if stop(b) {
 			return b, nil
 		}
-		if Terminal(b.Phase) {
+		if store.BuildPhase(b.Phase).TerminalView() {
 			return b, fmt.Errorf("build %s ended in %s before the awaited state", id, b.Phase)
 		}
 		select {

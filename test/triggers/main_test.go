@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/test/harness"
 )
 
@@ -251,7 +252,7 @@ func (e *env) waitBuild(t *testing.T, repo, id string) build {
 		if code != http.StatusOK {
 			t.Fatalf("reading build %s: %d %s", id, code, resp)
 		}
-		if harness.Terminal(b.Phase) {
+		if store.BuildPhase(b.Phase).TerminalView() {
 			if b.Phase != "complete" {
 				e.dumpLogs(t, repo, id)
 				msg := ""

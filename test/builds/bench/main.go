@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/buildhost"
+	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/test/harness"
 	"github.com/berth-dev/berth/worker/engine/buildah"
 	"github.com/berth-dev/berth/worker/sandbox"
@@ -201,7 +202,7 @@ func berthBuild(ctx context.Context, c *harness.Client, tools *harness.Tools, ad
 		if err != nil {
 			return m, err
 		}
-		if harness.Terminal(b.Phase) {
+		if store.BuildPhase(b.Phase).TerminalView() {
 			break
 		}
 		time.Sleep(25 * time.Millisecond)

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/buildhost"
+	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/test/harness"
 )
 
@@ -519,7 +520,7 @@ func (b *bench) waitBuild(ctx context.Context, repo, id, want string) error {
 		if err != nil {
 			return err
 		}
-		if harness.Terminal(bd.Phase) {
+		if store.BuildPhase(bd.Phase).TerminalView() {
 			if bd.Phase != want {
 				msg := ""
 				if bd.Error != nil {
