@@ -92,7 +92,6 @@ func TestDefaultPolicyDeniesHostAddresses(t *testing.T) {
 	}
 }
 
-
 func TestHasSubordinateIDs(t *testing.T) {
 	dir := t.TempDir()
 	subuid, subgid := filepath.Join(dir, "subuid"), filepath.Join(dir, "subgid")
