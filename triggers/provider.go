@@ -72,6 +72,9 @@ type Provider interface {
 	// the trigger's secret, in constant time. A missing signature where the
 	// forge requires one is ErrUnsigned; a wrong one is ErrBadSignature.
 	Verify(r *http.Request, body []byte, secret []byte) error
+	// EventName is the forge's name of the delivery's event, for the
+	// delivery record.
+	EventName(r *http.Request) string
 	// DeliveryID is the forge's unique id of this delivery, "" when the
 	// delivery has none (then there is no replay protection).
 	DeliveryID(r *http.Request) string
@@ -79,21 +82,6 @@ type Provider interface {
 	// reason. It never reads r.Body; body is the raw payload. Bodies that
 	// are not the JSON the event promises yield ErrMalformed.
 	Parse(r *http.Request, body []byte) (Event, error)
-}
-
-// ForService returns the built-in provider for a Quay service name.
-func ForService(service string) (Provider, error) {
-	switch service {
-	case ServiceGitHub:
-		return GitHub{}, nil
-	case ServiceGitLab:
-		return GitLab{}, nil
-	case ServiceBitbucket:
-		return Bitbucket{}, nil
-	case ServiceCustomGit:
-		return CustomGit{}, nil
-	}
-	return nil, fmt.Errorf("triggers: unknown service %q", service)
 }
 
 // ReadPayload reads a delivery's body, refusing more than limit bytes with
