@@ -73,3 +73,25 @@ func TestForgesWebHostsAndGitHosts(t *testing.T) {
 		t.Errorf("GitHosts = %v, want %v", got, want)
 	}
 }
+
+func TestForgesFromConfig(t *testing.T) {
+	f, err := triggers.ForgesFromConfig(map[string]any{
+		"GITHUB_TRIGGER_CONFIG":    map[string]any{"API_ENDPOINT": "https://ghe.example.com/api/v3/", "ACCESS_TOKEN": "t"},
+		"BITBUCKET_TRIGGER_CONFIG": map[string]any{"CONSUMER_KEY": "k"},
+	})
+	gh, _ := f.Configs[triggers.ServiceGitHub].(forge.GitHubConfig)
+	bb, _ := f.Configs[triggers.ServiceBitbucket].(forge.BitbucketConfig)
+	_, gitlab := f.Configs[triggers.ServiceGitLab]
+	if err != nil || gh.APIEndpoint != "https://ghe.example.com/api/v3/" || gitlab || bb.ConsumerKey != "k" {
+		t.Fatalf("ForgesFromConfig = %+v, %v", f, err)
+	}
+	if _, err := f.Client(triggers.ServiceGitLab, "x"); err == nil {
+		t.Fatal("unconfigured GitLab gave a client")
+	}
+	if c, err := f.Client(triggers.ServiceCustomGit, ""); c != nil || err != nil {
+		t.Fatalf("custom-git client = %v, %v", c, err)
+	}
+	if _, err := triggers.ForgesFromConfig(map[string]any{"GITLAB_TRIGGER_CONFIG": "not an object"}); err == nil {
+		t.Fatal("bad GITLAB_TRIGGER_CONFIG accepted")
+	}
+}
