@@ -8,13 +8,13 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/berth-dev/berth/buildmanager"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/internal/store"
-	"github.com/berth-dev/berth/internal/store/sqlstore"
 	"github.com/berth-dev/berth/test/gitserver"
 	"github.com/berth-dev/berth/triggers"
 	"github.com/berth-dev/berth/triggers/forge"
@@ -28,26 +28,54 @@ func (m refusingManager) Submit(context.Context, buildmanager.BuildRequest) (*st
 	return nil, errors.New("no builds here")
 }
 
-// newBitbucketService is a service over a real SQLite store whose
-// Bitbucket API is the fake at apiURL, with a repository alice/app to
-// create triggers on. scan nil scans for real, through a policy that lets
-// loopback through.
-func newBitbucketService(t *testing.T, apiURL string, scan func(ctx context.Context, hostport string) (string, error)) (*Service, *store.Repository) {
+// memStore keeps triggers in memory: activation reads and writes nothing
+// else.
+type memStore struct {
+	mu       sync.Mutex
+	triggers map[string]store.Trigger
+}
+
+func (m *memStore) CreateTrigger(_ context.Context, t *store.Trigger) error {
+	return m.UpdateTrigger(context.Background(), t)
+}
+
+func (m *memStore) GetTrigger(_ context.Context, uuid string) (*store.Trigger, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.triggers[uuid]
+	if !ok {
+		return nil, store.ErrNotFound
+	}
+	return &t, nil
+}
+
+func (m *memStore) UpdateTrigger(_ context.Context, t *store.Trigger) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.triggers[t.UUID] = *t
+	return nil
+}
+
+func (m *memStore) DeleteTrigger(_ context.Context, uuid string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.triggers, uuid)
+	return nil
+}
+
+func (m *memStore) GetRepository(context.Context, string, string) (*store.Repository, error) {
+	return nil, store.ErrNotFound
+}
+
+func (m *memStore) GetAccountByID(context.Context, int64) (*store.Account, error) {
+	return nil, store.ErrNotFound
+}
+
+// newBitbucketService is a service over an in-memory store whose Bitbucket
+// API is the fake at apiURL. scan nil scans for real, through a policy
+// that lets loopback through.
+func newBitbucketService(t *testing.T, apiURL string, scan func(ctx context.Context, hostport string) (string, error)) *Service {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlstore.Open(ctx, "sqlite://"+t.TempDir()+"/db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	alice := &store.Account{Kind: store.KindUser, Name: "alice", Enabled: true}
-	if err := st.CreateAccount(ctx, alice); err != nil {
-		t.Fatal(err)
-	}
-	repo := &store.Repository{NamespaceID: alice.ID, Name: "app", Visibility: store.Private}
-	if err := st.CreateRepository(ctx, repo); err != nil {
-		t.Fatal(err)
-	}
 	sec, err := auth.NewSecrets([]byte("manage test key material"))
 	if err != nil {
 		t.Fatal(err)
@@ -56,14 +84,14 @@ func newBitbucketService(t *testing.T, apiURL string, scan func(ctx context.Cont
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{Store: st, Manager: refusingManager{t}, Secrets: sec, Egress: policy, ScanHostKey: scan,
+	s, err := New(Options{Store: &memStore{triggers: map[string]store.Trigger{}}, Manager: refusingManager{t}, Secrets: sec, Egress: policy, ScanHostKey: scan,
 		Forges: triggers.Forges{Configs: map[string]forge.Config{
 			triggers.ServiceBitbucket: forge.BitbucketConfig{APIEndpoint: apiURL + "/2.0/", AccessToken: "tok"}}},
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, repo
+	return s
 }
 
 func bitbucketActivation(cfg string) Activation {
@@ -79,11 +107,11 @@ func TestBitbucketActivationScansTheHostOfTheCloneLinkFromFakeAPI(t *testing.T) 
 		{"name": "https", "href": "https://git.corp.example/scm/analytical/engine.git"},
 		{"name": "ssh", "href": "ssh://git@git.corp.example:7999/analytical/engine.git"}]}}`)
 	var scanned []string
-	s, repo := newBitbucketService(t, srv.URL, func(_ context.Context, hostport string) (string, error) {
+	s := newBitbucketService(t, srv.URL, func(_ context.Context, hostport string) (string, error) {
 		scanned = append(scanned, hostport)
 		return "[git.corp.example]:7999 ssh-ed25519 HOSTKEY", nil
 	})
-	tr, err := s.Create(context.Background(), repo.ID, triggers.ServiceBitbucket, bitbucketActivation(`{"build_source": "analytical/engine"}`))
+	tr, err := s.Create(context.Background(), 1, triggers.ServiceBitbucket, bitbucketActivation(`{"build_source": "analytical/engine"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,8 +139,8 @@ func TestBitbucketActivationRecordsTheRealSSHHostKeyOfTheCloneLinkFromFakeAPI(t 
 	_, authorized := gitserver.NewSSHKey(t)
 	base, knownHosts := gitserver.ServeSSH(t, repo.Root, authorized)
 	srv, _ := fakeBitbucketAPI(t, `{"links": {"clone": [{"name": "ssh", "href": "`+base+`/repo.git"}]}}`)
-	s, berthRepo := newBitbucketService(t, srv.URL, nil)
-	tr, err := s.Create(context.Background(), berthRepo.ID, triggers.ServiceBitbucket, bitbucketActivation(`{"build_source": "analytical/engine"}`))
+	s := newBitbucketService(t, srv.URL, nil)
+	tr, err := s.Create(context.Background(), 1, triggers.ServiceBitbucket, bitbucketActivation(`{"build_source": "analytical/engine"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,8 +153,8 @@ func TestBitbucketActivationRecordsTheRealSSHHostKeyOfTheCloneLinkFromFakeAPI(t 
 // activation before anything is installed on the forge.
 func TestBitbucketActivationRefusesACloneLinkOnAPrivateNetworkFromFakeAPI(t *testing.T) {
 	srv, paths := fakeBitbucketAPI(t, `{"links": {"clone": [{"name": "ssh", "href": "ssh://git@10.1.2.3:7999/analytical/engine.git"}]}}`)
-	s, repo := newBitbucketService(t, srv.URL, nil)
-	_, err := s.Create(context.Background(), repo.ID, triggers.ServiceBitbucket, bitbucketActivation(`{"build_source": "analytical/engine"}`))
+	s := newBitbucketService(t, srv.URL, nil)
+	_, err := s.Create(context.Background(), 1, triggers.ServiceBitbucket, bitbucketActivation(`{"build_source": "analytical/engine"}`))
 	var re *RequestError
 	if !errors.As(err, &re) || !errors.Is(err, ErrRefusedGitServer) {
 		t.Fatalf("Create = %v, want a RequestError for the refused git server", err)
