@@ -10,10 +10,10 @@ import (
 
 func init() {
 	Register(Registration{Provider: Bitbucket{}, API: &ForgeAPI{
-		ConfigKey:        "BITBUCKET_TRIGGER_CONFIG",
-		DefaultWebHost:   "bitbucket.org",
-		ParseConfig:      forge.DecodeConfig[forge.BitbucketConfig],
-		CloneLinkFromAPI: true,
+		ConfigKey:      "BITBUCKET_TRIGGER_CONFIG",
+		DefaultWebHost: "bitbucket.org",
+		ParseConfig:    forge.DecodeConfig[forge.BitbucketConfig],
+		SparsePayload:  true,
 	}})
 }
 

@@ -41,7 +41,7 @@ type Config struct {
 	// activation (Bitbucket's links.clone, SSH when offered): its payload
 	// names none, and the API may be a Bitbucket-compatible server whose
 	// git is not at bitbucket.org. Activation sets it; services not
-	// registered with ForgeAPI.CloneLinkFromAPI ignore it.
+	// registered with ForgeAPI.SparsePayload ignore it.
 	ForgeGitURL string `json:"forge_git_url,omitempty"`
 }
 
@@ -219,7 +219,7 @@ func Prepare(cfg Config, ev PushEvent) (Prepared, Skip) {
 // applies: custom-git's build_source (Quay forces custom-git builds to
 // clone the configured source); the config's clone_url; the clone link the
 // forge's API named at activation (forge_git_url, for a forge registered
-// with ForgeAPI.CloneLinkFromAPI; others ignore one); else the forge's SSH URL
+// with ForgeAPI.SparsePayload; others ignore one); else the forge's SSH URL
 // git@<forgeHost>:<build_source>.git. A push's payload names its own URL,
 // which stands in for the last rule: Prepare passes no forgeHost. "" when
 // nothing names a URL.
@@ -229,7 +229,7 @@ func GitURL(service string, cfg Config, forgeHost string) string {
 		return cfg.BuildSource
 	case cfg.CloneURL != "":
 		return cfg.CloneURL
-	case cfg.ForgeGitURL != "" && recordsCloneLink(service):
+	case cfg.ForgeGitURL != "" && SparsePayload(service):
 		return cfg.ForgeGitURL
 	case cfg.BuildSource == "" || forgeHost == "":
 		return ""

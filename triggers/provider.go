@@ -10,6 +10,14 @@
 //	Provider.DeliveryID (dedup) → Provider.Parse → Prepare
 //
 // and maps the errors with StatusCode.
+//
+// Each service registers itself (Register, from its provider file's init):
+// its Provider and, for a forge, its ForgeAPI (config key, default web
+// host, config parser whose config makes the forge's API client). Every
+// lookup by service name (ForService, Forges, GitURL) reads that table, so
+// a new forge is a provider file and a triggers/forge client, and edits no
+// switch elsewhere. The trigger operations that need a store or a queue
+// (activation, manual runs, the analyzer, submitting) are triggers/manage's.
 package triggers
 
 import (

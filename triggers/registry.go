@@ -32,10 +32,12 @@ type ForgeAPI struct {
 	DefaultWebHost string
 	// ParseConfig decodes ConfigKey's value, given as JSON.
 	ParseConfig func(raw []byte) (forge.Config, error)
-	// CloneLinkFromAPI: the forge's payloads name no clone URL builds can
-	// trust (Bitbucket's), so activation records the one its repository
-	// API names (Config.ForgeGitURL), which builds then clone.
-	CloneLinkFromAPI bool
+	// SparsePayload: the forge's payloads name no clone URL builds can
+	// trust, no changed files and no default branch (Bitbucket's). So
+	// activation records the clone link its repository API names
+	// (Config.ForgeGitURL), which builds then clone, and the webhook asks
+	// the API for the changed files and the default branch of each push.
+	SparsePayload bool
 }
 
 var (
@@ -82,11 +84,11 @@ func Services() []string {
 	return names
 }
 
-// recordsCloneLink reports whether builds of service clone the link its
-// API named at activation.
-func recordsCloneLink(service string) bool {
+// SparsePayload reports whether service is a forge registered with
+// ForgeAPI.SparsePayload.
+func SparsePayload(service string) bool {
 	r, ok := Lookup(service)
-	return ok && r.API != nil && r.API.CloneLinkFromAPI
+	return ok && r.API != nil && r.API.SparsePayload
 }
 
 // ErrUnknownService: no trigger service is registered under the name.

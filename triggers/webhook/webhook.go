@@ -315,8 +315,8 @@ func (h *Handler) process(ctx context.Context, r *http.Request, t *store.Trigger
 		return rejected(http.StatusInternalServerError, "Internal Server Error", err.Error())
 	}
 	push := *ev.Push
-	if t.Service == triggers.ServiceBitbucket {
-		h.completeBitbucket(ctx, t, &push)
+	if triggers.SparsePayload(t.Service) {
+		h.completeFromAPI(ctx, t, &push)
 	}
 	prep, sk := triggers.Prepare(cfg, push)
 	if sk.Skipped() {
@@ -348,27 +348,28 @@ func skipReason(s triggers.Skip) string {
 	return string(s.Reason) + ": " + s.Message
 }
 
-// completeBitbucket asks Bitbucket for what its payloads lack: the files a
-// push changed (for path filters) and the default branch (for "latest").
-// Without a configured forge the push goes on unfiltered and without it.
-func (h *Handler) completeBitbucket(ctx context.Context, t *store.Trigger, push *triggers.PushEvent) {
+// completeFromAPI asks a forge whose payloads are sparse (Bitbucket) for
+// what they lack: the files a push changed (for path filters) and the
+// default branch (for "latest"). Without a configured forge the push goes
+// on unfiltered and without it.
+func (h *Handler) completeFromAPI(ctx context.Context, t *store.Trigger, push *triggers.PushEvent) {
 	fg, err := h.service.ForTrigger(t)
 	if err != nil {
-		h.log.WarnContext(ctx, "bitbucket push without API access: no path filters or default branch", "trigger", t.UUID, "err", err)
+		h.log.WarnContext(ctx, "push without API access: no path filters or default branch", "trigger", t.UUID, "service", t.Service, "err", err)
 		return
 	}
 	if push.Metadata.DefaultBranch == "" {
 		if branch, err := fg.DefaultBranch(ctx, push.Repository); err == nil {
 			push.Metadata.DefaultBranch = branch
 		} else {
-			h.log.WarnContext(ctx, "bitbucket default branch lookup failed", "trigger", t.UUID, "err", err)
+			h.log.WarnContext(ctx, "forge default branch lookup failed", "trigger", t.UUID, "service", t.Service, "err", err)
 		}
 	}
 	if push.Before != "" {
 		if files, err := fg.GetChangedFiles(ctx, push.Repository, push.Before, push.Metadata.Commit); err == nil {
 			push.Files, push.FilesKnown = files, true
 		} else {
-			h.log.WarnContext(ctx, "bitbucket changed files lookup failed", "trigger", t.UUID, "err", err)
+			h.log.WarnContext(ctx, "forge changed files lookup failed", "trigger", t.UUID, "service", t.Service, "err", err)
 		}
 	}
 }
