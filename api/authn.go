@@ -12,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/jsonerr"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -223,24 +224,11 @@ func DecodeJSON(c echo.Context, v any, optional bool) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(v); err != nil {
-		return BadRequest("Malformed JSON body: " + jsonProblem(err))
+		return BadRequest("Malformed JSON body: " + jsonerr.Problem(err))
 	}
 	// Only white space may follow the value (More misses a stray '}').
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return BadRequest("Malformed JSON body: trailing data")
 	}
 	return nil
-}
-
-// jsonProblem describes a decoding error without echoing input.
-func jsonProblem(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) && te.Field != "" {
-		return "wrong type for " + te.Field
-	}
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return "syntax error"
-	}
-	return "invalid value"
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/berth-dev/berth/buildmanager"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/registry/reference"
+	"github.com/berth-dev/berth/triggers/manage"
 )
 
 // BuildOptions configure RegisterBuilds. Manager, Contexts and FiledropKey
@@ -102,9 +104,6 @@ type buildRequestBody struct {
 	NoCache        bool              `json:"no_cache"`
 }
 
-// tagPattern is the OCI distribution tag grammar.
-var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-
 // buildArgPattern is what buildah accepts as an ARG name.
 var buildArgPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
@@ -173,7 +172,7 @@ func (b *Builds) validateRequest(c echo.Context, body *buildRequestBody) (store.
 	}
 	seen := map[string]bool{}
 	for _, t := range body.DockerTags {
-		if !tagPattern.MatchString(t) {
+		if reference.ValidateTag(t) != nil {
 			return req, BadRequest(fmt.Sprintf("Invalid tag %q", t))
 		}
 		if seen[t] {
@@ -559,13 +558,11 @@ func (b *Builds) view(built *store.Build, role store.Role) buildView {
 // submitError is the API's answer to a build the manager would not queue,
 // for manual builds and trigger runs alike.
 func submitError(err error) error {
-	var qe *buildmanager.QueueLimitError
-	var ie *buildmanager.InvalidRequestError
-	switch {
-	case errors.As(err, &qe):
-		return &Error{Status: http.StatusTooManyRequests, Type: "too_many_requests", Detail: "Maximum queued build rate exceeded."}
-	case errors.As(err, &ie):
-		return BadRequest(ie.Reason)
+	switch code, msg := manage.SubmitStatus(err); code {
+	case http.StatusTooManyRequests:
+		return &Error{Status: code, Type: "too_many_requests", Detail: msg}
+	case http.StatusBadRequest:
+		return BadRequest(msg)
 	}
 	return Internal(err)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/berth-dev/berth/test/gitserver"
 	"github.com/berth-dev/berth/triggers"
 	"github.com/berth-dev/berth/triggers/forge"
+	"github.com/berth-dev/berth/triggers/manage"
 	"github.com/berth-dev/berth/triggers/webhook"
 )
 
@@ -75,7 +76,8 @@ func newTriggerEnvConfig(t *testing.T, raw map[string]any) (*buildEnv, *fakeForg
 	fake := newFakeForgeAPI(t)
 	var scanned []string
 	_, err := RegisterTriggers(e.api, TriggerOptions{Manager: e.m, Builds: e.builds,
-		Forges: &webhook.Forges{GitHub: &forge.GitHubConfig{APIEndpoint: fake.srv.URL, AccessToken: "svc"}},
+		Forges: &triggers.Forges{Configs: map[string]forge.Config{
+			triggers.ServiceGitHub: forge.GitHubConfig{APIEndpoint: fake.srv.URL, AccessToken: "svc"}}},
 		ScanHostKey: func(_ context.Context, hostport string) (string, error) {
 			scanned = append(scanned, hostport)
 			if strings.HasPrefix(hostport, "unreachable.") {
@@ -240,7 +242,7 @@ func TestFakeGitHubTriggerActivationAndDelete(t *testing.T) {
 	}
 	_ = json.Unmarshal([]byte(strings.SplitN(calls[1], " ", 3)[2]), &hook)
 	tr, _ := e.store.GetTrigger(context.Background(), id)
-	sec, err := e.api.o.Secrets.Open(tr.SealedSecret, webhook.SecretPurpose(id))
+	sec, err := e.api.o.Secrets.Open(tr.SealedSecret, manage.SecretPurpose(id))
 	if err != nil || hook.Config["secret"] != string(sec) || hook.Config["url"] != hookURL || tr.HookID != "777" || tr.DeployKeyID != "42" {
 		t.Fatalf("hook %v, trigger %+v, %v", hook.Config, tr, err)
 	}
@@ -532,18 +534,5 @@ func TestTriggerStartResolvesHead(t *testing.T) {
 	assertError(t, r, 400, "invalid_request")
 	if d := r.obj()["detail"].(string); !strings.Contains(d, `Tag "v9" does not exist`) {
 		t.Errorf("missing tag: %q", d)
-	}
-}
-
-// A forge's SSH URL names its web host without the web port.
-func TestTriggerGitURLOfSelfHostedForge(t *testing.T) {
-	tg := &Triggers{f: webhook.Forges{GitHub: &forge.GitHubConfig{GitHubEndpoint: "https://ghe.example.com:8443/"}}}
-	tr := &store.Trigger{Service: triggers.ServiceGitHub}
-	got := tg.triggerGitURL(tr, triggers.Config{BuildSource: "octo/app"})
-	if want := "git@ghe.example.com:octo/app.git"; got != want {
-		t.Errorf("triggerGitURL = %q, want %q", got, want)
-	}
-	if got := tg.repositoryURL(triggers.ServiceGitHub, "octo/app"); got != "https://ghe.example.com:8443/octo/app" {
-		t.Errorf("repository_url = %q keeps no web port", got)
 	}
 }

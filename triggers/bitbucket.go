@@ -4,7 +4,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+
+	"github.com/berth-dev/berth/triggers/forge"
 )
+
+func init() {
+	Register(Registration{Provider: Bitbucket{}, API: &ForgeAPI{
+		ConfigKey:      "BITBUCKET_TRIGGER_CONFIG",
+		DefaultWebHost: "bitbucket.org",
+		ParseConfig:    forge.DecodeConfig[forge.BitbucketConfig],
+		SparsePayload:  true,
+	}})
+}
 
 // Bitbucket parses Bitbucket Cloud webhooks. Every delivery must carry
 // X-Hub-Signature (sha256=, the trigger's secret). Payloads list no changed
@@ -25,6 +36,9 @@ func (Bitbucket) Service() string { return ServiceBitbucket }
 func (Bitbucket) Verify(r *http.Request, body, secret []byte) error {
 	return verifySHA256(r.Header.Get("X-Hub-Signature"), body, secret)
 }
+
+// EventName implements Provider.
+func (Bitbucket) EventName(r *http.Request) string { return r.Header.Get("X-Event-Key") }
 
 // DeliveryID implements Provider.
 func (Bitbucket) DeliveryID(r *http.Request) string { return r.Header.Get("X-Request-UUID") }

@@ -8,6 +8,8 @@ import (
 	"regexp"
 )
 
+func init() { Register(Registration{Provider: CustomGit{}}) }
+
 // CustomGit parses Quay's custom-git payload, which any git server's
 // post-receive hook can POST:
 //
@@ -32,6 +34,9 @@ func (CustomGit) Verify(r *http.Request, body, secret []byte) error {
 	}
 	return verifySHA256(h, body, secret)
 }
+
+// EventName implements Provider: a custom-git delivery is always a push.
+func (CustomGit) EventName(*http.Request) string { return "push" }
 
 // DeliveryID implements Provider: the optional X-Berth-Delivery header.
 func (CustomGit) DeliveryID(r *http.Request) string { return r.Header.Get("X-Berth-Delivery") }

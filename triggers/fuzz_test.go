@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berth-dev/berth/registry/reference"
 	"github.com/berth-dev/berth/triggers"
 )
 
@@ -23,13 +24,13 @@ func FuzzRenderTemplate(f *testing.F) {
 		if err != nil && (ok || tag != "") {
 			t.Fatalf("error %v with a tag %q", err, tag)
 		}
-		if ok && !triggers.ValidTag(tag) {
+		if ok && reference.ValidateTag(tag) != nil {
 			t.Fatalf("RenderTag(%q) = %q, not a valid tag", tmpl, tag)
 		}
 		if err == nil && triggers.ValidateConfig(triggers.Config{TagTemplates: []string{tmpl}}) == nil {
 			p, sk := triggers.Prepare(triggers.Config{TagTemplates: []string{tmpl}}, triggers.PushEvent{Metadata: md})
 			for _, tg := range p.Tags {
-				if !triggers.ValidTag(tg) {
+				if reference.ValidateTag(tg) != nil {
 					t.Fatalf("Prepare tag %q invalid (skip %+v)", tg, sk)
 				}
 			}
@@ -79,7 +80,7 @@ func fuzzParse(t *testing.T, p triggers.Provider, header, event string, body []b
 		t.Fatal("prepared build without tags")
 	}
 	for _, tg := range prep.Tags {
-		if !triggers.ValidTag(tg) {
+		if reference.ValidateTag(tg) != nil {
 			t.Fatalf("invalid tag %q", tg)
 		}
 	}

@@ -9,11 +9,21 @@ import (
 	"time"
 
 	"github.com/google/go-github/v84/github"
+
+	"github.com/berth-dev/berth/triggers/forge"
 )
 
 // githubMaxCommits is the most commits GitHub lists in a push payload; a push
 // of more has an incomplete file list.
 const githubMaxCommits = 2048
+
+func init() {
+	Register(Registration{Provider: GitHub{}, API: &ForgeAPI{
+		ConfigKey:      "GITHUB_TRIGGER_CONFIG",
+		DefaultWebHost: "github.com",
+		ParseConfig:    forge.DecodeConfig[forge.GitHubConfig],
+	}})
+}
 
 // GitHub parses GitHub (and GitHub Enterprise) webhooks. Every delivery must
 // carry X-Hub-Signature-256.
@@ -26,6 +36,9 @@ func (GitHub) Service() string { return ServiceGitHub }
 func (GitHub) Verify(r *http.Request, body, secret []byte) error {
 	return verifySHA256(r.Header.Get("X-Hub-Signature-256"), body, secret)
 }
+
+// EventName implements Provider.
+func (GitHub) EventName(r *http.Request) string { return r.Header.Get("X-GitHub-Event") }
 
 // DeliveryID implements Provider.
 func (GitHub) DeliveryID(r *http.Request) string { return r.Header.Get("X-GitHub-Delivery") }

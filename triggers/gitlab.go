@@ -6,7 +6,17 @@ import (
 	"time"
 
 	gitlab "gitlab.com/gitlab-org/api/client-go"
+
+	"github.com/berth-dev/berth/triggers/forge"
 )
+
+func init() {
+	Register(Registration{Provider: GitLab{}, API: &ForgeAPI{
+		ConfigKey:      "GITLAB_TRIGGER_CONFIG",
+		DefaultWebHost: "gitlab.com",
+		ParseConfig:    forge.DecodeConfig[forge.GitLabConfig],
+	}})
+}
 
 // GitLab parses GitLab project webhooks. Every delivery must carry the
 // trigger's secret in X-Gitlab-Token.
@@ -19,6 +29,9 @@ func (GitLab) Service() string { return ServiceGitLab }
 func (GitLab) Verify(r *http.Request, _ []byte, secret []byte) error {
 	return verifyToken(r.Header.Get("X-Gitlab-Token"), secret)
 }
+
+// EventName implements Provider.
+func (GitLab) EventName(r *http.Request) string { return r.Header.Get("X-Gitlab-Event") }
 
 // DeliveryID implements Provider.
 func (GitLab) DeliveryID(r *http.Request) string { return r.Header.Get("X-Gitlab-Event-UUID") }

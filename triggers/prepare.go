@@ -3,6 +3,7 @@ package triggers
 import (
 	"errors"
 	"fmt"
+	"net"
 	"path"
 	"regexp"
 	"strings"
@@ -36,11 +37,11 @@ type Config struct {
 	// pushed commit instead of the clone URL the forge's payload names (a
 	// mirror, an HTTPS URL, or Bitbucket, whose payload names none).
 	CloneURL string `json:"clone_url,omitempty"`
-	// ForgeGitURL is the clone link a Bitbucket trigger's repository API
-	// named at activation (links.clone, SSH when offered): the payload
+	// ForgeGitURL is the clone link a forge's repository API named at
+	// activation (Bitbucket's links.clone, SSH when offered): its payload
 	// names none, and the API may be a Bitbucket-compatible server whose
-	// git is not at bitbucket.org. Activation sets it; other services
-	// ignore it.
+	// git is not at bitbucket.org. Activation sets it; services not
+	// registered with ForgeAPI.SparsePayload ignore it.
 	ForgeGitURL string `json:"forge_git_url,omitempty"`
 }
 
@@ -170,14 +171,10 @@ func buildPaths(cfg Config) (dockerfile, context string, err error) {
 // reason means build nothing; its message is for the delivery record.
 func Prepare(cfg Config, ev PushEvent) (Prepared, Skip) {
 	md := ev.Metadata
-	switch {
-	case ev.Service == ServiceCustomGit:
-		// Quay forces custom-git builds to clone the configured source.
-		md.GitURL = cfg.BuildSource
-	case cfg.CloneURL != "":
-		md.GitURL = cfg.CloneURL
-	case ev.Service == ServiceBitbucket && cfg.ForgeGitURL != "":
-		md.GitURL = cfg.ForgeGitURL
+	// Prepare does not know the forge's host: without a URL of the config's
+	// the payload's stands, as a forge's SSH URL would.
+	if u := GitURL(ev.Service, cfg, ""); u != "" {
+		md.GitURL = u
 	}
 	if md.GitURL == "" {
 		return Prepared{}, skip(SkipInvalidConfig, "no git URL: the payload has none and build_source is empty")
@@ -216,6 +213,34 @@ func Prepare(cfg Config, ev PushEvent) (Prepared, Skip) {
 		Context:        context,
 		PathFilters:    filters,
 	}, Skip{}
+}
+
+// GitURL is the URL builds of a trigger of service clone, the first that
+// applies: custom-git's build_source (Quay forces custom-git builds to
+// clone the configured source); the config's clone_url; the clone link the
+// forge's API named at activation (forge_git_url, for a forge registered
+// with ForgeAPI.SparsePayload; others ignore one); else the forge's SSH URL
+// git@<forgeHost>:<build_source>.git. A push's payload names its own URL,
+// which stands in for the last rule: Prepare passes no forgeHost. "" when
+// nothing names a URL.
+func GitURL(service string, cfg Config, forgeHost string) string {
+	switch {
+	case service == ServiceCustomGit:
+		return cfg.BuildSource
+	case cfg.CloneURL != "":
+		return cfg.CloneURL
+	case cfg.ForgeGitURL != "" && SparsePayload(service):
+		return cfg.ForgeGitURL
+	case cfg.BuildSource == "" || forgeHost == "":
+		return ""
+	}
+	// The SSH host is the web host without its port: an scp-like URL has
+	// no room for one, and a forge's SSH port is not its web port.
+	host := forgeHost
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return "git@" + host + ":" + cfg.BuildSource + ".git"
 }
 
 // hasSkipDirective is Quay's should_skip_commit.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berth-dev/berth/registry/reference"
 	"github.com/berth-dev/berth/triggers"
 )
 
@@ -74,7 +75,7 @@ func TestPrepareTags(t *testing.T) {
 				t.Errorf("Tags = %q, want %q", p.Tags, c.want)
 			}
 			for _, tag := range p.Tags {
-				if !triggers.ValidTag(tag) {
+				if reference.ValidateTag(tag) != nil {
 					t.Errorf("invalid tag %q", tag)
 				}
 			}
@@ -308,5 +309,33 @@ func TestPrepareBitbucketClonesTheRecordedLink(t *testing.T) {
 	ev = pushEvent("refs/heads/main", "change")
 	if p, _ = triggers.Prepare(triggers.Config{ForgeGitURL: "ssh://elsewhere/o/r.git"}, ev); p.Metadata.GitURL != "git@github.com:o/r.git" {
 		t.Fatalf("a GitHub trigger took forge_git_url: %q", p.Metadata.GitURL)
+	}
+}
+
+// One rule names the URL a trigger's builds clone, for Prepare and for the
+// manual run alike.
+func TestGitURL(t *testing.T) {
+	for _, c := range []struct {
+		name, service string
+		cfg           triggers.Config
+		forgeHost     string
+		want          string
+	}{
+		{"custom-git clones build_source", triggers.ServiceCustomGit,
+			triggers.Config{BuildSource: "git://h/r", CloneURL: "https://other/r"}, "", "git://h/r"},
+		{"clone_url first", triggers.ServiceGitHub,
+			triggers.Config{BuildSource: "o/r", CloneURL: "https://mirror/r.git"}, "github.com", "https://mirror/r.git"},
+		{"recorded link of a forge whose API names it", triggers.ServiceBitbucket,
+			triggers.Config{BuildSource: "o/r", ForgeGitURL: "ssh://git@corp:7999/o/r.git"}, "bitbucket.org", "ssh://git@corp:7999/o/r.git"},
+		{"recorded link ignored elsewhere", triggers.ServiceGitHub,
+			triggers.Config{BuildSource: "o/r", ForgeGitURL: "ssh://elsewhere/o/r.git"}, "github.com", "git@github.com:o/r.git"},
+		{"forge SSH URL without the web port", triggers.ServiceGitHub,
+			triggers.Config{BuildSource: "octo/app"}, "ghe.example.com:8443", "git@ghe.example.com:octo/app.git"},
+		{"no build_source", triggers.ServiceGitLab, triggers.Config{}, "gitlab.com", ""},
+		{"no forge host: the payload decides", triggers.ServiceGitHub, triggers.Config{BuildSource: "o/r"}, "", ""},
+	} {
+		if got := triggers.GitURL(c.service, c.cfg, c.forgeHost); got != c.want {
+			t.Errorf("%s: GitURL = %q, want %q", c.name, got, c.want)
+		}
 	}
 }

@@ -10,6 +10,14 @@
 //	Provider.DeliveryID (dedup) → Provider.Parse → Prepare
 //
 // and maps the errors with StatusCode.
+//
+// Each service registers itself (Register, from its provider file's init):
+// its Provider and, for a forge, its ForgeAPI (config key, default web
+// host, config parser whose config makes the forge's API client). Every
+// lookup by service name (ForService, Forges, GitURL) reads that table, so
+// a new forge is a provider file and a triggers/forge client, and edits no
+// switch elsewhere. The trigger operations that need a store or a queue
+// (activation, manual runs, the analyzer, submitting) are triggers/manage's.
 package triggers
 
 import (
@@ -72,6 +80,9 @@ type Provider interface {
 	// the trigger's secret, in constant time. A missing signature where the
 	// forge requires one is ErrUnsigned; a wrong one is ErrBadSignature.
 	Verify(r *http.Request, body []byte, secret []byte) error
+	// EventName is the forge's name of the delivery's event, for the
+	// delivery record.
+	EventName(r *http.Request) string
 	// DeliveryID is the forge's unique id of this delivery, "" when the
 	// delivery has none (then there is no replay protection).
 	DeliveryID(r *http.Request) string
@@ -79,21 +90,6 @@ type Provider interface {
 	// reason. It never reads r.Body; body is the raw payload. Bodies that
 	// are not the JSON the event promises yield ErrMalformed.
 	Parse(r *http.Request, body []byte) (Event, error)
-}
-
-// ForService returns the built-in provider for a Quay service name.
-func ForService(service string) (Provider, error) {
-	switch service {
-	case ServiceGitHub:
-		return GitHub{}, nil
-	case ServiceGitLab:
-		return GitLab{}, nil
-	case ServiceBitbucket:
-		return Bitbucket{}, nil
-	case ServiceCustomGit:
-		return CustomGit{}, nil
-	}
-	return nil, fmt.Errorf("triggers: unknown service %q", service)
 }
 
 // ReadPayload reads a delivery's body, refusing more than limit bytes with

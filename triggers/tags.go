@@ -3,21 +3,13 @@ package triggers
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/berth-dev/berth/registry/reference"
 )
 
-// MaxTagLength is the OCI distribution limit on a tag's length.
-const MaxTagLength = 128
-
-// tagRE is the OCI distribution tag grammar every rendered tag satisfies.
-var tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-
-// ValidTag reports whether s is a valid image tag.
-func ValidTag(s string) bool { return tagRE.MatchString(s) }
-
-// EscapeTag makes s a valid tag the way Quay's escape_tag does: every
+// EscapeTag makes s a valid tag (reference.ValidateTag) the way Quay's escape_tag does: every
 // character outside [A-Za-z0-9_.-] becomes "_" (one per character), a leading
 // "." or "-" becomes "_", and the result is cut to 128 characters. Unlike
 // Quay, whose \w admits non-ASCII letters, only ASCII is kept, since
@@ -29,7 +21,7 @@ func EscapeTag(s string) string {
 	var b strings.Builder
 	n := 0
 	for _, r := range s {
-		if n == MaxTagLength {
+		if n == reference.MaxTagLength {
 			break
 		}
 		ok := r < 0x80 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-')
@@ -209,8 +201,8 @@ func validateTemplate(tmpl string) error {
 	for _, p := range parts {
 		literal += len([]rune(p.literal))
 	}
-	if literal > MaxTagLength {
-		return fmt.Errorf("%w %q: its fixed text alone exceeds %d characters", errTemplate, tmpl, MaxTagLength)
+	if literal > reference.MaxTagLength {
+		return fmt.Errorf("%w %q: its fixed text alone exceeds %d characters", errTemplate, tmpl, reference.MaxTagLength)
 	}
 	return nil
 }

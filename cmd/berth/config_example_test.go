@@ -7,7 +7,7 @@ import (
 	"github.com/berth-dev/berth/executors/local"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/egress"
-	"github.com/berth-dev/berth/triggers/webhook"
+	"github.com/berth-dev/berth/triggers"
 )
 
 // The example configuration shipped in deploy/ must load as berth reads it:
@@ -39,7 +39,7 @@ func TestDeployConfigExample(t *testing.T) {
 	if bc.AllowedWorkerCount != 2 || bc.Redis == nil || len(bc.Executors) != 1 || bc.Executors[0].Kind != "local" || bc.MaxQueuedPerNamespace != 50 {
 		t.Errorf("BUILD_MANAGER = %+v", bc)
 	}
-	if _, err := webhook.ForgesFromConfig(cfg.Raw); err != nil {
+	if _, err := triggers.ForgesFromConfig(cfg.Raw); err != nil {
 		t.Fatal(err)
 	}
 	if nets, err := egress.FromConfig(cfg.Raw); err != nil || len(nets) != 1 || nets[0].String() != "10.20.0.0/16" {

@@ -1,10 +1,9 @@
 package main
 
 import (
-	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/egress"
-	"github.com/berth-dev/berth/triggers/webhook"
+	"github.com/berth-dev/berth/triggers"
 )
 
 // outboundPolicy is the egress policy for what the server and its workers
@@ -16,9 +15,9 @@ func outboundPolicy(cfg *config.Config) (*egress.Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	forges, err := webhook.ForgesFromConfig(cfg.Raw)
+	forges, err := triggers.ForgesFromConfig(cfg.Raw)
 	if err != nil {
 		return nil, err
 	}
-	return egress.New(egress.Options{AllowedNetworks: nets, TrustedHosts: api.ForgeGitHosts(forges)})
+	return egress.New(egress.Options{AllowedNetworks: nets, TrustedHosts: forges.GitHosts()})
 }

@@ -34,6 +34,8 @@ import (
 	regauth "github.com/berth-dev/berth/registry/auth"
 	"github.com/berth-dev/berth/storage"
 	"github.com/berth-dev/berth/storage/filesystem"
+	"github.com/berth-dev/berth/triggers"
+	"github.com/berth-dev/berth/triggers/manage"
 	"github.com/berth-dev/berth/triggers/webhook"
 )
 
@@ -370,7 +372,7 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 		InvalidateRepo: reg.InvalidateRepository,
 		Egress:         outbound,
 	})
-	forges, err := webhook.ForgesFromConfig(cfg.Raw)
+	forges, err := triggers.ForgesFromConfig(cfg.Raw)
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +393,7 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 		return nil, err
 	}
 	manager, err := buildManager(ctx, cfg, log, app, st, buildData, contexts, contextLimits, key, policy, tokens, listenAddr,
-		webhook.GitSource(st, secrets))
+		manage.GitSource(st, secrets))
 	if err != nil {
 		return nil, err
 	}

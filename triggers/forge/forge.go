@@ -8,8 +8,10 @@ package forge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 )
 
@@ -90,6 +92,26 @@ func splitRepo(repo string) (owner, name string, err error) {
 	return owner, name, nil
 }
 
+// Config is one forge's parsed *_TRIGGER_CONFIG: how berth reaches its
+// API, and where its web pages are.
+type Config interface {
+	// NewClient is the forge's API acting with token ("": the config's
+	// ACCESS_TOKEN) over httpClient (nil: a default client).
+	NewClient(token string, httpClient *http.Client) (Forge, error)
+	// WebEndpoint is the forge's web address as configured
+	// ("https://ghe.example.com:8443/"); "" when the config names none.
+	WebEndpoint() string
+}
+
+// DecodeConfig reads a config of type C from its JSON.
+func DecodeConfig[C Config](raw []byte) (Config, error) {
+	var c C
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 // GitHubConfig is config.yaml's GITHUB_TRIGGER_CONFIG.
 type GitHubConfig struct {
 	GitHubEndpoint string `json:"GITHUB_ENDPOINT" yaml:"GITHUB_ENDPOINT"`
@@ -114,6 +136,43 @@ type BitbucketConfig struct {
 	APIEndpoint    string `json:"API_ENDPOINT" yaml:"API_ENDPOINT"`
 	AccessToken    string `json:"ACCESS_TOKEN" yaml:"ACCESS_TOKEN"`
 }
+
+// NewClient implements Config.
+func (c GitHubConfig) NewClient(token string, hc *http.Client) (Forge, error) {
+	f, err := NewGitHub(c, token, hc)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// WebEndpoint implements Config.
+func (c GitHubConfig) WebEndpoint() string { return c.GitHubEndpoint }
+
+// NewClient implements Config.
+func (c GitLabConfig) NewClient(token string, hc *http.Client) (Forge, error) {
+	f, err := NewGitLab(c, token, hc)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// WebEndpoint implements Config.
+func (c GitLabConfig) WebEndpoint() string { return c.GitLabEndpoint }
+
+// NewClient implements Config.
+func (c BitbucketConfig) NewClient(token string, hc *http.Client) (Forge, error) {
+	f, err := NewBitbucket(c, token, hc)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// WebEndpoint implements Config: Bitbucket's config names only its API, so
+// its web host is the default one.
+func (BitbucketConfig) WebEndpoint() string { return "" }
 
 // pickToken prefers the trigger's own token (from the connecting user) over
 // the configured service token.

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/berth-dev/berth/triggers"
+	"github.com/berth-dev/berth/triggers/forge"
 )
 
 // Want is what parsing a fixture must yield: a skip with Skip as its reason,
@@ -83,6 +84,14 @@ func Run(t *testing.T, s Suite) {
 			t.Fatalf("ForService(%q) = %v, %v", s.Service, p, err)
 		}
 	})
+
+	t.Run("EventName", func(t *testing.T) {
+		if got := s.Provider.EventName(request(s.PushHeaders, nil)); got == "" {
+			t.Errorf("EventName of a push with headers %v is empty", s.PushHeaders)
+		}
+	})
+
+	t.Run("Registration", func(t *testing.T) { CheckRegistration(t, s.Service) })
 
 	t.Run("Verify", func(t *testing.T) {
 		for _, fx := range s.Fixtures {
@@ -207,5 +216,36 @@ func checkEvent(t *testing.T, service string, ev triggers.Event, w Want) {
 	}
 	if !slices.Equal(p.Files, w.Files) {
 		t.Errorf("Files = %q, want %q", p.Files, w.Files)
+	}
+}
+
+// CheckRegistration checks what the rest of berth looks up by service: a
+// registered forge has a config key, a web host, and a config from which a
+// client is made (with a token, since the config here has none of its own).
+func CheckRegistration(t *testing.T, service string) {
+	t.Helper()
+	r, ok := triggers.Lookup(service)
+	if !ok {
+		t.Fatalf("service %q is not registered", service)
+	}
+	if r.API == nil {
+		return
+	}
+	if r.API.ConfigKey == "" || r.API.DefaultWebHost == "" {
+		t.Errorf("forge %s: config key %q, default web host %q", service, r.API.ConfigKey, r.API.DefaultWebHost)
+	}
+	if host := (triggers.Forges{}).WebHost(service); host != r.API.DefaultWebHost {
+		t.Errorf("forge %s unconfigured: web host %q, want %q", service, host, r.API.DefaultWebHost)
+	}
+	cfg, err := r.API.ParseConfig([]byte(`{}`))
+	if err != nil {
+		t.Fatalf("forge %s: ParseConfig({}) = %v", service, err)
+	}
+	f := triggers.Forges{Configs: map[string]forge.Config{service: cfg}}
+	if c, err := f.Client(service, "a-token"); c == nil || err != nil {
+		t.Errorf("forge %s: Client = %v, %v; want a client", service, c, err)
+	}
+	if _, err := (triggers.Forges{}).Client(service, "a-token"); !errors.Is(err, triggers.ErrForgeNotConfigured) {
+		t.Errorf("forge %s unconfigured: Client error %v, want ErrForgeNotConfigured", service, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/triggers"
 	"github.com/berth-dev/berth/triggers/forge"
+	"github.com/berth-dev/berth/triggers/manage"
 )
 
 // forgeTimeout bounds one commit status call.
@@ -63,14 +64,14 @@ func (h *Handler) handleEvent(ctx context.Context, e events.Event) {
 		return
 	}
 	st.TargetURL = h.o.ExternalURL + "/repository/" + b.Namespace + "/" + b.Repository + "/build/" + b.ID
-	fg, err := h.o.Forges.ForTrigger(t, h.o.Secrets)
+	fg, err := h.service.ForTrigger(t)
 	if err != nil {
 		h.log.WarnContext(ctx, "commit status: no forge client", "trigger", t.UUID, "err", err)
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, forgeTimeout)
 	defer cancel()
-	if err := fg.SetCommitStatus(cctx, BuildSource(t), sha, st); err != nil {
+	if err := fg.SetCommitStatus(cctx, manage.BuildSource(t), sha, st); err != nil {
 		h.log.WarnContext(ctx, "setting commit status failed", "trigger", t.UUID, "build", b.ID, "state", st.State, "err", err)
 	}
 }

@@ -1,8 +1,8 @@
 // Package webhook serves POST /webhooks/push/trigger/{uuid}: it finds the
 // trigger, authenticates the delivery with the trigger's secret, drops
 // replays, parses and prepares the push with package triggers, and hands
-// the build to the build manager. Every delivery is recorded with what
-// became of it. Run follows the trigger builds it queued to set commit
+// the build to the build manager through the trigger service
+// (triggers/manage). Every delivery is recorded with what became of it. Run follows the trigger builds it queued to set commit
 // statuses on the forge and to disable triggers whose builds keep failing.
 package webhook
 
@@ -10,9 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -27,13 +25,11 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/triggers"
+	"github.com/berth-dev/berth/triggers/manage"
 )
 
 // PathPrefix is where the handler is mounted; the trigger's UUID follows.
 const PathPrefix = "/webhooks/push/trigger/"
-
-// DisabledMessage is Quay's answer (400) to a delivery for a disabled trigger.
-const DisabledMessage = "This build trigger is currently disabled. Please re-enable to continue."
 
 // Quay's auto-disable thresholds (SUCCESSIVE_TRIGGER_*_DISABLE_THRESHOLD).
 const (
@@ -59,21 +55,27 @@ const (
 	rejectedBurst     = 10
 )
 
-// Concurrency policies of a trigger (config key "concurrency").
-const (
-	// ConcurrencyParallel builds every push (the default).
-	ConcurrencyParallel = "parallel"
-	// ConcurrencySerial cancels a branch's queued builds that a newer push
-	// of the same ref supersedes.
-	ConcurrencySerial = "serial"
-)
+// Store is what the handler reads and writes of the metadata store: the
+// deliveries and their payload hashes, the trigger's builds and its
+// failure counters, and what the trigger service needs.
+type Store interface {
+	manage.Store
+	AddTriggerDelivery(ctx context.Context, d *store.TriggerDelivery) (bool, error)
+	FinishTriggerDelivery(ctx context.Context, triggerUUID, id string, status store.DeliveryStatus, reason, buildID string) error
+	PruneTriggerDeliveries(ctx context.Context, triggerUUID string, keep int) (int, error)
+	ClaimTriggerPayload(ctx context.Context, triggerUUID, sha256Hex string, at, notBefore time.Time) (bool, error)
+	PruneTriggerPayloads(ctx context.Context, triggerUUID string, before time.Time) (int, error)
+	ListTriggerBuilds(ctx context.Context, triggerID string, limit int, phases ...store.BuildPhase) ([]store.Build, error)
+	GetBuild(ctx context.Context, id string) (*store.Build, error)
+	RecordTriggerBuild(ctx context.Context, uuid string, phase store.BuildPhase, failureThreshold, internalThreshold int) (*store.Trigger, error)
+}
 
 // Options configure NewHandler. Store, Manager and Secrets are required.
 type Options struct {
-	Store   store.Store
+	Store   Store
 	Manager *buildmanager.Manager
 	Secrets *auth.Secrets
-	Forges  Forges
+	Forges  triggers.Forges
 	// ExternalURL is berth's base URL ("https://registry.example.com"),
 	// for the build page commit statuses link to.
 	ExternalURL string
@@ -96,8 +98,9 @@ type Options struct {
 
 // Handler is the webhook endpoint. Create it with NewHandler.
 type Handler struct {
-	o   Options
-	log *slog.Logger
+	o       Options
+	log     *slog.Logger
+	service *manage.Service
 	// rejected paces the unauthenticated deliveries of each trigger.
 	rejected *lru.LRU[string, *rate.Limiter]
 }
@@ -130,7 +133,11 @@ func NewHandler(o Options) *Handler {
 	// rejections holds per trigger for as long as it stays in the cache,
 	// which a trigger under attack does.
 	rejected := lru.NewLRU[string, *rate.Limiter](16384, nil, 10*time.Minute)
-	return &Handler{o: o, log: o.Logger, rejected: rejected}
+	service, err := manage.New(manage.Options{Store: o.Store, Manager: o.Manager, Secrets: o.Secrets, Forges: o.Forges, Logger: o.Logger})
+	if err != nil {
+		panic("webhook.NewHandler: " + err.Error())
+	}
+	return &Handler{o: o, log: o.Logger, service: service, rejected: rejected}
 }
 
 // allowRejected reports whether another unauthenticated delivery to the
@@ -184,7 +191,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Internal Server Error", http.StatusInternalServerError)
 		return
 	}
-	d := &store.TriggerDelivery{ID: uuid.NewString(), TriggerUUID: t.UUID, Event: eventName(t.Service, r)}
+	event := "push"
+	if p, err := triggers.ForService(t.Service); err == nil {
+		event = p.EventName(r)
+	}
+	d := &store.TriggerDelivery{ID: uuid.NewString(), TriggerUUID: t.UUID, Event: event}
 	a, claimed := h.deliver(ctx, r, t, d)
 	if a.code == http.StatusUnauthorized && !h.allowRejected(t.UUID) {
 		h.log.DebugContext(ctx, "unauthenticated webhook delivery dropped", "trigger", t.UUID)
@@ -217,19 +228,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, a.message)
 }
 
-// eventName is the forge's name of the delivery's event, for the record.
-func eventName(service string, r *http.Request) string {
-	switch service {
-	case triggers.ServiceGitHub:
-		return r.Header.Get("X-GitHub-Event")
-	case triggers.ServiceGitLab:
-		return r.Header.Get("X-Gitlab-Event")
-	case triggers.ServiceBitbucket:
-		return r.Header.Get("X-Event-Key")
-	}
-	return "push"
-}
-
 // deliver runs one delivery through the steps of package triggers. claimed
 // reports that it recorded d already (the replay check), so that the
 // caller finishes that record rather than adding one.
@@ -245,7 +243,7 @@ func (h *Handler) deliver(ctx context.Context, r *http.Request, t *store.Trigger
 	}
 	var secret []byte
 	if len(t.SealedSecret) > 0 {
-		if secret, err = h.o.Secrets.Open(t.SealedSecret, SecretPurpose(t.UUID)); err != nil {
+		if secret, err = h.o.Secrets.Open(t.SealedSecret, manage.SecretPurpose(t.UUID)); err != nil {
 			h.log.ErrorContext(ctx, "trigger secret does not open", "trigger", t.UUID, "err", err)
 			return rejected(http.StatusInternalServerError, "Internal Server Error", "the trigger's secret does not decrypt"), false
 		}
@@ -262,7 +260,7 @@ func (h *Handler) deliver(ctx context.Context, r *http.Request, t *store.Trigger
 		return rejected(triggers.StatusCode(err), "Unauthorized", err.Error()), false
 	}
 	if !t.Enabled {
-		return rejected(http.StatusBadRequest, DisabledMessage, "the trigger is disabled ("+t.DisabledReason+")"), false
+		return rejected(http.StatusBadRequest, manage.DisabledMessage, "the trigger is disabled ("+t.DisabledReason+")"), false
 	}
 	if fid := p.DeliveryID(r); fid != "" {
 		// Only an authenticated delivery may claim an id: otherwise anyone
@@ -312,28 +310,27 @@ func (h *Handler) process(ctx context.Context, r *http.Request, t *store.Trigger
 	if ev.Skip.Skipped() {
 		return okay(store.DeliverySkipped, skipReason(ev.Skip))
 	}
-	cfg, policy, err := parseConfig(t.Config)
+	cfg, policy, err := manage.ParseConfig(t.Config)
 	if err != nil {
 		return rejected(http.StatusInternalServerError, "Internal Server Error", err.Error())
 	}
 	push := *ev.Push
-	if t.Service == triggers.ServiceBitbucket {
-		h.completeBitbucket(ctx, t, &push)
+	if triggers.SparsePayload(t.Service) {
+		h.completeFromAPI(ctx, t, &push)
 	}
 	prep, sk := triggers.Prepare(cfg, push)
 	if sk.Skipped() {
 		return okay(store.DeliverySkipped, skipReason(sk))
 	}
-	b, err := Submit(ctx, h.o.Store, h.o.Manager, t, prep)
-	var qe *buildmanager.QueueLimitError
-	switch {
-	case errors.As(err, &qe):
-		return rejected(http.StatusTooManyRequests, "Maximum queued build rate exceeded.", err.Error())
-	case err != nil:
+	b, err := h.service.Submit(ctx, t, prep)
+	if err != nil {
+		if code, msg := manage.SubmitStatus(err); code != 0 {
+			return rejected(code, msg, err.Error())
+		}
 		h.log.ErrorContext(ctx, "submitting trigger build failed", "trigger", t.UUID, "err", err)
 		return rejected(http.StatusInternalServerError, "Internal Server Error", err.Error())
 	}
-	if policy == ConcurrencySerial {
+	if policy == manage.ConcurrencySerial {
 		h.cancelSuperseded(ctx, t, b)
 	}
 	a := okay(store.DeliveryAccepted, "")
@@ -351,86 +348,30 @@ func skipReason(s triggers.Skip) string {
 	return string(s.Reason) + ": " + s.Message
 }
 
-// parseConfig reads the build part of a trigger's config and its
-// concurrency policy.
-func parseConfig(raw json.RawMessage) (triggers.Config, string, error) {
-	var cfg triggers.Config
-	var extra struct {
-		Concurrency string `json:"concurrency"`
-	}
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &cfg); err != nil {
-			return cfg, "", fmt.Errorf("trigger config: %w", err)
-		}
-		if err := json.Unmarshal(raw, &extra); err != nil {
-			return cfg, "", fmt.Errorf("trigger config: %w", err)
-		}
-	}
-	if extra.Concurrency == "" {
-		extra.Concurrency = ConcurrencyParallel
-	}
-	return cfg, extra.Concurrency, nil
-}
-
-// completeBitbucket asks Bitbucket for what its payloads lack: the files a
-// push changed (for path filters) and the default branch (for "latest").
-// Without a configured forge the push goes on unfiltered and without it.
-func (h *Handler) completeBitbucket(ctx context.Context, t *store.Trigger, push *triggers.PushEvent) {
-	fg, err := h.o.Forges.ForTrigger(t, h.o.Secrets)
+// completeFromAPI asks a forge whose payloads are sparse (Bitbucket) for
+// what they lack: the files a push changed (for path filters) and the
+// default branch (for "latest"). Without a configured forge the push goes
+// on unfiltered and without it.
+func (h *Handler) completeFromAPI(ctx context.Context, t *store.Trigger, push *triggers.PushEvent) {
+	fg, err := h.service.ForTrigger(t)
 	if err != nil {
-		h.log.WarnContext(ctx, "bitbucket push without API access: no path filters or default branch", "trigger", t.UUID, "err", err)
+		h.log.WarnContext(ctx, "push without API access: no path filters or default branch", "trigger", t.UUID, "service", t.Service, "err", err)
 		return
 	}
 	if push.Metadata.DefaultBranch == "" {
 		if branch, err := fg.DefaultBranch(ctx, push.Repository); err == nil {
 			push.Metadata.DefaultBranch = branch
 		} else {
-			h.log.WarnContext(ctx, "bitbucket default branch lookup failed", "trigger", t.UUID, "err", err)
+			h.log.WarnContext(ctx, "forge default branch lookup failed", "trigger", t.UUID, "service", t.Service, "err", err)
 		}
 	}
 	if push.Before != "" {
 		if files, err := fg.GetChangedFiles(ctx, push.Repository, push.Before, push.Metadata.Commit); err == nil {
 			push.Files, push.FilesKnown = files, true
 		} else {
-			h.log.WarnContext(ctx, "bitbucket changed files lookup failed", "trigger", t.UUID, "err", err)
+			h.log.WarnContext(ctx, "forge changed files lookup failed", "trigger", t.UUID, "service", t.Service, "err", err)
 		}
 	}
-}
-
-// Submit hands a prepared push of trigger t to the manager: the git source
-// (the deploy key and host key are added when a worker registers, see
-// GitSource), the tags, Dockerfile and context, the pull robot and the
-// trigger metadata. The webhook and the API's manual start both use it.
-func Submit(ctx context.Context, st store.Store, m *buildmanager.Manager, t *store.Trigger, prep triggers.Prepared) (*store.Build, error) {
-	repo, err := st.GetRepository(ctx, t.Namespace, t.Repository)
-	if err != nil {
-		return nil, fmt.Errorf("repository of trigger %s: %w", t.UUID, err)
-	}
-	var requester *store.Account
-	if t.ConnectedUserID != 0 {
-		if requester, err = st.GetAccountByID(ctx, t.ConnectedUserID); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("connected user of trigger %s: %w", t.UUID, err)
-		}
-	}
-	md, err := json.Marshal(prep.Metadata)
-	if err != nil {
-		return nil, fmt.Errorf("trigger metadata: %w", err)
-	}
-	return m.Submit(ctx, buildmanager.BuildRequest{
-		Repository:  repo,
-		Requester:   requester,
-		DisplayName: prep.DisplayName(),
-		Tags:        prep.Tags,
-		Request: store.BuildRequest{
-			Git:            &store.BuildGitSource{URL: prep.Metadata.GitURL, CommitSHA: prep.Metadata.Commit, Ref: prep.Metadata.Ref},
-			DockerfilePath: prep.DockerfilePath,
-			Context:        prep.Context,
-			PullRobot:      t.PullRobot,
-		},
-		TriggerID:       t.UUID,
-		TriggerMetadata: md,
-		TriggerKind:     t.Service,
-	})
 }
 
 // cancelSuperseded cancels t's builds of b's ref still waiting in the queue:

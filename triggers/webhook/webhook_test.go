@@ -27,6 +27,7 @@ import (
 	"github.com/berth-dev/berth/storage/filesystem"
 	"github.com/berth-dev/berth/triggers"
 	"github.com/berth-dev/berth/triggers/forge"
+	"github.com/berth-dev/berth/triggers/manage"
 )
 
 // env is the handler over a real SQLite store and a real Manager with the
@@ -96,8 +97,8 @@ const secret = "s3cr3t-webhook-secret"
 func (e *env) trigger(id, service, config string) *store.Trigger {
 	e.t.Helper()
 	tr := &store.Trigger{UUID: id, RepoID: e.repo.ID, Service: service, Config: json.RawMessage(config), Enabled: true,
-		SealedSecret: e.secrets.Seal([]byte(secret), SecretPurpose(id)), PublicKey: "ssh-ed25519 AAAA test",
-		SealedPrivateKey: e.secrets.Seal([]byte("PRIVATE KEY PEM"), PrivateKeyPurpose(id)),
+		SealedSecret: e.secrets.Seal([]byte(secret), manage.SecretPurpose(id)), PublicKey: "ssh-ed25519 AAAA test",
+		SealedPrivateKey: e.secrets.Seal([]byte("PRIVATE KEY PEM"), manage.PrivateKeyPurpose(id)),
 		KnownHosts:       "[git.example.com]:22 ssh-ed25519 HOSTKEY", ConnectedUserID: e.alice.ID, HookID: "1"}
 	if err := e.st.CreateTrigger(context.Background(), tr); err != nil {
 		e.t.Fatal(err)
@@ -209,7 +210,7 @@ func TestCustomGitAnswers(t *testing.T) {
 	}
 
 	// The worker gets the trigger's deploy key and the recorded host key.
-	src, err := GitSource(e.st, e.secrets)(context.Background(), &b)
+	src, err := manage.GitSource(e.st, e.secrets)(context.Background(), &b)
 	if err != nil || src.PrivateKey != "PRIVATE KEY PEM" || src.KnownHosts != "[git.example.com]:22 ssh-ed25519 HOSTKEY" ||
 		src.Url != g.URL || src.CommitSha != "1c002dd" {
 		t.Fatalf("GitSource = %+v, %v", src, err)
@@ -254,7 +255,7 @@ func TestCustomGitAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, body = e.post("cg", push, tokenAuth(secret))
-	wantAnswer(t, code, body, 400, DisabledMessage)
+	wantAnswer(t, code, body, 400, manage.DisabledMessage)
 	code, _ = e.post("cg", push, nil)
 	wantAnswer(t, code, "", 401, "")
 	if n := len(e.builds()); n != 1 {
@@ -426,7 +427,8 @@ func (r *recorder) next(t *testing.T) map[string]any {
 
 func TestFakeGitHubCommitStatusesAndAutoDisable(t *testing.T) {
 	fake := newRecorder(t)
-	e := newEnv(t, Options{Forges: Forges{GitHub: &forge.GitHubConfig{APIEndpoint: fake.srv.URL, AccessToken: "tok"}},
+	e := newEnv(t, Options{Forges: triggers.Forges{Configs: map[string]forge.Config{
+		triggers.ServiceGitHub: forge.GitHubConfig{APIEndpoint: fake.srv.URL, AccessToken: "tok"}}},
 		FailureThreshold: 2, InternalErrorThreshold: 1})
 	e.trigger("gh", triggers.ServiceGitHub, `{"build_source":"octo-org/hello-app"}`)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -481,25 +483,5 @@ func TestFakeGitHubCommitStatusesAndAutoDisable(t *testing.T) {
 	}
 	code, body := e.post("gh", branch, map[string]string{"X-GitHub-Event": "push", "X-GitHub-Delivery": "d-2",
 		"X-Hub-Signature-256": triggers.SignSHA256(branch, []byte(secret))})
-	wantAnswer(t, code, body, 400, DisabledMessage)
-}
-
-func TestForgesFromConfig(t *testing.T) {
-	f, err := ForgesFromConfig(map[string]any{
-		"GITHUB_TRIGGER_CONFIG":    map[string]any{"API_ENDPOINT": "https://ghe.example.com/api/v3/", "ACCESS_TOKEN": "t"},
-		"BITBUCKET_TRIGGER_CONFIG": map[string]any{"CONSUMER_KEY": "k"},
-	})
-	if err != nil || f.GitHub == nil || f.GitHub.APIEndpoint != "https://ghe.example.com/api/v3/" || f.GitLab != nil ||
-		f.Bitbucket == nil || f.Bitbucket.ConsumerKey != "k" {
-		t.Fatalf("ForgesFromConfig = %+v, %v", f, err)
-	}
-	if _, err := f.Client(triggers.ServiceGitLab, "x"); err == nil {
-		t.Fatal("unconfigured GitLab gave a client")
-	}
-	if c, err := f.Client(triggers.ServiceCustomGit, ""); c != nil || err != nil {
-		t.Fatalf("custom-git client = %v, %v", c, err)
-	}
-	if _, err := ForgesFromConfig(map[string]any{"GITLAB_TRIGGER_CONFIG": "not an object"}); err == nil {
-		t.Fatal("bad GITLAB_TRIGGER_CONFIG accepted")
-	}
+	wantAnswer(t, code, body, 400, manage.DisabledMessage)
 }

@@ -1,4 +1,4 @@
-package webhook
+package manage
 
 import (
 	"context"
@@ -58,6 +58,9 @@ func TestBitbucketActivationTakesCloneLinksFromFakeAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := bitbucketTrigger(t, `{"build_source": "analytical/engine", "dockerfile_path": "/Dockerfile", "forge_git_url": "ssh://attacker.example/x.git"}`)
+	if err := RecordCloneLink(context.Background(), fg, tr); err != nil {
+		t.Fatal(err)
+	}
 	if err := Install(context.Background(), fg, tr, "https://berth.example/webhooks/push/trigger/u1", []byte("secret")); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +101,7 @@ func TestBitbucketActivationCloneLinkFallbacksFromFakeAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := bitbucketTrigger(t, `{"build_source": "analytical/engine"}`)
-	if err := Install(context.Background(), fg, tr, "https://berth.example/h", []byte("secret")); err != nil {
+	if err := RecordCloneLink(context.Background(), fg, tr); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(tr.Config), `"forge_git_url":"https://git.corp.example/scm/analytical/engine.git"`) {
@@ -116,9 +119,9 @@ func TestBitbucketActivationCloneLinkFallbacksFromFakeAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 		tr := bitbucketTrigger(t, `{"build_source": "`+repo+`"}`)
-		err = Install(context.Background(), fg, tr, "https://berth.example/h", []byte("secret"))
+		err = RecordCloneLink(context.Background(), fg, tr)
 		if err == nil || !strings.Contains(err.Error(), "clone links of "+repo) {
-			t.Errorf("%s: Install = %v, want an error about the clone links", name, err)
+			t.Errorf("%s: RecordCloneLink = %v, want an error about the clone links", name, err)
 		}
 		if len(*paths) != 1 || tr.HookID != "" || tr.DeployKeyID != "" {
 			t.Errorf("%s: calls %v, hook %q, key %q: nothing should be installed", name, *paths, tr.HookID, tr.DeployKeyID)
