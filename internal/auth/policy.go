@@ -39,36 +39,23 @@ type Policy struct {
 	SuperUsers []string
 }
 
-// roleRank orders repository roles; "" (none) is 0.
-func roleRank(r store.Role) int {
-	switch r {
-	case store.RoleRead:
-		return 1
-	case store.RoleWrite:
-		return 2
-	case store.RoleAdmin:
-		return 3
-	}
-	return 0
-}
-
 // MaxRole returns the stronger of two roles.
 func MaxRole(a, b store.Role) store.Role {
-	if roleRank(b) > roleRank(a) {
+	if b.Rank() > a.Rank() {
 		return b
 	}
 	return a
 }
 
 // RoleAtLeast reports whether have grants everything need does.
-func RoleAtLeast(have, need store.Role) bool { return roleRank(have) >= roleRank(need) }
+func RoleAtLeast(have, need store.Role) bool { return have.Rank() >= need.Rank() }
 
 // ValidRole reports whether r is read, write or admin.
-func ValidRole(r store.Role) bool { return roleRank(r) > 0 }
+func ValidRole(r store.Role) bool { return r.Rank() > 0 }
 
 // minRole returns the weaker of two roles.
 func minRole(a, b store.Role) store.Role {
-	if roleRank(b) < roleRank(a) {
+	if b.Rank() < a.Rank() {
 		return b
 	}
 	return a

@@ -26,6 +26,20 @@ const (
 	RoleAdmin Role = "admin"
 )
 
+// Rank orders repository roles from weakest to strongest: read 1, write 2,
+// admin 3; any other value ("" for none, or an unknown role) is 0.
+func (r Role) Rank() int {
+	switch r {
+	case RoleRead:
+		return 1
+	case RoleWrite:
+		return 2
+	case RoleAdmin:
+		return 3
+	}
+	return 0
+}
+
 // OwnersTeam is the team every organization starts with, role admin.
 const OwnersTeam = "owners"
 

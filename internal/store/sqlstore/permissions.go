@@ -86,19 +86,6 @@ func (s *Store) ListRobots(ctx context.Context, ownerID int64) ([]store.Account,
 	return out, nil
 }
 
-// roleRank orders repository roles from weakest to strongest; 0 is invalid.
-func roleRank(r store.Role) int {
-	switch r {
-	case store.RoleRead:
-		return 1
-	case store.RoleWrite:
-		return 2
-	case store.RoleAdmin:
-		return 3
-	}
-	return 0
-}
-
 // grantee is the account or the team a permission or prototype names.
 type grantee struct{ account, team int64 }
 
@@ -134,7 +121,7 @@ func (s *Store) SetRepoPermission(ctx context.Context, p *store.RepoPermission) 
 	if err := checkGrantee(p.AccountID, p.TeamID); err != nil {
 		return fmt.Errorf("sqlstore: set permission on repository %d: %w", p.RepoID, err)
 	}
-	if roleRank(p.Role) == 0 {
+	if p.Role.Rank() == 0 {
 		return fmt.Errorf("sqlstore: set permission on repository %d: invalid role %q", p.RepoID, p.Role)
 	}
 	if err := s.upsertPermission(ctx, s.w, p.RepoID, grantee{p.AccountID, p.TeamID}, p.Role); err != nil {
@@ -290,7 +277,7 @@ func checkPrototype(p *store.Prototype) error {
 	if err := checkGrantee(p.DelegateAccountID, p.DelegateTeamID); err != nil {
 		return err
 	}
-	if roleRank(p.Role) == 0 {
+	if p.Role.Rank() == 0 {
 		return fmt.Errorf("invalid role %q", p.Role)
 	}
 	return nil
@@ -385,7 +372,7 @@ func (s *Store) CreateRepositoryWithDefaults(ctx context.Context, r *store.Repos
 	if nr.Visibility != store.Public && nr.Visibility != store.Private {
 		return fmt.Errorf("sqlstore: create repository %q: invalid visibility %q", r.Name, r.Visibility)
 	}
-	if creatorRole != "" && roleRank(creatorRole) == 0 {
+	if creatorRole != "" && creatorRole.Rank() == 0 {
 		return fmt.Errorf("sqlstore: create repository %q: invalid creator role %q", r.Name, creatorRole)
 	}
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
@@ -395,7 +382,7 @@ func (s *Store) CreateRepositoryWithDefaults(ctx context.Context, r *store.Repos
 		}
 		grants := map[grantee]store.Role{}
 		grant := func(g grantee, role store.Role) {
-			if roleRank(role) > roleRank(grants[g]) {
+			if role.Rank() > grants[g].Rank() {
 				grants[g] = role
 			}
 		}
