@@ -126,7 +126,7 @@ var dummyHash = sync.OnceValue(func() string {
 // The zero value is not usable; set Store. Fields must not change after the
 // first call.
 type Authenticator struct {
-	Store     store.Store
+	Store     LoginStore
 	CacheTTL  time.Duration // default DefaultCacheTTL
 	BaseDelay time.Duration // default DefaultBaseDelay
 	MaxDelay  time.Duration // default DefaultMaxDelay
@@ -160,6 +160,17 @@ type Authenticator struct {
 	knownGoodSweep int
 }
 
+// LoginStore is what the authenticator reads to check a credential:
+// accounts, robots' tokens (and when they were last used) and access
+// tokens.
+type LoginStore interface {
+	GetAccountByName(ctx context.Context, name string) (*store.Account, error)
+	GetAccountByID(ctx context.Context, id int64) (*store.Account, error)
+	GetRobotInfo(ctx context.Context, id int64) (*store.RobotInfo, error)
+	TouchRobot(ctx context.Context, id int64, at time.Time) error
+	GetAccessTokenByHash(ctx context.Context, hash string) (*store.AccessToken, error)
+}
+
 // throttleKey names a throttle: one username from one source, or (user
 // "") one source across every username.
 type throttleKey struct{ user, source string }
@@ -171,7 +182,7 @@ type knownSecret struct {
 
 // NewAuthenticator returns an Authenticator over s with the default cache
 // lifetime and backoff.
-func NewAuthenticator(s store.Store) *Authenticator {
+func NewAuthenticator(s LoginStore) *Authenticator {
 	return &Authenticator{Store: s}
 }
 

@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/internal/store/sqlstore"
 )
 
-// fakeStore implements the few Store methods auth calls; any other method
-// panics through the nil embedded interface.
+// fakeStore implements the store methods auth calls: the policy's and the
+// authenticator's.
 type fakeStore struct {
-	store.Store
 	mu       sync.Mutex
 	accounts map[string]*store.Account
 	repos    map[string]*store.Repository
@@ -30,6 +30,16 @@ type fakeStore struct {
 	accountCalls atomic.Int64
 	repoCalls    atomic.Int64
 }
+
+var (
+	_ PolicyStore = (*fakeStore)(nil)
+	_ LoginStore  = (*fakeStore)(nil)
+
+	// The SQL store is the one implementation of every store auth uses.
+	_ PolicyStore = (*sqlstore.Store)(nil)
+	_ LoginStore  = (*sqlstore.Store)(nil)
+	_ EpochStore  = (*sqlstore.Store)(nil)
+)
 
 func newFakeStore() *fakeStore {
 	return &fakeStore{accounts: map[string]*store.Account{}, repos: map[string]*store.Repository{},

@@ -33,10 +33,19 @@ import (
 //     administration, user:admin a user's own namespace administration,
 //     super:user the superuser override).
 type Policy struct {
-	Store store.Store
+	Store PolicyStore
 	// SuperUsers are account names treated as superusers besides those
 	// flagged in the store (config SUPER_USERS).
 	SuperUsers []string
+}
+
+// PolicyStore is what the policy reads: accounts, repositories, and the
+// roles granted on them directly and through teams.
+type PolicyStore interface {
+	GetAccountByName(ctx context.Context, name string) (*store.Account, error)
+	GetRepository(ctx context.Context, namespace, name string) (*store.Repository, error)
+	EffectiveRepoRoles(ctx context.Context, repoID, accountID int64) ([]store.Role, error)
+	OrgTeamRoles(ctx context.Context, orgID, accountID int64) ([]store.TeamRole, error)
 }
 
 // MaxRole returns the stronger of two roles.
