@@ -155,8 +155,15 @@ type TagSummary struct {
 	BlobSize int64
 }
 
-// Store is the metadata database.
+// Store is the metadata database: the union of the parts below, which
+// the SQL store implements. Consumers declare the few methods they use
+// beside themselves, or take one of the parts; cmd wires the whole.
 type Store interface {
+	AccountStore
+	RepositoryStore
+	BlobStore
+	UploadStore
+	ManifestStore
 	// Builds (builds.go).
 	BuildStore
 	// Organizations, teams, robots, permissions, tokens, sessions (tenancy.go).
@@ -168,9 +175,10 @@ type Store interface {
 	Close() error
 	// Dialect is "sqlite" or "postgres".
 	Dialect() string
+}
 
-	// Accounts.
-
+// AccountStore keeps users, organizations and robots.
+type AccountStore interface {
 	// CreateAccount inserts a, filling ID and CreatedAt. ErrConflict if the
 	// name (or a user's email) is taken.
 	CreateAccount(ctx context.Context, a *Account) error
@@ -178,9 +186,10 @@ type Store interface {
 	GetAccountByID(ctx context.Context, id int64) (*Account, error)
 	// CountAccounts counts accounts of the given kind.
 	CountAccounts(ctx context.Context, kind AccountKind) (int, error)
+}
 
-	// Repositories.
-
+// RepositoryStore keeps repositories.
+type RepositoryStore interface {
 	// CreateRepository inserts r (NamespaceID and Name set), filling ID and
 	// CreatedAt. ErrConflict if it exists.
 	CreateRepository(ctx context.Context, r *Repository) error
@@ -190,9 +199,11 @@ type Store interface {
 	// `last` (exclusive), at most n (n <= 0: all).
 	ListRepositories(ctx context.Context, last string, n int) ([]Repository, error)
 	DeleteRepository(ctx context.Context, id int64) error
+}
 
-	// Blobs.
-
+// BlobStore records which blobs exist and which repositories they are
+// linked to.
+type BlobStore interface {
 	// PutBlob records that the bytes of a blob are in storage (idempotent)
 	// and links it to repoID.
 	PutBlob(ctx context.Context, repoID int64, b Blob) error
@@ -209,9 +220,10 @@ type Store interface {
 	LinkBlob(ctx context.Context, repoID int64, digest string) error
 	// UnlinkBlob removes the blob from repoID only. ErrNotFound if it was not linked.
 	UnlinkBlob(ctx context.Context, repoID int64, digest string) error
+}
 
-	// Uploads.
-
+// UploadStore keeps the state of blob upload sessions.
+type UploadStore interface {
 	// CreateUpload records a new, empty upload session. Its commit may not
 	// survive a power cut (a process crash loses nothing): the session holds
 	// no bytes, and a client whose session is gone restarts the upload.
@@ -224,9 +236,10 @@ type Store interface {
 	DeleteUpload(ctx context.Context, id string) error
 	// ListUploadsBefore returns uploads not touched since t (for cleanup).
 	ListUploadsBefore(ctx context.Context, t time.Time) ([]Upload, error)
+}
 
-	// Manifests and tags.
-
+// ManifestStore keeps manifests, tags and referrers.
+type ManifestStore interface {
 	// PutManifest stores m (idempotently: an identical digest is kept) after
 	// checking, in the same transaction, that each of m.Refs exists in the
 	// repository with the declared size (*MissingRefError otherwise), and
