@@ -33,12 +33,20 @@ type ContextStore interface {
 	Open(ctx context.Context, fileID string) (io.ReadCloser, int64, error)
 }
 
+// BuildFileStore is what a BlobContextStore keeps of uploaded files in the
+// metadata store: which blob holds each file's bytes.
+type BuildFileStore interface {
+	GetBuildFile(ctx context.Context, id string) (*store.BuildFile, error)
+	SetBuildFileContent(ctx context.Context, id, digest string, size int64) error
+	DeleteUnusedBuildFiles(ctx context.Context, expiredBefore time.Time) (removed int, unreferenced []string, err error)
+}
+
 // BlobContextStore keeps contexts in the registry's blob storage, named by
 // digest, and the file ID → digest mapping in the metadata store, so that
 // any server instance can serve a context another one received.
 type BlobContextStore struct {
 	Blobs storage.Driver
-	Store store.BuildStore
+	Store BuildFileStore
 	// MaxBytes bounds an upload (default DefaultMaxContextBytes).
 	MaxBytes int64
 }

@@ -29,6 +29,12 @@ import (
 	"github.com/berth-dev/berth/storage/filesystem"
 )
 
+// The SQL store is the one implementation of the stores the manager uses.
+var (
+	_ Store          = (*sqlstore.Store)(nil)
+	_ BuildFileStore = (*sqlstore.Store)(nil)
+)
+
 func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)

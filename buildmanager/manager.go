@@ -98,10 +98,25 @@ type RegistryTarget struct {
 // (deploy key, known hosts, HTTPS token).
 type GitSourceFunc func(ctx context.Context, b *store.Build) (*workerpb.GitSource, error)
 
+// Store is what the manager keeps in the metadata store: the build
+// records, and the uploaded files of its default context store.
+type Store interface {
+	CreateBuild(ctx context.Context, b *store.Build) error
+	GetBuild(ctx context.Context, id string) (*store.Build, error)
+	ListBuilds(ctx context.Context, repoID int64, since time.Time, limit int) ([]store.Build, error)
+	ListUnfinishedBuilds(ctx context.Context, after *store.Build, limit int) ([]store.Build, error)
+	CountNamespaceBuilds(ctx context.Context, namespaceID int64, phases ...store.BuildPhase) (int, error)
+	UpdateBuild(ctx context.Context, b *store.Build) error
+	RenewBuildLease(ctx context.Context, id string, attempt int, until time.Time) error
+	SetBuildExecution(ctx context.Context, id string, attempt int, executorName, executionID string) error
+	SetBuildLogsArchive(ctx context.Context, id, ref string) error
+	BuildFileStore
+}
+
 // Options configure a Manager. Store, Blobs, Redis and SigningKey are
 // required.
 type Options struct {
-	Store store.Store
+	Store Store
 	// Blobs keeps archived logs (and uploaded contexts when Contexts is nil).
 	// It must not be the registry's blob storage, whose garbage collection
 	// would take these blobs, which no manifest refers to, for garbage.
@@ -183,7 +198,7 @@ type BuildRequest struct {
 // Manager runs builds. Create it with New, start it with Run.
 type Manager struct {
 	o        Options
-	st       store.Store
+	st       Store
 	q        queue.Queue
 	ownQueue *queue.Asynq
 	tokens   *tokens
@@ -200,6 +215,9 @@ type Manager struct {
 	active map[string]*activeAttempt
 	// byExecution maps "executor\x00executionID" to a build ID.
 	byExecution map[string]string
+
+	// reconcilePageSize is reconcilePageSize outside tests.
+	reconcilePageSize int
 }
 
 // activeAttempt lets gRPC calls and executor exits wake the handler
@@ -278,6 +296,8 @@ func New(o Options) (*Manager, error) {
 		log:         o.Logger,
 		active:      map[string]*activeAttempt{},
 		byExecution: map[string]string{},
+
+		reconcilePageSize: reconcilePageSize,
 	}
 	if o.LogDir != "" {
 		fl, err := newFileLogs(o.LogDir, o.LogLimits)
@@ -425,26 +445,50 @@ func (m *Manager) watchExits(ctx context.Context, name string, ch <-chan string)
 	}
 }
 
+// reconcilePageSize is how many unfinished builds Reconcile reads and
+// looks up in the queue at once.
+const reconcilePageSize = 500
+
 // Reconcile queues every unfinished build the queue does not hold: waiting
 // builds whose enqueue was lost, and running builds whose handler died with
 // a server (they are then supervised until their worker's lease lapses).
+// It walks the unfinished builds oldest first, a page at a time, with one
+// queue lookup per page.
 func (m *Manager) Reconcile(ctx context.Context) error {
-	bs, err := m.st.ListBuildsInPhase(ctx, store.PhaseWaiting, store.PhaseBuildScheduled,
-		store.PhaseUnpacking, store.PhasePulling, store.PhaseBuilding, store.PhasePushing)
+	var (
+		errs  []error
+		after *store.Build
+	)
+	for {
+		page, err := m.st.ListUnfinishedBuilds(ctx, after, m.reconcilePageSize)
+		if err != nil {
+			return errors.Join(append(errs, fmt.Errorf("buildmanager: reconcile: %w", err))...)
+		}
+		if len(page) == 0 {
+			return errors.Join(errs...)
+		}
+		after = &page[len(page)-1]
+		if err := m.requeueMissing(ctx, page); err != nil {
+			errs = append(errs, err)
+		}
+	}
+}
+
+// requeueMissing queues those of bs the queue does not hold.
+func (m *Manager) requeueMissing(ctx context.Context, bs []store.Build) error {
+	ids := make([]string, len(bs))
+	byID := make(map[string]*store.Build, len(bs))
+	for i := range bs {
+		ids[i] = bs[i].ID
+		byID[bs[i].ID] = &bs[i]
+	}
+	missing, err := m.q.Missing(ctx, ids)
 	if err != nil {
-		return fmt.Errorf("buildmanager: reconcile: %w", err)
+		return err
 	}
 	var errs []error
-	for i := range bs {
-		b := &bs[i]
-		ok, err := m.q.Queued(ctx, b.ID)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if ok {
-			continue
-		}
+	for _, id := range missing {
+		b := byID[id]
 		if err := m.q.Enqueue(ctx, m.task(b)); err != nil {
 			errs = append(errs, err)
 			continue

@@ -3,13 +3,16 @@ package buildmanager
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/buildmanager/queue"
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -195,7 +198,7 @@ func TestCancel(t *testing.T) {
 		if _, err := h.Cancel(context.Background(), waiting.ID); err != nil {
 			t.Fatalf("cancel waiting: %v", err)
 		}
-		if ok, _ := h.q.Queued(context.Background(), waiting.ID); ok {
+		if missing, _ := h.q.Missing(context.Background(), []string{waiting.ID}); len(missing) != 1 {
 			t.Error("cancelled build still queued")
 		}
 		b, _ := h.Get(context.Background(), running.ID)
@@ -392,4 +395,108 @@ func TestTokensNotInterchangeable(t *testing.T) {
 	if _, _, err := other.verify(typJob, job); err == nil {
 		t.Error("token of another key accepted")
 	}
+}
+
+// recordingQueue counts the lookups Reconcile makes and the builds it
+// queues.
+type recordingQueue struct {
+	queue.Queue
+	mu       sync.Mutex
+	lookups  [][]string
+	enqueued []string
+}
+
+func (q *recordingQueue) Missing(ctx context.Context, ids []string) ([]string, error) {
+	q.mu.Lock()
+	q.lookups = append(q.lookups, ids)
+	q.mu.Unlock()
+	return q.Queue.Missing(ctx, ids)
+}
+
+func (q *recordingQueue) Enqueue(ctx context.Context, t queue.Task) error {
+	q.mu.Lock()
+	q.enqueued = append(q.enqueued, t.BuildID)
+	q.mu.Unlock()
+	return q.Queue.Enqueue(ctx, t)
+}
+
+// Reconcile walks more unfinished builds than fit one page: one queue
+// lookup per page, every build missing from the queue queued (waiting and
+// running alike), none twice, ended ones left alone.
+func TestReconcilePages(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		aq := queue.NewAsynq(queue.AsynqOptions{Redis: e.rc, Prefix: e.prefix})
+		defer aq.Close()
+		rq := &recordingQueue{Queue: aq}
+		o := testOptions(e, testKey)
+		o.Queue = rq
+		owner := &store.Account{Kind: store.KindUser, Name: "alice", Enabled: true}
+		if err := e.st.CreateAccount(ctx, owner); err != nil {
+			t.Fatal(err)
+		}
+		repo := &store.Repository{NamespaceID: owner.ID, Name: "app"}
+		if err := e.st.CreateRepository(ctx, repo); err != nil {
+			t.Fatal(err)
+		}
+		m, err := New(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.logs.close()
+		m.reconcilePageSize = 3
+
+		var unfinished, wantQueued []string
+		for i := range 9 {
+			b := &store.Build{ID: fmt.Sprintf("00000000-0000-0000-0000-%012d", i), RepoID: repo.ID,
+				Tags: []string{"latest"}, Request: store.BuildRequest{FileID: "f"}}
+			if err := e.st.CreateBuild(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			switch i {
+			case 2: // ended: not queued again
+				b.Phase, b.CompletedAt = store.PhaseComplete, time.Now()
+			case 4: // running, its handler gone with its server
+				b.Phase, b.Attempts, b.StartedAt = store.PhaseBuilding, 1, time.Now()
+			}
+			if b.Phase != store.PhaseWaiting {
+				if err := e.st.UpdateBuild(ctx, b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if b.Phase.Terminal() {
+				continue
+			}
+			unfinished = append(unfinished, b.ID)
+			if i == 6 { // still in the queue: left as it is
+				if err := aq.Enqueue(ctx, m.task(b)); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			wantQueued = append(wantQueued, b.ID)
+		}
+
+		if err := m.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if want := [][]string{unfinished[0:3], unfinished[3:6], unfinished[6:8]}; !reflect.DeepEqual(rq.lookups, want) {
+			t.Errorf("queue lookups %v, want pages of 3 oldest first %v", rq.lookups, want)
+		}
+		if !reflect.DeepEqual(rq.enqueued, wantQueued) {
+			t.Errorf("queued %v, want %v", rq.enqueued, wantQueued)
+		}
+		if missing, err := aq.Missing(ctx, unfinished); err != nil || len(missing) != 0 {
+			t.Errorf("after Reconcile, missing from the queue: %v, %v", missing, err)
+		}
+
+		// Nothing is missing any more: a second walk queues nothing.
+		rq.enqueued = nil
+		if err := m.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(rq.enqueued) != 0 {
+			t.Errorf("second Reconcile queued %v", rq.enqueued)
+		}
+	})
 }

@@ -119,7 +119,7 @@ func (q *Asynq) Enqueue(ctx context.Context, t Task) error {
 			}
 			return nil
 		}
-		live, err := q.Queued(ctx, t.BuildID)
+		live, err := q.holds(ctx, t.BuildID)
 		if err != nil || live {
 			return err
 		}
@@ -155,10 +155,10 @@ func (q *Asynq) Remove(ctx context.Context, buildID string) error {
 	return ErrNotQueued
 }
 
-// Queued reports whether the build is pending, scheduled, retrying or
+// holds reports whether the build is pending, scheduled, retrying or
 // active. An archived or completed leftover is deleted so that the build can
 // be queued again.
-func (q *Asynq) Queued(ctx context.Context, buildID string) (bool, error) {
+func (q *Asynq) holds(ctx context.Context, buildID string) (bool, error) {
 	for _, name := range q.queues() {
 		info, err := q.inspector.GetTaskInfo(name, buildID)
 		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
@@ -178,6 +178,61 @@ func (q *Asynq) Queued(ctx context.Context, buildID string) (bool, error) {
 	}
 	return false, nil
 }
+
+// taskStates returns, for each of KEYS (task hashes of one queue), the
+// state asynq recorded in it, or "" when the task does not exist. One
+// script answers for a whole page of builds in one command; all its keys
+// share the queue's hash tag, so it runs on Redis Cluster too.
+var taskStates = redis.NewScript(`
+local states = {}
+for i, key in ipairs(KEYS) do
+	states[i] = redis.call("HGET", key, "state") or ""
+end
+return states`)
+
+// Missing reads the state of the builds' tasks with one script call per
+// priority queue (not a pipeline: the embedded server's in-memory
+// connection does not buffer, so a long pipeline would wait on itself). A
+// build whose tasks are all absent, archived or completed is missing:
+// Enqueue replaces such leftovers.
+func (q *Asynq) Missing(ctx context.Context, buildIDs []string) ([]string, error) {
+	if len(buildIDs) == 0 {
+		return nil, nil
+	}
+	held := make([]bool, len(buildIDs))
+	keys := make([]string, len(buildIDs))
+	for _, name := range q.queues() {
+		for i, id := range buildIDs {
+			keys[i] = taskKey(name, id)
+		}
+		states, err := taskStates.Run(ctx, q.o.Redis, keys).StringSlice()
+		if err == nil && len(states) != len(keys) {
+			err = fmt.Errorf("%d states for %d tasks", len(states), len(keys))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("queue: look up %d builds in %s: %w", len(buildIDs), name, err)
+		}
+		for i, state := range states {
+			switch state {
+			case "", asynq.TaskStateArchived.String(), asynq.TaskStateCompleted.String():
+			default:
+				held[i] = true
+			}
+		}
+	}
+	var missing []string
+	for i, id := range buildIDs {
+		if !held[i] {
+			missing = append(missing, id)
+		}
+	}
+	return missing, nil
+}
+
+// taskKey is the Redis hash in which asynq keeps a task of queue `name`
+// with its state: the layout of asynq's internal/base.TaskKey, which the
+// queue's tests check through tasks asynq itself created.
+func taskKey(name, taskID string) string { return "asynq:{" + name + "}:t:" + taskID }
 
 // Run serves tasks until ctx ends.
 func (q *Asynq) Run(ctx context.Context, h Handler) error {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,16 +65,13 @@ func TestEnqueueRemoveQueued(t *testing.T) {
 		if err := q.Enqueue(ctx, Task{BuildID: "b1", Timeout: time.Minute}); err != nil {
 			t.Fatalf("second Enqueue: %v", err)
 		}
-		if ok, err := q.Queued(ctx, "b1"); err != nil || !ok {
-			t.Fatalf("Queued = %v, %v", ok, err)
-		}
-		if ok, _ := q.Queued(ctx, "b2"); ok {
-			t.Fatal("b2 reported queued")
+		if missing, err := q.Missing(ctx, []string{"b1", "b2"}); err != nil || !slices.Equal(missing, []string{"b2"}) {
+			t.Fatalf("Missing(b1, b2) = %v, %v; want b2 only", missing, err)
 		}
 		if err := q.Remove(ctx, "b1"); err != nil {
 			t.Fatalf("Remove: %v", err)
 		}
-		if ok, _ := q.Queued(ctx, "b1"); ok {
+		if missing, err := q.Missing(ctx, []string{"b1"}); err != nil || len(missing) != 1 {
 			t.Fatal("b1 still queued after Remove")
 		}
 		if err := q.Remove(ctx, "b1"); !errors.Is(err, ErrNotQueued) {
@@ -161,8 +159,102 @@ func TestRunConcurrencyPriorityRetry(t *testing.T) {
 			t.Errorf("b3 handled %d times, want 2 (one retry)", count)
 		}
 		// A finished task leaves nothing behind: the build can queue again.
-		if ok, err := q.Queued(context.Background(), "b0"); err != nil || ok {
-			t.Errorf("finished build still queued: %v %v", ok, err)
+		if missing, err := q.Missing(context.Background(), []string{"b0"}); err != nil || len(missing) != 1 {
+			t.Errorf("finished build still queued: missing %v, %v", missing, err)
+		}
+	})
+}
+
+// Missing answers for many builds in every state a task can be in, in
+// every priority queue; an archived leftover counts as missing and is
+// replaced by the next Enqueue.
+func TestMissing(t *testing.T) {
+	eachRedis(t, func(t *testing.T, rc redis.UniversalClient, prefix string) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		// An hour's retry delay keeps a failed delivery in the retry state.
+		q := NewAsynq(AsynqOptions{Redis: rc, Prefix: prefix, Concurrency: 2, RetryDelay: time.Hour, PollInterval: 20 * time.Millisecond})
+		defer q.Close()
+		enqueue := func(task Task) {
+			t.Helper()
+			task.Timeout = time.Minute
+			if err := q.Enqueue(ctx, task); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		// Pending in each priority queue, scheduled, and 300 others of
+		// which every third is queued.
+		enqueue(Task{BuildID: "high", Priority: 1, Delay: time.Hour})
+		enqueue(Task{BuildID: "normal", Delay: time.Hour})
+		enqueue(Task{BuildID: "low", Priority: -1, Delay: time.Hour})
+		var many, wantMissing []string
+		for i := range 300 {
+			id := fmt.Sprintf("m%03d", i)
+			many = append(many, id)
+			if i%3 == 0 {
+				enqueue(Task{BuildID: id, Delay: time.Hour})
+			} else {
+				wantMissing = append(wantMissing, id)
+			}
+		}
+		missing, err := q.Missing(ctx, append([]string{"high", "normal", "low"}, many...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(missing, wantMissing) {
+			t.Errorf("Missing = %d builds %v..., want the %d not queued", len(missing), missing[:min(len(missing), 5)], len(wantMissing))
+		}
+
+		// An archived leftover is missing; Enqueue replaces it.
+		enqueue(Task{BuildID: "archived", Delay: time.Hour})
+		if err := q.inspector.ArchiveTask(q.queueFor(0), "archived"); err != nil {
+			t.Fatal(err)
+		}
+		if missing, err := q.Missing(ctx, []string{"archived"}); err != nil || !slices.Equal(missing, []string{"archived"}) {
+			t.Fatalf("archived leftover: Missing = %v, %v", missing, err)
+		}
+		enqueue(Task{BuildID: "archived", Delay: time.Hour})
+		if missing, err := q.Missing(ctx, []string{"archived"}); err != nil || len(missing) != 0 {
+			t.Fatalf("re-queued leftover: Missing = %v, %v", missing, err)
+		}
+
+		// Being handled, and waiting for a retry.
+		active := make(chan struct{})
+		handler := func(ctx context.Context, id string) error {
+			if id == "fails" {
+				return errors.New("fails")
+			}
+			close(active)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		enqueue(Task{BuildID: "fails"})
+		enqueue(Task{BuildID: "active"})
+		stopped := make(chan error, 1)
+		runCtx, stop := context.WithCancel(ctx)
+		go func() { stopped <- q.Run(runCtx, handler) }()
+		defer func() {
+			stop()
+			<-stopped
+		}()
+		<-active
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			info, err := q.inspector.GetTaskInfo(q.queueFor(0), "fails")
+			if err == nil && info.State.String() == "retry" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("failed delivery not waiting for a retry: %v %v", info, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if missing, err := q.Missing(ctx, []string{"fails", "active", "never"}); err != nil || !slices.Equal(missing, []string{"never"}) {
+			t.Errorf("Missing(retrying, active, never queued) = %v, %v; want never only", missing, err)
+		}
+		if missing, err := q.Missing(ctx, nil); err != nil || len(missing) != 0 {
+			t.Errorf("Missing(none) = %v, %v", missing, err)
 		}
 	})
 }

@@ -38,14 +38,18 @@ type Handler func(ctx context.Context, buildID string) error
 //     returns nil.
 //   - Remove takes a build that is waiting (not being handled) out of the
 //     queue; ErrNotQueued otherwise.
-//   - Queued reports whether the build is queued, waiting for a retry or
-//     being handled.
+//   - Missing returns those of buildIDs the queue does not hold (neither
+//     queued, nor waiting for a retry, nor being handled), in the order
+//     given: the builds Enqueue would queue. It answers for many builds at
+//     once at a cost independent of their number (for Asynq, one Redis
+//     round trip per priority queue), so that reconciling a page of builds
+//     costs one call, not one per build.
 //   - Run delivers tasks to h until ctx ends, never more than the
 //     configured concurrency at once in this process, higher priorities
 //     first; it returns after in-flight handlers returned.
 type Queue interface {
 	Enqueue(ctx context.Context, t Task) error
 	Remove(ctx context.Context, buildID string) error
-	Queued(ctx context.Context, buildID string) (bool, error)
+	Missing(ctx context.Context, buildIDs []string) ([]string, error)
 	Run(ctx context.Context, h Handler) error
 }

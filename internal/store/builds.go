@@ -174,8 +174,13 @@ type BuildStore interface {
 	// ListBuilds returns repoID's builds created at or after since (zero:
 	// any time), newest first, at most limit (limit <= 0: all).
 	ListBuilds(ctx context.Context, repoID int64, since time.Time, limit int) ([]Build, error)
-	// ListBuildsInPhase returns every build in one of phases, oldest first.
-	ListBuildsInPhase(ctx context.Context, phases ...BuildPhase) ([]Build, error)
+	// ListUnfinishedBuilds returns one page of the builds that have not
+	// ended (waiting or running), oldest first (by CreatedAt, then ID): at
+	// most limit of them (limit <= 0: all) that come after `after` in that
+	// order (nil: from the oldest). Passing the last build of a page gets
+	// the next one, so a walk sees every build that stays unfinished
+	// exactly once.
+	ListUnfinishedBuilds(ctx context.Context, after *Build, limit int) ([]Build, error)
 	// ListTriggerBuilds returns at most limit (0: no limit) builds that
 	// triggerID started, newest first, only those in one of phases when
 	// phases are given.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -193,14 +194,23 @@ func phaseList(phases []store.BuildPhase) (string, []any) {
 	return strings.TrimSuffix(strings.Repeat("?, ", len(phases)), ", "), args
 }
 
-// ListBuildsInPhase returns the builds in one of phases, oldest first.
-func (s *Store) ListBuildsInPhase(ctx context.Context, phases ...store.BuildPhase) ([]store.Build, error) {
-	if len(phases) == 0 {
-		return nil, nil
+// unfinishedBuildsPage is the keyset page ListUnfinishedBuilds reads,
+// served in order by the builds_unfinished_created index.
+const unfinishedBuildsPage = buildSelect + `WHERE b.phase NOT IN ` + terminalSQL + `
+	AND (b.created_at, b.id) > (?, ?) ORDER BY b.created_at, b.id LIMIT ?`
+
+// ListUnfinishedBuilds returns a page of the builds not yet ended, oldest
+// first: each page reads only its own rows, however many builds ended.
+func (s *Store) ListUnfinishedBuilds(ctx context.Context, after *store.Build, n int) ([]store.Build, error) {
+	if n <= 0 {
+		n = -1
 	}
-	in, args := phaseList(phases)
-	return s.queryBuilds(ctx, "list builds by phase", buildSelect+`WHERE b.phase IN (`+in+`)
-		ORDER BY b.created_at, b.id`, args...)
+	// Before every build: creation times are positive.
+	afterCreated, afterID := int64(math.MinInt64), ""
+	if after != nil {
+		afterCreated, afterID = nanos(after.CreatedAt), after.ID
+	}
+	return s.queryBuilds(ctx, "list unfinished builds", unfinishedBuildsPage, afterCreated, afterID, limit(n))
 }
 
 // ListTriggerBuilds returns triggerID's builds, newest first, through the

@@ -187,6 +187,14 @@ func TestBuildUpdateRace(t *testing.T) {
 	})
 }
 
+func buildIDs(bs []store.Build) []string {
+	ids := make([]string, len(bs))
+	for i, b := range bs {
+		ids[i] = b.ID
+	}
+	return ids
+}
+
 func TestBuildListings(t *testing.T) {
 	eachStore(t, func(t *testing.T, s *Store) {
 		ctx := context.Background()
@@ -208,11 +216,7 @@ func TestBuildListings(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ids []string
-		for _, b := range list {
-			ids = append(ids, b.ID)
-		}
-		if !reflect.DeepEqual(ids, []string{"a3", "a2", "a1", "a0"}) {
+		if ids := buildIDs(list); !reflect.DeepEqual(ids, []string{"a3", "a2", "a1", "a0"}) {
 			t.Fatalf("ListBuilds = %v, want newest first", ids)
 		}
 		if list, _ = s.ListBuilds(ctx, app.ID, time.Time{}, 2); len(list) != 2 || list[0].ID != "a3" {
@@ -232,13 +236,34 @@ func TestBuildListings(t *testing.T) {
 		if err := s.UpdateBuild(ctx, a2); err != nil {
 			t.Fatal(err)
 		}
-		running, err := s.ListBuildsInPhase(ctx, store.PhaseBuildScheduled, store.PhaseBuilding)
-		if err != nil || len(running) != 1 || running[0].ID != "a1" {
-			t.Fatalf("ListBuildsInPhase(running) = %v, %v", running, err)
+		// Unfinished: the waiting builds and the running a1, oldest first;
+		// the cancelled a2 is left out.
+		unfinished, err := s.ListUnfinishedBuilds(ctx, nil, 0)
+		if err != nil {
+			t.Fatal(err)
 		}
-		waiting, _ := s.ListBuildsInPhase(ctx, store.PhaseWaiting)
-		if len(waiting) != 4 || waiting[0].ID != "a0" {
-			t.Errorf("waiting: %d builds, first %s", len(waiting), waiting[0].ID)
+		if got, want := buildIDs(unfinished), []string{"a0", "a1", "a3", "o0", "x0"}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("ListUnfinishedBuilds = %v, want %v", got, want)
+		}
+		if unfinished[1].Phase != store.PhaseBuilding {
+			t.Errorf("a1 listed in phase %s, want building", unfinished[1].Phase)
+		}
+		// Pages of two, each after the last build of the one before.
+		var pages [][]string
+		var after *store.Build
+		for range 5 {
+			page, err := s.ListUnfinishedBuilds(ctx, after, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			pages = append(pages, buildIDs(page))
+			after = &page[len(page)-1]
+		}
+		if want := [][]string{{"a0", "a1"}, {"a3", "o0"}, {"x0"}}; !reflect.DeepEqual(pages, want) {
+			t.Errorf("pages of 2 = %v, want %v", pages, want)
 		}
 		n, err := s.CountNamespaceBuilds(ctx, app.NamespaceID, store.PhaseWaiting, store.PhaseBuilding)
 		if err != nil || n != 4 { // a0, a1, a3, o0
@@ -300,24 +325,17 @@ func TestListTriggerBuilds(t *testing.T) {
 		if err := s.UpdateBuild(ctx, started); err != nil {
 			t.Fatal(err)
 		}
-		ids := func(bs []store.Build) []string {
-			var out []string
-			for _, b := range bs {
-				out = append(out, b.ID)
-			}
-			return out
+		if bs, err := s.ListTriggerBuilds(ctx, "t1", 0); err != nil || !reflect.DeepEqual(buildIDs(bs), []string{"b4", "b2", "b0"}) {
+			t.Errorf("all of t1 = %v, %v; want b4 b2 b0", buildIDs(bs), err)
 		}
-		if bs, err := s.ListTriggerBuilds(ctx, "t1", 0); err != nil || !reflect.DeepEqual(ids(bs), []string{"b4", "b2", "b0"}) {
-			t.Errorf("all of t1 = %v, %v; want b4 b2 b0", ids(bs), err)
+		if bs, err := s.ListTriggerBuilds(ctx, "t1", 2); err != nil || !reflect.DeepEqual(buildIDs(bs), []string{"b4", "b2"}) {
+			t.Errorf("two of t1 = %v, %v; want b4 b2", buildIDs(bs), err)
 		}
-		if bs, err := s.ListTriggerBuilds(ctx, "t1", 2); err != nil || !reflect.DeepEqual(ids(bs), []string{"b4", "b2"}) {
-			t.Errorf("two of t1 = %v, %v; want b4 b2", ids(bs), err)
-		}
-		if bs, err := s.ListTriggerBuilds(ctx, "t1", 0, store.PhaseWaiting); err != nil || !reflect.DeepEqual(ids(bs), []string{"b2", "b0"}) {
-			t.Errorf("waiting of t1 = %v, %v; want b2 b0", ids(bs), err)
+		if bs, err := s.ListTriggerBuilds(ctx, "t1", 0, store.PhaseWaiting); err != nil || !reflect.DeepEqual(buildIDs(bs), []string{"b2", "b0"}) {
+			t.Errorf("waiting of t1 = %v, %v; want b2 b0", buildIDs(bs), err)
 		}
 		if bs, err := s.ListTriggerBuilds(ctx, "", 0); err != nil || len(bs) != 0 {
-			t.Errorf("builds of no trigger = %v, %v; want none", ids(bs), err)
+			t.Errorf("builds of no trigger = %v, %v; want none", buildIDs(bs), err)
 		}
 		plan := queryPlan(t, s, buildSelect+`WHERE b.trigger_id = ? AND b.trigger_id <> '' ORDER BY b.created_at DESC, b.id DESC LIMIT ?`, "t1", 5)
 		if !strings.Contains(plan, "builds_trigger_created") {

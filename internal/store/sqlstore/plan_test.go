@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,6 +78,44 @@ func TestQueriesUseIndexes(t *testing.T) {
 			}
 			if !strings.Contains(strings.ToLower(plan), "index") && !strings.Contains(plan, "PRIMARY KEY") {
 				t.Errorf("%s: plan uses no index:\n%s", c.name, plan)
+			}
+		}
+	})
+}
+
+// A page of unfinished builds reads its rows in order from the partial
+// index, neither scanning nor sorting the builds that ended.
+func TestUnfinishedBuildsPageUsesIndex(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *Store) {
+		r := fixture(t, s, "ns", "busy")
+		ctx := context.Background()
+		err := s.writeTx(ctx, func(tx *sql.Tx) error {
+			for i := range 6000 {
+				phase := "complete"
+				if i%2 == 0 {
+					phase = "waiting"
+				}
+				if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO builds (id, repo_id, phase, created_at) VALUES (?, ?, ?, ?)`),
+					fmt.Sprintf("b%05d", i), r.ID, phase, int64(i+1)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.w.Exec(`ANALYZE`); err != nil {
+			t.Fatal(err)
+		}
+		plan := queryPlan(t, s, unfinishedBuildsPage, int64(3000), "b02999", int64(100))
+		t.Logf("unfinished builds page:\n%s", plan)
+		if !strings.Contains(plan, "builds_unfinished_created") {
+			t.Errorf("the page does not read builds_unfinished_created:\n%s", plan)
+		}
+		for _, bad := range []string{"TEMP B-TREE", "Sort"} {
+			if strings.Contains(plan, bad) {
+				t.Errorf("the page sorts (%q):\n%s", bad, plan)
 			}
 		}
 	})
