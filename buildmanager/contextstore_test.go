@@ -26,14 +26,7 @@ func TestPurgeUnusedContexts(t *testing.T) {
 			t.Fatal(err)
 		}
 		cs := &BlobContextStore{Blobs: blobs, Store: e.st}
-		alice := &store.Account{Kind: store.KindUser, Name: "alice", Enabled: true}
-		if err := e.st.CreateAccount(ctx, alice); err != nil {
-			t.Fatal(err)
-		}
-		repo := &store.Repository{NamespaceID: alice.ID, Name: "app"}
-		if err := e.st.CreateRepository(ctx, repo); err != nil {
-			t.Fatal(err)
-		}
+		alice, repo := aliceApp(t, e.st)
 		upload := func(id, content string, expires time.Time) digest.Digest {
 			t.Helper()
 			if err := e.st.PutBuildFile(ctx, &store.BuildFile{ID: id, UploaderID: alice.ID, ExpiresAt: expires}); err != nil {

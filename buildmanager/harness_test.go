@@ -382,24 +382,36 @@ func startWith(t *testing.T, e *env, o Options) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{Manager: m, e: e, done: make(chan error, 1)}
-	h.user, err = e.st.GetAccountByName(ctx, "alice")
-	if err != nil {
-		h.user = &store.Account{Kind: store.KindUser, Name: "alice", Enabled: true}
-		if err := e.st.CreateAccount(ctx, h.user); err != nil {
-			t.Fatal(err)
-		}
-		h.repo = &store.Repository{NamespaceID: h.user.ID, Name: "app"}
-		if err := e.st.CreateRepository(ctx, h.repo); err != nil {
-			t.Fatal(err)
-		}
-	} else if h.repo, err = e.st.GetRepository(ctx, "alice", "app"); err != nil {
-		t.Fatal(err)
-	}
+	h.user, h.repo = aliceApp(t, e.st)
 	runCtx, cancel := context.WithCancel(ctx)
 	h.cancel = cancel
 	go func() { h.done <- m.Run(runCtx) }()
 	t.Cleanup(h.stop)
 	return h
+}
+
+// aliceApp returns the user alice and her repository alice/app, made on
+// first use.
+func aliceApp(t *testing.T, st store.Store) (*store.Account, *store.Repository) {
+	t.Helper()
+	ctx := context.Background()
+	user, err := st.GetAccountByName(ctx, "alice")
+	if err == nil {
+		repo, err := st.GetRepository(ctx, "alice", "app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return user, repo
+	}
+	user = &store.Account{Kind: store.KindUser, Name: "alice", Enabled: true}
+	if err := st.CreateAccount(ctx, user); err != nil {
+		t.Fatal(err)
+	}
+	repo := &store.Repository{NamespaceID: user.ID, Name: "app"}
+	if err := st.CreateRepository(ctx, repo); err != nil {
+		t.Fatal(err)
+	}
+	return user, repo
 }
 
 func (h *harness) stop() {

@@ -431,14 +431,7 @@ func TestReconcilePages(t *testing.T) {
 		rq := &recordingQueue{Queue: aq}
 		o := testOptions(e, testKey)
 		o.Queue = rq
-		owner := &store.Account{Kind: store.KindUser, Name: "alice", Enabled: true}
-		if err := e.st.CreateAccount(ctx, owner); err != nil {
-			t.Fatal(err)
-		}
-		repo := &store.Repository{NamespaceID: owner.ID, Name: "app"}
-		if err := e.st.CreateRepository(ctx, repo); err != nil {
-			t.Fatal(err)
-		}
+		_, repo := aliceApp(t, e.st)
 		m, err := New(o)
 		if err != nil {
 			t.Fatal(err)
