@@ -464,13 +464,15 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		if err != nil {
 			return errors.Join(append(errs, fmt.Errorf("buildmanager: reconcile: %w", err))...)
 		}
-		if len(page) == 0 {
+		if len(page) > 0 {
+			if err := m.requeueMissing(ctx, page); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if len(page) < m.reconcilePageSize {
 			return errors.Join(errs...)
 		}
 		after = &page[len(page)-1]
-		if err := m.requeueMissing(ctx, page); err != nil {
-			errs = append(errs, err)
-		}
 	}
 }
 
