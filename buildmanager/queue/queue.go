@@ -41,8 +41,8 @@ type Handler func(ctx context.Context, buildID string) error
 //   - Missing returns those of buildIDs the queue does not hold (neither
 //     queued, nor waiting for a retry, nor being handled), in the order
 //     given: the builds Enqueue would queue. It answers for many builds at
-//     once at a cost independent of their number (for Asynq, one Redis
-//     round trip per priority queue), so that reconciling a page of builds
+//     once in a number of round trips that does not grow with theirs (for
+//     Asynq, one per priority queue), so that reconciling a page of builds
 //     costs one call, not one per build.
 //   - Run delivers tasks to h until ctx ends, never more than the
 //     configured concurrency at once in this process, higher priorities
