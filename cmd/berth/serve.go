@@ -33,7 +33,6 @@ import (
 	"github.com/berth-dev/berth/registry"
 	regauth "github.com/berth-dev/berth/registry/auth"
 	"github.com/berth-dev/berth/storage"
-	"github.com/berth-dev/berth/storage/filesystem"
 	"github.com/berth-dev/berth/triggers"
 	"github.com/berth-dev/berth/triggers/manage"
 	"github.com/berth-dev/berth/triggers/webhook"
@@ -282,7 +281,7 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 	}
 	app.store = st
 	app.closers = append(app.closers, func() { st.Close() })
-	blobs, err := openStorage(cfg, "")
+	blobs, err := openStorage(ctx, cfg, "")
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +289,7 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 	// own, so that registry garbage collection can never take it for
 	// unreferenced blobs; what was archived among the registry's blobs
 	// before stays readable there.
-	buildBlobs, err := openStorage(cfg, buildDataNamespace)
+	buildBlobs, err := openStorage(ctx, cfg, buildDataNamespace)
 	if err != nil {
 		return nil, err
 	}
@@ -569,25 +568,12 @@ const buildDataNamespace = "builds"
 
 // openStorage opens the configured storage, or the part of it named
 // namespace ("" for the registry's blobs).
-func openStorage(cfg *config.Config, namespace string) (storage.Driver, error) {
+func openStorage(ctx context.Context, cfg *config.Config, namespace string) (storage.Driver, error) {
 	name, params, err := cfg.StorageDriver()
 	if err != nil {
 		return nil, err
 	}
-	switch name {
-	case "LocalStorage":
-		path, _ := params["storage_path"].(string)
-		if path == "" {
-			return nil, errors.New("LocalStorage needs storage_path")
-		}
-		path = filepath.Join(path, namespace)
-		d, err := filesystem.New(path)
-		if err != nil {
-			return nil, fmt.Errorf("storage %s: %w", path, err)
-		}
-		return d, nil
-	}
-	return nil, fmt.Errorf("storage driver %q is not supported", name)
+	return storage.Open(ctx, name, params, namespace)
 }
 
 // externalURL returns how clients reach this server: SERVER_HOSTNAME when

@@ -14,11 +14,11 @@ import (
 // a registry garbage collector walking its blobs cannot delete a log archive.
 func TestBuildDataIsApartFromRegistryBlobs(t *testing.T) {
 	cfg := &config.Config{DataDir: t.TempDir()}
-	registryBlobs, err := openStorage(cfg, "")
+	registryBlobs, err := openStorage(context.Background(), cfg, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	buildBlobs, err := openStorage(cfg, buildDataNamespace)
+	buildBlobs, err := openStorage(context.Background(), cfg, buildDataNamespace)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestBuildDataIsApartFromRegistryBlobs(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	reopened, err := openStorage(cfg, buildDataNamespace)
+	reopened, err := openStorage(context.Background(), cfg, buildDataNamespace)
 	if err != nil {
 		t.Fatal(err)
 	}
