@@ -40,7 +40,7 @@ type Options struct {
 	Secrets *auth.Secrets
 	Config  *config.Config
 	// ExternalURL is the server's base URL as clients see it (error "type"
-	// URLs, the Swagger host). nil: the request's scheme and Host.
+	// URLs, the Swagger host). nil: Config.ExternalURL.
 	ExternalURL func(r *http.Request) string
 	// Logger receives failures; nil means slog.Default().
 	Logger *slog.Logger
@@ -170,11 +170,7 @@ func (a *API) externalURL(r *http.Request) string {
 	if a.o.ExternalURL != nil {
 		return strings.TrimSuffix(a.o.ExternalURL(r), "/")
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
+	return a.o.Config.ExternalURL(r)
 }
 
 // registerRoutes adds every route of this package.

@@ -311,7 +311,7 @@ func build(ctx context.Context, cfg *config.Config, limits serveLimits, log *slo
 	if err != nil {
 		return nil, err
 	}
-	external := externalURL(cfg)
+	external := cfg.ExternalURL
 	policy := &auth.Policy{Store: st, SuperUsers: cfg.SuperUsers}
 	authenticator := auth.NewAuthenticator(st)
 	authenticator.Secrets = secrets
@@ -532,14 +532,7 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 // SERVER_HOSTNAME when set, else this machine's listener (no request is at
 // hand to take a Host from).
 func baseURL(cfg *config.Config, listenAddr net.Addr) string {
-	scheme := cfg.PreferredURLScheme
-	if scheme == "" {
-		scheme = "http"
-		if cfg.TLSCert != "" {
-			scheme = "https"
-		}
-	}
-	return scheme + "://" + registryTarget(cfg, listenAddr).Addr
+	return cfg.ExternalScheme() + "://" + registryTarget(cfg, listenAddr).Addr
 }
 
 // registryTarget is how a local worker reaches this server's registry:
@@ -574,29 +567,6 @@ func openStorage(ctx context.Context, cfg *config.Config, namespace string) (sto
 		return nil, err
 	}
 	return storage.Open(ctx, name, params, namespace)
-}
-
-// externalURL returns how clients reach this server: SERVER_HOSTNAME when
-// configured, otherwise the scheme and Host of each request.
-func externalURL(cfg *config.Config) func(r *http.Request) string {
-	if cfg.ServerHostname != "" {
-		scheme := cfg.PreferredURLScheme
-		if scheme == "" {
-			scheme = "http"
-			if cfg.TLSCert != "" {
-				scheme = "https"
-			}
-		}
-		u := scheme + "://" + cfg.ServerHostname
-		return func(*http.Request) string { return u }
-	}
-	return func(r *http.Request) string {
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
-		return scheme + "://" + r.Host
-	}
 }
 
 // bootstrapAdmin creates the superuser named by BERTH_ADMIN_USER, once.

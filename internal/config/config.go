@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -163,6 +164,33 @@ func (c *Config) DatabaseURI() string {
 		return c.DBURI
 	}
 	return "sqlite://" + filepath.Join(c.DataDir, "berth.db")
+}
+
+// ExternalScheme is the scheme clients reach this server by, where no
+// request says: PREFERRED_URL_SCHEME (for a TLS-terminating proxy in
+// front), else https when the server itself serves TLS.
+func (c *Config) ExternalScheme() string {
+	switch {
+	case c.PreferredURLScheme != "":
+		return c.PreferredURLScheme
+	case c.TLSCert != "":
+		return "https"
+	}
+	return "http"
+}
+
+// ExternalURL is how clients reach this server, for the links and token
+// realms it hands out: the external scheme and SERVER_HOSTNAME when that is
+// set, else the scheme and Host of the request at hand.
+func (c *Config) ExternalURL(r *http.Request) string {
+	if c.ServerHostname != "" {
+		return c.ExternalScheme() + "://" + c.ServerHostname
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
 }
 
 // StorageDriver returns the name and parameters of the preferred storage

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -100,5 +102,28 @@ BUILD_MANAGER:
 `)
 	if err != nil || len(unknown) > 0 {
 		t.Fatalf("err %v, unknown %v", err, unknown)
+	}
+}
+
+func TestExternalURL(t *testing.T) {
+	plain := httptest.NewRequest(http.MethodGet, "http://from-host:8080/v2/", nil)
+	overTLS := httptest.NewRequest(http.MethodGet, "https://from-host/v2/", nil)
+	tests := []struct {
+		name string
+		cfg  Config
+		r    *http.Request
+		want string
+	}{
+		{"request over http", Config{}, plain, "http://from-host:8080"},
+		{"request over TLS", Config{}, overTLS, "https://from-host"},
+		{"hostname", Config{ServerHostname: "quay.example"}, overTLS, "http://quay.example"},
+		{"hostname, serving TLS", Config{ServerHostname: "quay.example", TLSCert: "c.pem"}, plain, "https://quay.example"},
+		{"hostname behind a TLS proxy", Config{ServerHostname: "quay.example", PreferredURLScheme: "https"}, plain, "https://quay.example"},
+		{"preferred scheme wins over TLS", Config{ServerHostname: "quay.example", PreferredURLScheme: "http", TLSCert: "c.pem"}, plain, "http://quay.example"},
+	}
+	for _, tt := range tests {
+		if got := tt.cfg.ExternalURL(tt.r); got != tt.want {
+			t.Errorf("%s: ExternalURL = %q, want %q", tt.name, got, tt.want)
+		}
 	}
 }
