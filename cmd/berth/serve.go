@@ -23,7 +23,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/buildmanager"
 	"github.com/berth-dev/berth/buildmanager/queue"
-	"github.com/berth-dev/berth/executors/local"
+	"github.com/berth-dev/berth/executors"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/logctx"
@@ -456,43 +456,24 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 	}
 	app.closers = append(app.closers, func() { rdb.Close() })
 
+	deps, err := executorDeps(cfg, bc, log)
+	if err != nil {
+		return nil, err
+	}
 	var execs []buildmanager.Executor
 	for _, ec := range bc.Executors {
-		switch ec.Kind {
-		case local.Kind, "popen":
-			lc, err := local.ConfigFromMap(ec.Params, cfg.DataDir)
-			if err != nil {
-				return nil, fmt.Errorf("executor %s: %w", ec.Name, err)
-			}
-			if lc.Name == "" {
-				lc.Name = ec.Name
-			}
-			lc.Logger = log
-			outbound, err := outboundPolicy(cfg)
-			if err != nil {
-				return nil, err
-			}
-			for k, v := range outbound.Env() {
-				lc.Env[k] = v
-			}
-			if err := buildNetworksEnv(cfg, lc.Env); err != nil {
-				return nil, err
-			}
-			// One build user per build that may run at once.
-			lc.Users = bc.AllowedWorkerCount
-			ex, err := local.New(lc)
-			if err != nil {
-				return nil, fmt.Errorf("executor %s: %w", ec.Name, err)
-			}
+		ex, err := executors.New(ctx, ec.Kind, ec.Name, ec.Params, deps)
+		if err != nil {
+			return nil, fmt.Errorf("executor %s: %w", ec.Name, err)
+		}
+		if c, ok := ex.(executors.Closer); ok {
 			app.closers = append(app.closers, func() {
 				closeCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 				defer cancel()
-				_ = ex.Close(closeCtx)
+				_ = c.Close(closeCtx)
 			})
-			execs = append(execs, buildmanager.Executor{Executor: ex, SetupTime: ec.SetupTime, MinimumRetryThreshold: ec.MinimumRetryThreshold})
-		default:
-			return nil, fmt.Errorf("executor %s: kind %q is not supported", ec.Name, ec.Kind)
 		}
+		execs = append(execs, buildmanager.Executor{Executor: ex, SetupTime: ec.SetupTime, MinimumRetryThreshold: ec.MinimumRetryThreshold})
 	}
 
 	target := registryTarget(cfg, listenAddr)
@@ -526,6 +507,21 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 	}
 	app.background = append(app.background, m.Run)
 	return m, nil
+}
+
+// executorDeps is what every executor gets from the server: its workers'
+// environment (the outbound network policy, the sandbox's network
+// exceptions) and how many may run at once.
+func executorDeps(cfg *config.Config, bc *buildmanager.Config, log *slog.Logger) (executors.Deps, error) {
+	outbound, err := outboundPolicy(cfg)
+	if err != nil {
+		return executors.Deps{}, err
+	}
+	env := outbound.Env()
+	if err := buildNetworksEnv(cfg, env); err != nil {
+		return executors.Deps{}, err
+	}
+	return executors.Deps{DataDir: cfg.DataDir, WorkerEnv: env, MaxWorkers: bc.AllowedWorkerCount, Logger: log}, nil
 }
 
 // baseURL is berth's address for links sent elsewhere (commit statuses):

@@ -1,9 +1,38 @@
 package local
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"time"
+
+	"github.com/berth-dev/berth/executors"
 )
+
+func init() {
+	executors.Register(Kind, open)
+	executors.Register("popen", open) // Quay's name for it
+}
+
+// open is the local executor's executors.Factory.
+func open(ctx context.Context, name string, params map[string]any, deps executors.Deps) (executors.Executor, error) {
+	cfg, err := ConfigFromMap(params, deps.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Name == "" {
+		cfg.Name = name
+	}
+	cfg.Logger = deps.Logger
+	maps.Copy(cfg.Env, deps.WorkerEnv)
+	// One build user per build that may run at once.
+	cfg.Users = deps.MaxWorkers
+	ex, err := New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return ex, nil
+}
 
 // ConfigFromMap reads one entry of config.yaml's EXECUTORS list whose
 // EXECUTOR is "local" (Quay's "popen"). Keys:

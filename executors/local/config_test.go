@@ -1,12 +1,17 @@
 package local
 
 import (
+	"context"
+	"log/slog"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/berth-dev/berth/executors"
 )
 
 func TestConfigFromMap(t *testing.T) {
@@ -58,5 +63,50 @@ func TestConfigFromMapErrors(t *testing.T) {
 		if _, err := ConfigFromMap(m, ""); err == nil || !strings.Contains(err.Error(), "local executor config") {
 			t.Errorf("%s: err = %v", name, err)
 		}
+	}
+}
+
+// EXECUTOR: popen (Quay's name) makes a local executor through the
+// registry: its entry's keys, the server's worker environment over the
+// entry's ENV, the entry's name, a build user per build that may run.
+func TestNewFromEntry(t *testing.T) {
+	root, err := os.MkdirTemp("/var/tmp", "berth-builds-entry-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	params := map[string]any{
+		"EXECUTOR":                "popen",
+		"BUILD_ROOT":              root,
+		"BUILDER_BINARY_LOCATION": "/bin/true",
+		"ENV":                     map[string]any{"FROM_ENTRY": "entry", "SHARED": "entry"},
+	}
+	deps := executors.Deps{DataDir: t.TempDir(), WorkerEnv: map[string]string{"SHARED": "server"}, MaxWorkers: 3,
+		Logger: slog.New(slog.DiscardHandler)}
+	ex, err := executors.New(context.Background(), "popen", "builder", params, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ex.(executors.Closer).Close(context.Background()) })
+	e := ex.(*Executor)
+	if e.Name() != "builder" || e.cfg.Users != 3 || e.cfg.BuildRoot != root || e.cfg.Command[0] != "/bin/true" {
+		t.Errorf("executor = %+v", e.cfg)
+	}
+	if e.cfg.Env["FROM_ENTRY"] != "entry" || e.cfg.Env["SHARED"] != "server" {
+		t.Errorf("worker env = %v, want the entry's ENV with the server's over it", e.cfg.Env)
+	}
+	if deps.WorkerEnv["FROM_ENTRY"] != "" {
+		t.Error("the factory changed the server's shared worker environment")
+	}
+}
+
+func TestNewFromEntryErrors(t *testing.T) {
+	deps := executors.Deps{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)}
+	if _, err := executors.New(context.Background(), Kind, "builder", map[string]any{"WORKER_USER": "x"}, deps); err == nil || !strings.Contains(err.Error(), "WORKER_USER") {
+		t.Errorf("a bad entry = %v", err)
+	}
+	if _, err := executors.New(context.Background(), "kubernetes", "k8s", map[string]any{}, deps); err == nil ||
+		!strings.Contains(err.Error(), `kind "kubernetes" is not supported`) || !strings.Contains(err.Error(), "local, popen") {
+		t.Errorf("an unknown kind = %v, want an error naming it and the kinds built in", err)
 	}
 }

@@ -106,7 +106,7 @@ func TestNewRemovesStaleExecutions(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
-	e, err := New(Config{Command: []string{"/bin/true"}, BuildRoot: root})
+	e, err := New(context.Background(), Config{Command: []string{"/bin/true"}, BuildRoot: root})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -162,7 +162,8 @@ var _ executors.Exited = (*Executor)(nil)
 // subordinate ID ranges exist and copies the worker binary to a root-owned
 // path; it removes what a previous run of the server left in BuildRoot
 // (processes and directories) and locks BuildRoot against a second server.
-func New(cfg Config) (*Executor, error) {
+// ctx bounds the worker's check, which may take up to two minutes.
+func New(ctx context.Context, cfg Config) (*Executor, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -213,7 +214,7 @@ func New(cfg Config) (*Executor, error) {
 		e.lock.Close()
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	if err := e.check(ctx); err != nil {
 		e.lock.Close()

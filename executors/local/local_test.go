@@ -114,7 +114,7 @@ func buildRoot(t *testing.T) string {
 
 func newExecutor(t *testing.T, root string) *local.Executor {
 	t.Helper()
-	ex, err := local.New(local.Config{
+	ex, err := local.New(context.Background(), local.Config{
 		Name:      "local-test",
 		Command:   workerCommand,
 		BuildRoot: root,
@@ -366,7 +366,7 @@ func alive(pid int) bool {
 // helperServer is a server that starts one worker, prints its pid and
 // waits to be killed.
 func helperServer() int {
-	ex, err := local.New(local.Config{
+	ex, err := local.New(context.Background(), local.Config{
 		Command:   strings.Split(os.Getenv("HELPER_WORKER"), "\x1f"),
 		BuildRoot: os.Getenv("HELPER_BUILD_ROOT"),
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -387,7 +387,7 @@ func helperServer() int {
 }
 
 func TestMaxLifetimeEndsWorker(t *testing.T) {
-	ex, err := local.New(local.Config{Command: workerCommand, BuildRoot: buildRoot(t),
+	ex, err := local.New(context.Background(), local.Config{Command: workerCommand, BuildRoot: buildRoot(t),
 		MaxLifetime: 2 * time.Second, StopGrace: time.Second, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -414,7 +414,7 @@ func TestCloseStopsWorkersAndRefusesStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := filepath.Join(parent, "instance")
-	ex, err := local.New(local.Config{Command: workerCommand, BuildRoot: root, StopGrace: time.Second, Logger: testLogger()})
+	ex, err := local.New(context.Background(), local.Config{Command: workerCommand, BuildRoot: root, StopGrace: time.Second, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +444,7 @@ func TestCloseStopsWorkersAndRefusesStart(t *testing.T) {
 
 func TestNewRejectsBuildRootInDataDir(t *testing.T) {
 	data := t.TempDir()
-	_, err := local.New(local.Config{Command: workerCommand, DataDir: data, BuildRoot: filepath.Join(data, "builds")})
+	_, err := local.New(context.Background(), local.Config{Command: workerCommand, DataDir: data, BuildRoot: filepath.Join(data, "builds")})
 	if err == nil || !strings.Contains(err.Error(), "outside the data directory") {
 		t.Fatalf("New with the build root inside the data dir = %v", err)
 	}
@@ -453,7 +453,7 @@ func TestNewRejectsBuildRootInDataDir(t *testing.T) {
 func TestBuildRootIsExclusive(t *testing.T) {
 	root := buildRoot(t)
 	newExecutor(t, root)
-	if _, err := local.New(local.Config{Command: workerCommand, BuildRoot: root, Logger: testLogger()}); err == nil ||
+	if _, err := local.New(context.Background(), local.Config{Command: workerCommand, BuildRoot: root, Logger: testLogger()}); err == nil ||
 		!strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second New on one build root = %v, want in-use error", err)
 	}

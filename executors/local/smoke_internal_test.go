@@ -1,6 +1,7 @@
 package local
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -34,7 +35,7 @@ func TestRootlessBuildahAsWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
-	e, err := New(Config{Command: []string{"/bin/true"}, BuildRoot: root})
+	e, err := New(context.Background(), Config{Command: []string{"/bin/true"}, BuildRoot: root})
 	if err != nil {
 		t.Fatal(err)
 	}

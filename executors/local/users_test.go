@@ -134,7 +134,7 @@ func TestNewRefusesWhenTheWorkerCheckFails(t *testing.T) {
 	if err := os.WriteFile(script, []byte("#!/bin/sh\necho 'build sandbox unavailable: user namespaces are disabled' >&2\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	_, err := local.New(local.Config{Name: "refuse", Command: []string{script, "worker"}, BuildRoot: buildRoot(t), Logger: testLogger()})
+	_, err := local.New(context.Background(), local.Config{Name: "refuse", Command: []string{script, "worker"}, BuildRoot: buildRoot(t), Logger: testLogger()})
 	if err == nil || !strings.Contains(err.Error(), "builds cannot run on this machine") || !strings.Contains(err.Error(), "user namespaces are disabled") {
 		t.Fatalf("New = %v, want a refusal naming the failed check", err)
 	}
