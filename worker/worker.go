@@ -13,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,7 +32,6 @@ import (
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/buildcontext"
 	"github.com/berth-dev/berth/worker/engine"
-	"github.com/berth-dev/berth/worker/engine/buildah"
 )
 
 // Config is how a worker finds its manager and where it works.
@@ -48,7 +49,8 @@ type Config struct {
 	// the engine's image storage. Both belong to this build alone.
 	WorkDir     string
 	StorageRoot string
-	// Engines by name; nil means buildah alone.
+	// Engines by name; nil: one of each engine the binary carries
+	// (engine.All), given the worker's environment.
 	Engines map[string]engine.Engine
 	// Egress is the outbound network policy for the job's source: its
 	// archive_url and git servers (nil: public addresses only).
@@ -85,14 +87,40 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.Engines == nil {
-		b := buildah.New()
-		b.Logger = c.Logger
-		c.Engines = map[string]engine.Engine{b.Name(): b}
-	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = c.Egress.HTTPClient()
 	}
+}
+
+// makeEngines fills Engines when the caller left it nil.
+func (c *Config) makeEngines() error {
+	if c.Engines != nil {
+		return nil
+	}
+	all, err := engine.All(engine.Options{Logger: c.Logger, Getenv: os.Getenv})
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	c.Engines = all
+	return nil
+}
+
+// Check is `berth worker --check`: the check of every engine that has one
+// (engine.Checker) that this machine can build as the engine must, run
+// where a build would run, in scratch space dir.
+func Check(ctx context.Context, cfg Config, dir string) error {
+	cfg.defaults()
+	if err := cfg.makeEngines(); err != nil {
+		return err
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Engines)) {
+		if c, ok := cfg.Engines[name].(engine.Checker); ok {
+			if err := c.Check(ctx, dir); err != nil {
+				return fmt.Errorf("worker check: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // dial connects to the manager as cfg says.
@@ -124,6 +152,9 @@ func dial(cfg Config) (*grpc.ClientConn, error) {
 // another error when registering or delivering failed.
 func Run(ctx context.Context, cfg Config) error {
 	cfg.defaults()
+	if err := cfg.makeEngines(); err != nil {
+		return err
+	}
 	if cfg.ManagerAddr == "" || cfg.RegistrationToken == "" {
 		return errors.New("worker: the manager address and the registration token are required")
 	}

@@ -10,6 +10,8 @@ import (
 
 	pb "github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/internal/testenv"
+	// The engine a worker given no engines makes.
+	_ "github.com/berth-dev/berth/worker/engine/buildah"
 )
 
 // TestRunBuildah runs the worker with the real buildah engine against a

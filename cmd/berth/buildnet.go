@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/egress"
+	"github.com/berth-dev/berth/worker/sandbox"
 )
 
 // buildNetworksEnv reads BUILD_ALLOWED_NETWORKS, the CIDRs (or addresses)
@@ -16,7 +17,7 @@ func buildNetworksEnv(cfg *config.Config, env map[string]string) error {
 		return err
 	}
 	if len(nets) > 0 {
-		env["BERTH_BUILD_ALLOWED_NETWORKS"] = egress.FormatNetworks(nets)
+		env[sandbox.AllowedNetworksEnv] = egress.FormatNetworks(nets)
 	}
 	return nil
 }

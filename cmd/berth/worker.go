@@ -11,8 +11,6 @@ import (
 
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker"
-	"github.com/berth-dev/berth/worker/engine"
-	"github.com/berth-dev/berth/worker/engine/buildah"
 )
 
 // runWorker is `berth worker`: build one job for the build manager, then
@@ -77,11 +75,6 @@ func runWorker(ctx context.Context, args []string) error {
 	case os.Getenv("BERTH_MANAGER_CA_PEM") != "":
 		cfg.CAPEM = []byte(os.Getenv("BERTH_MANAGER_CA_PEM"))
 	}
-	eng, err := workerEngine()
-	if err != nil {
-		return err
-	}
-	cfg.Engines = map[string]engine.Engine{eng.Name(): eng}
 	var missing []string
 	if cfg.ManagerAddr == "" {
 		missing = append(missing, "--manager")
@@ -121,28 +114,9 @@ func checkWorker(ctx context.Context, workDir string) error {
 	if workDir == "" {
 		workDir = os.TempDir()
 	}
-	eng, err := workerEngine()
-	if err != nil {
+	if err := worker.Check(ctx, worker.Config{}, workDir); err != nil {
 		return err
-	}
-	if err := eng.Check(ctx, workDir); err != nil {
-		return fmt.Errorf("worker check: %w", err)
 	}
 	fmt.Println("worker check: builds can be sandboxed here")
 	return nil
-}
-
-// workerEngine is the buildah engine with the sandbox's network exceptions
-// the executor passed down (BERTH_BUILD_ALLOWED_NETWORKS, comma-separated
-// CIDRs, from config.yaml's BUILD_ALLOWED_NETWORKS).
-func workerEngine() (*buildah.Engine, error) {
-	eng := buildah.New()
-	if v := os.Getenv("BERTH_BUILD_ALLOWED_NETWORKS"); v != "" {
-		allowed, err := egress.ParseList(v)
-		if err != nil {
-			return nil, fmt.Errorf("worker: BERTH_BUILD_ALLOWED_NETWORKS: %w", err)
-		}
-		eng.Sandbox.AllowedNetworks = allowed
-	}
-	return eng, nil
 }

@@ -146,3 +146,9 @@ func parseFlags(args []string) (NetworkPolicy, []string, error) {
 	}
 	return p, nil, fmt.Errorf("sandbox-init: no -- before the command")
 }
+
+// AllowedNetworksEnv is the worker's environment variable that carries the
+// exceptions to DefaultPolicy (egress.FormatNetworks of config.yaml's
+// BUILD_ALLOWED_NETWORKS) from the server, through its executor, to the
+// build engine.
+const AllowedNetworksEnv = "BERTH_BUILD_ALLOWED_NETWORKS"

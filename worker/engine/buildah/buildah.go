@@ -36,6 +36,7 @@ import (
 
 	"github.com/berth-dev/berth/dockerfile"
 	"github.com/berth-dev/berth/internal/buildhost"
+	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/engine"
 	"github.com/berth-dev/berth/worker/sandbox"
 )
@@ -85,11 +86,32 @@ func (s Sandbox) config(dir string) (sandbox.Config, error) {
 	return sandbox.Config{RootlessKit: s.RootlessKit, Init: init, StateDir: dir, Network: policy}, nil
 }
 
+// Name is the engine's name, which jobs give.
+const Name = "buildah"
+
+func init() { engine.Register(Name, fromOptions) }
+
 // New returns an engine using buildah from PATH with vfs storage.
 func New() *Engine { return &Engine{} }
 
+// fromOptions is the engine a worker makes: New's, logging to the worker's
+// logger, in a sandbox whose network exceptions the executor handed down
+// (sandbox.AllowedNetworksEnv: comma-separated CIDRs).
+func fromOptions(opts engine.Options) (engine.Engine, error) {
+	e := New()
+	e.Logger = opts.Logger
+	if v := opts.Getenv(sandbox.AllowedNetworksEnv); v != "" {
+		allowed, err := egress.ParseList(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", sandbox.AllowedNetworksEnv, err)
+		}
+		e.Sandbox.AllowedNetworks = allowed
+	}
+	return e, nil
+}
+
 // Name implements engine.Engine.
-func (e *Engine) Name() string { return "buildah" }
+func (e *Engine) Name() string { return Name }
 
 func (e *Engine) binary() string {
 	if e.Binary != "" {
@@ -665,6 +687,8 @@ func sortedKeys(m map[string]string) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+var _ engine.Checker = (*Engine)(nil)
 
 // Check reports whether this machine can run builds in the engine's
 // sandbox, naming the check that failed (sandbox.Preflight): the worker

@@ -7,8 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/engine"
 	"github.com/berth-dev/berth/worker/engine/enginetest"
+	"github.com/berth-dev/berth/worker/sandbox"
 )
 
 func TestEngineSuite(t *testing.T) {
@@ -70,5 +72,35 @@ func TestStreamLongLines(t *testing.T) {
 	want := strings.Repeat("x", maxLineBytes) + fmt.Sprintf(" [line cut: %d more bytes]", 2*maxLineBytes)
 	if got[0] != "first" || got[1] != want || got[2] != "STEP 2/3: RUN true" || got[3] != "last" {
 		t.Errorf("lines = %q, %d bytes, %q, %q", got[0], len(got[1]), got[2], got[3])
+	}
+}
+
+// A worker's buildah takes the sandbox's network exceptions from the
+// environment its executor gave it.
+func TestFromWorkerEnvironment(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == sandbox.AllowedNetworksEnv {
+				return v
+			}
+			return ""
+		}
+	}
+	all, err := engine.All(engine.Options{Getenv: env("10.30.0.0/24,192.168.7.7")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := all[Name].(*Engine)
+	if !ok {
+		t.Fatalf("engines = %v, want buildah among them", all)
+	}
+	if got := egress.FormatNetworks(e.Sandbox.AllowedNetworks); got != "10.30.0.0/24,192.168.7.7/32" {
+		t.Errorf("allowed networks = %s", got)
+	}
+	if all, err := engine.All(engine.Options{Getenv: env("")}); err != nil || len(all[Name].(*Engine).Sandbox.AllowedNetworks) != 0 {
+		t.Errorf("without exceptions: %v, %v", all, err)
+	}
+	if _, err := engine.All(engine.Options{Getenv: env("not-a-network")}); err == nil || !strings.Contains(err.Error(), sandbox.AllowedNetworksEnv) {
+		t.Errorf("a bad exception = %v, want an error naming %s", err, sandbox.AllowedNetworksEnv)
 	}
 }
