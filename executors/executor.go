@@ -1,7 +1,9 @@
 // Package executors defines how the build manager gets a worker started
 // somewhere: a local child process, a Kubernetes Job, a VM. An executor only
 // starts and stops workers; the worker itself then dials the build manager
-// over gRPC with the registration token it was given.
+// over gRPC with the registration token it was given. Every executor passes
+// the shared suite in executortest and registers itself by kind (Register)
+// from its package's init.
 package executors
 
 import (

@@ -1,6 +1,8 @@
 // Package storage holds blob bytes. The metadata store knows which blobs
 // exist and who may see them; a Driver only keeps bytes, addressed by digest
-// once committed and by upload ID while they are still arriving.
+// once committed and by upload ID while they are still arriving. Every
+// driver passes the shared suite in storagetest and registers itself by
+// name (Register) from its package's init.
 package storage
 
 import (

@@ -8,7 +8,8 @@
 //	uploads/<upload ID>                               staged bytes
 //
 // Both trees live under one root so that Commit is a rename within a single
-// filesystem, which is what makes it atomic.
+// filesystem, which is what makes it atomic. config.yaml names the driver
+// LocalStorage (see FromParameters).
 package filesystem
 
 import (

@@ -1,6 +1,7 @@
 // Package engine is the contract between the build worker and the programs
 // that turn a Dockerfile and its context into pushed images (buildah now,
-// BuildKit later). Every engine passes the shared suite in enginetest.
+// BuildKit later). Every engine passes the shared suite in enginetest and
+// registers itself by name (Register) from its package's init.
 package engine
 
 import (
