@@ -101,9 +101,9 @@ var Keys = []Key{
 	{Name: "FILEDROP_RATE_LIMIT", Status: Honoured, ReadBy: "api", Note: "berth's key: upload URLs per account an hour."},
 	{Name: "FILEDROP_QUOTA_BYTES", Status: Honoured, ReadBy: "api", Note: "berth's key: bytes uploaded per account in 24 hours."},
 	{Name: "BUILD_ALLOWED_NETWORKS", Status: Honoured, ReadBy: "cmd/berth", Note: "berth's key: networks RUN steps may reach."},
-	{Name: "GITHUB_TRIGGER_CONFIG", Status: Honoured, ReadBy: "triggers/webhook", Note: "GitHub API access for build triggers."},
-	{Name: "GITLAB_TRIGGER_CONFIG", Status: Honoured, ReadBy: "triggers/webhook", Note: "GitLab API access for build triggers."},
-	{Name: "BITBUCKET_TRIGGER_CONFIG", Status: Honoured, ReadBy: "triggers/webhook", Note: "Bitbucket API access for build triggers; clone links come from its API."},
+	{Name: "GITHUB_TRIGGER_CONFIG", Status: Honoured, ReadBy: "triggers", Note: "GitHub API access for build triggers."},
+	{Name: "GITLAB_TRIGGER_CONFIG", Status: Honoured, ReadBy: "triggers", Note: "GitLab API access for build triggers."},
+	{Name: "BITBUCKET_TRIGGER_CONFIG", Status: Honoured, ReadBy: "triggers", Note: "Bitbucket API access for build triggers; clone links come from its API."},
 	{Name: "WEBHOOK_REPLAY_WINDOW_SECONDS", Status: Honoured, ReadBy: "cmd/berth", Note: "berth's key: a webhook body seen within this window is a replay."},
 
 	// Network and limits.
