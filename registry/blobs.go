@@ -20,7 +20,7 @@ import (
 func parseDigest(s string) (digest.Digest, *Error) {
 	d, err := reference.ParseDigest(s)
 	if errors.Is(err, reference.ErrDigestUnsupported) {
-		return "", newError(CodeUnsupported, http.StatusBadRequest, "digest algorithm not supported: %s", s)
+		return "", errDigestUnsupported("digest algorithm not supported: %s", s)
 	}
 	if err != nil {
 		return "", errDigestInvalid("invalid digest %q", s)
@@ -32,13 +32,13 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, name, ref st
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodDelete:
 	default:
-		return newError(CodeUnsupported, http.StatusMethodNotAllowed, "method not allowed")
+		return errMethodNotAllowed()
 	}
 	dgst, herr := parseDigest(ref)
 	if herr != nil {
 		return herr
 	}
-	repo, herr := h.requireRepo(w, r, name)
+	repo, herr := h.requireRepo(r, name)
 	if herr != nil {
 		return herr
 	}
@@ -85,7 +85,7 @@ func (h *Handler) sendBlob(w http.ResponseWriter, r *http.Request, dgst digest.D
 			hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", s, e, size))
 		case errors.Is(err, httprange.ErrUnsatisfiable):
 			hdr.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-			return &Error{Code: CodeBlobUnknown, Status: http.StatusRequestedRangeNotSatisfiable, Message: "requested range not satisfiable"}
+			return errRangeNotSatisfiable()
 		default:
 			// A malformed or multi-range header is ignored: the whole blob is sent.
 		}

@@ -2,14 +2,20 @@ package registry
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"time"
+
+	regauth "github.com/berth-dev/berth/registry/auth"
 )
 
-// ErrorCode is one of the distribution spec's error codes.
+// ErrorCode is a code of the /v2 API's error body: one of the distribution
+// spec's fourteen, or UNKNOWN for a failure of the server.
 type ErrorCode string
 
-// The distribution spec's error codes, with the status each is sent with.
+// The codes the registry sends; codeStatus holds the status of each.
 const (
 	CodeBlobUnknown         ErrorCode = "BLOB_UNKNOWN"
 	CodeBlobUploadInvalid   ErrorCode = "BLOB_UPLOAD_INVALID"
@@ -25,18 +31,43 @@ const (
 	CodeDenied              ErrorCode = "DENIED"
 	CodeUnsupported         ErrorCode = "UNSUPPORTED"
 	CodeTooManyRequests     ErrorCode = "TOOMANYREQUESTS"
-	// codeRangeInvalid is sent as BLOB_UPLOAD_INVALID with 416.
-	codeRangeInvalid ErrorCode = "RANGE_INVALID"
-	// codeInternal is distribution's code for a server-side failure.
+	// codeInternal is distribution's code for a server-side failure. The
+	// spec's list binds only 4xx bodies, so a 500 may carry it.
 	codeInternal ErrorCode = "UNKNOWN"
 )
 
-// Error is a registry error: a spec code, an HTTP status and a message.
+// codeStatus is the status each code is sent with. A call site names the
+// code and a message; only the constructors below, each where the spec (or
+// HTTP itself) asks for another status on that endpoint, override it.
+var codeStatus = map[ErrorCode]int{
+	CodeBlobUnknown:         http.StatusNotFound,
+	CodeBlobUploadInvalid:   http.StatusBadRequest,
+	CodeBlobUploadUnknown:   http.StatusNotFound,
+	CodeDigestInvalid:       http.StatusBadRequest,
+	CodeManifestBlobUnknown: http.StatusBadRequest,
+	CodeManifestInvalid:     http.StatusBadRequest,
+	CodeManifestUnknown:     http.StatusNotFound,
+	CodeNameInvalid:         http.StatusBadRequest,
+	CodeNameUnknown:         http.StatusNotFound,
+	CodeSizeInvalid:         http.StatusBadRequest,
+	CodeUnauthorized:        http.StatusUnauthorized,
+	CodeDenied:              http.StatusForbidden,
+	CodeUnsupported:         http.StatusMethodNotAllowed,
+	CodeTooManyRequests:     http.StatusTooManyRequests,
+	codeInternal:            http.StatusInternalServerError,
+}
+
+// Error is a registry error: a code, the HTTP status it is sent with and a
+// message.
 type Error struct {
 	Code    ErrorCode
 	Status  int
 	Message string
 	Detail  any
+	// challenge is the WWW-Authenticate value sent with a refusal.
+	challenge string
+	// retryAfter is sent as Retry-After when set.
+	retryAfter time.Duration
 	// cause is kept for logs; it is never sent to the client.
 	cause error
 }
@@ -50,32 +81,105 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.cause }
 
-func newError(code ErrorCode, status int, format string, args ...any) *Error {
-	return &Error{Code: code, Status: status, Message: fmt.Sprintf(format, args...)}
+// newError is an error with its code's status.
+func newError(code ErrorCode, format string, args ...any) *Error {
+	return &Error{Code: code, Status: codeStatus[code], Message: fmt.Sprintf(format, args...)}
 }
 
 func errBlobUnknown(dgst string) *Error {
-	return &Error{Code: CodeBlobUnknown, Status: http.StatusNotFound, Message: "blob unknown to registry", Detail: map[string]string{"digest": dgst}}
+	e := newError(CodeBlobUnknown, "blob unknown to registry")
+	e.Detail = map[string]string{"digest": dgst}
+	return e
 }
 
 func errNameUnknown(name string) *Error {
-	return &Error{Code: CodeNameUnknown, Status: http.StatusNotFound, Message: "repository name not known to registry", Detail: map[string]string{"name": name}}
+	e := newError(CodeNameUnknown, "repository name not known to registry")
+	e.Detail = map[string]string{"name": name}
+	return e
 }
 
 func errManifestUnknown(ref string) *Error {
-	return &Error{Code: CodeManifestUnknown, Status: http.StatusNotFound, Message: "manifest unknown", Detail: map[string]string{"reference": ref}}
+	e := newError(CodeManifestUnknown, "manifest unknown")
+	e.Detail = map[string]string{"reference": ref}
+	return e
 }
 
 func errUploadUnknown() *Error {
-	return newError(CodeBlobUploadUnknown, http.StatusNotFound, "blob upload unknown to registry")
+	return newError(CodeBlobUploadUnknown, "blob upload unknown to registry")
 }
 
 func errDigestInvalid(format string, args ...any) *Error {
-	return newError(CodeDigestInvalid, http.StatusBadRequest, format, args...)
+	return newError(CodeDigestInvalid, format, args...)
+}
+
+func errMethodNotAllowed() *Error {
+	return newError(CodeUnsupported, "method not allowed")
 }
 
 func errInternal(cause error) *Error {
-	return &Error{Code: codeInternal, Status: http.StatusInternalServerError, Message: "internal error", cause: cause}
+	return &Error{Code: codeInternal, Status: codeStatus[codeInternal], Message: "internal error", cause: cause}
+}
+
+// errNoEndpoint answers a path outside the API: 404, as for any resource a
+// server does not have (and as the spec's /v2/ check expects of a server
+// without the API).
+func errNoEndpoint() *Error {
+	e := newError(CodeUnsupported, "no such endpoint")
+	e.Status = http.StatusNotFound
+	return e
+}
+
+// errDigestUnsupported answers a well-formed digest of an algorithm berth
+// lacks: a bad parameter of the request, 400, as the spec's endpoints that
+// take a digest answer an invalid one.
+func errDigestUnsupported(format string, args ...any) *Error {
+	e := newError(CodeUnsupported, format, args...)
+	e.Status = http.StatusBadRequest
+	return e
+}
+
+// errPageSizeInvalid answers a list request whose n is not a count: a bad
+// parameter, 400. Distribution sends PAGINATION_NUMBER_INVALID, but the spec
+// allows only its own codes in a 4xx body, and clients know those.
+func errPageSizeInvalid() *Error {
+	e := newError(CodeUnsupported, "n must be a non-negative integer")
+	e.Status = http.StatusBadRequest
+	return e
+}
+
+// errRangeInvalid answers a chunk that does not continue the upload where it
+// stands: the spec demands 416 for it.
+func errRangeInvalid(format string, args ...any) *Error {
+	e := newError(CodeBlobUploadInvalid, format, args...)
+	e.Status = http.StatusRequestedRangeNotSatisfiable
+	return e
+}
+
+// errRangeNotSatisfiable answers a blob read whose Range lies outside the
+// blob: 416, as RFC 9110 has it.
+func errRangeNotSatisfiable() *Error {
+	e := newError(CodeBlobUnknown, "requested range not satisfiable")
+	e.Status = http.StatusRequestedRangeNotSatisfiable
+	return e
+}
+
+// errManifestTooLarge answers a manifest over the size limit: the spec asks
+// for 413.
+func errManifestTooLarge(format string, args ...any) *Error {
+	e := newError(CodeSizeInvalid, format, args...)
+	e.Status = http.StatusRequestEntityTooLarge
+	return e
+}
+
+// authError turns a refusal of the Authorizer into the challenge the client
+// is sent; any other failure is internal.
+func authError(err error) *Error {
+	var ce *regauth.ChallengeError
+	if !errors.As(err, &ce) {
+		return errInternal(err)
+	}
+	return &Error{Code: ErrorCode(ce.Code), Status: ce.Status, Message: ce.Message,
+		challenge: ce.Header, retryAfter: ce.RetryAfter, cause: err}
 }
 
 type errorBody struct {
@@ -88,16 +192,19 @@ type errorEntry struct {
 	Detail  any       `json:"detail,omitempty"`
 }
 
-// writeError sends e as the spec's JSON error body.
+// writeError sends e as the spec's JSON error body, with its challenge or
+// Retry-After when it has one.
 func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
-	code := e.Code
-	if code == codeRangeInvalid {
-		code = CodeBlobUploadInvalid
-	}
-	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: code, Message: e.Message, Detail: e.Detail}}})
+	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: e.Code, Message: e.Message, Detail: e.Detail}}})
 	h := w.Header()
+	if e.challenge != "" {
+		h.Set("WWW-Authenticate", e.challenge)
+	}
+	if e.retryAfter > 0 {
+		h.Set("Retry-After", regauth.RetryAfter(e.retryAfter))
+	}
 	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", fmt.Sprint(len(body)))
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(e.Status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)

@@ -120,19 +120,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	rt, err := reference.SplitV2Path(r.URL.EscapedPath())
 	if err != nil {
+		herr := errNoEndpoint()
 		if errors.Is(err, reference.ErrNameInvalid) {
-			writeError(w, r, newError(CodeNameInvalid, http.StatusBadRequest, "invalid repository name"))
-			return
+			herr = newError(CodeNameInvalid, "invalid repository name")
 		}
-		writeError(w, r, newError(CodeUnsupported, http.StatusNotFound, "no such endpoint"))
+		writeError(w, r, herr)
 		return
 	}
 	var herr *Error
 	switch rt.Kind {
 	case reference.KindBase:
-		h.serveBase(w, r)
+		herr = h.serveBase(w, r)
 	case reference.KindCatalog:
-		h.serveCatalog(w, r)
+		herr = h.serveCatalog(w, r)
 	case reference.KindManifests:
 		herr = h.serveManifest(w, r, rt.Name, rt.Rest)
 	case reference.KindBlobs:
@@ -144,9 +144,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case reference.KindReferrers:
 		herr = h.serveReferrers(w, r, rt.Name, rt.Rest)
 	default:
-		herr = newError(CodeUnsupported, http.StatusNotFound, "no such endpoint")
+		herr = errNoEndpoint()
 	}
-	if herr != nil && herr != errAuthWritten {
+	if herr != nil {
 		if herr.Status >= 500 {
 			h.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", herr)
 		}
@@ -154,10 +154,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (h *Handler) serveBase(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) serveBase(w http.ResponseWriter, r *http.Request) *Error {
 	if _, err := h.authz.AuthorizeBase(r); err != nil {
-		h.writeAuthError(w, r, err)
-		return
+		return authError(err)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", "2")
@@ -165,28 +164,14 @@ func (h *Handler) serveBase(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodHead {
 		_, _ = w.Write([]byte("{}"))
 	}
-}
-
-// errAuthWritten is returned by handlers after the challenge has been written.
-var errAuthWritten = &Error{Code: CodeUnauthorized, Status: 0}
-
-func (h *Handler) writeAuthError(w http.ResponseWriter, r *http.Request, err error) {
-	var ce *regauth.ChallengeError
-	if errors.As(err, &ce) {
-		regauth.WriteChallenge(w, ce)
-		return
-	}
-	h.log.ErrorContext(r.Context(), "authorization failed", "err", err)
-	writeError(w, r, errInternal(err))
+	return nil
 }
 
 // access authorizes actions on name and returns the repository, or nil
-// when it does not exist yet. It writes the challenge itself on denial and
-// then returns errAuthWritten.
-func (h *Handler) access(w http.ResponseWriter, r *http.Request, name string, actions ...auth.Action) (*store.Repository, *Error) {
+// when it does not exist yet. A refusal is the challenge to send.
+func (h *Handler) access(r *http.Request, name string, actions ...auth.Action) (*store.Repository, *Error) {
 	if _, err := h.authz.Authorize(r, name, actions...); err != nil {
-		h.writeAuthError(w, r, err)
-		return nil, errAuthWritten
+		return nil, authError(err)
 	}
 	return h.lookupRepo(r.Context(), name)
 }
@@ -198,7 +183,7 @@ func (h *Handler) lookupRepo(ctx context.Context, name string) (*store.Repositor
 	}
 	ns, rest, ok := strings.Cut(name, "/")
 	if !ok {
-		return nil, newError(CodeNameInvalid, http.StatusBadRequest, "repository name needs a namespace")
+		return nil, newError(CodeNameInvalid, "repository name needs a namespace")
 	}
 	repo, err := h.store.GetRepository(ctx, ns, rest)
 	if errors.Is(err, store.ErrNotFound) {
@@ -212,8 +197,8 @@ func (h *Handler) lookupRepo(ctx context.Context, name string) (*store.Repositor
 }
 
 // requireRepo is lookupRepo for reads: a missing repository is NAME_UNKNOWN.
-func (h *Handler) requireRepo(w http.ResponseWriter, r *http.Request, name string) (*store.Repository, *Error) {
-	repo, herr := h.access(w, r, name, regauth.ActionsFor(r.Method)...)
+func (h *Handler) requireRepo(r *http.Request, name string) (*store.Repository, *Error) {
+	repo, herr := h.access(r, name, regauth.ActionsFor(r.Method)...)
 	if herr != nil {
 		return nil, herr
 	}
@@ -226,17 +211,16 @@ func (h *Handler) requireRepo(w http.ResponseWriter, r *http.Request, name strin
 // ensureRepo is lookupRepo for writes: a push to a repository that does not
 // exist creates it, private, in its namespace. Authorization already
 // decided the principal may create it.
-func (h *Handler) ensureRepo(w http.ResponseWriter, r *http.Request, name string) (*store.Repository, *Error) {
-	_, repo, herr := h.ensureRepoFor(w, r, name)
+func (h *Handler) ensureRepo(r *http.Request, name string) (*store.Repository, *Error) {
+	_, repo, herr := h.ensureRepoFor(r, name)
 	return repo, herr
 }
 
 // ensureRepoFor is ensureRepo that also returns the principal pushing.
-func (h *Handler) ensureRepoFor(w http.ResponseWriter, r *http.Request, name string) (*auth.Principal, *store.Repository, *Error) {
+func (h *Handler) ensureRepoFor(r *http.Request, name string) (*auth.Principal, *store.Repository, *Error) {
 	who, err := h.authz.Authorize(r, name, auth.Pull, auth.Push)
 	if err != nil {
-		h.writeAuthError(w, r, err)
-		return nil, nil, errAuthWritten
+		return nil, nil, authError(err)
 	}
 	repo, herr := h.lookupRepo(r.Context(), name)
 	if herr != nil || repo != nil {

@@ -23,7 +23,7 @@ func pageParams(q url.Values) (n int, last string, herr *Error) {
 	if s := q.Get("n"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 0 {
-			return 0, "", newError(CodeUnsupported, http.StatusBadRequest, "n must be a non-negative integer")
+			return 0, "", errPageSizeInvalid()
 		}
 		n = min(v, maxPageSize)
 	}
@@ -42,9 +42,9 @@ func writeJSON(w http.ResponseWriter, r *http.Request, contentType string, v any
 
 func (h *Handler) serveTags(w http.ResponseWriter, r *http.Request, name string) *Error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return newError(CodeUnsupported, http.StatusMethodNotAllowed, "method not allowed")
+		return errMethodNotAllowed()
 	}
-	repo, herr := h.requireRepo(w, r, name)
+	repo, herr := h.requireRepo(r, name)
 	if herr != nil {
 		return herr
 	}
@@ -81,13 +81,13 @@ func (h *Handler) serveTags(w http.ResponseWriter, r *http.Request, name string)
 
 func (h *Handler) serveReferrers(w http.ResponseWriter, r *http.Request, name, ref string) *Error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return newError(CodeUnsupported, http.StatusMethodNotAllowed, "method not allowed")
+		return errMethodNotAllowed()
 	}
 	dgst, herr := parseDigest(ref)
 	if herr != nil {
 		return herr
 	}
-	repo, herr := h.access(w, r, name, auth.Pull)
+	repo, herr := h.access(r, name, auth.Pull)
 	if herr != nil {
 		return herr
 	}
@@ -115,16 +115,14 @@ func (h *Handler) serveReferrers(w http.ResponseWriter, r *http.Request, name, r
 }
 
 // serveCatalog lists the repositories the caller may pull, in order.
-func (h *Handler) serveCatalog(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) serveCatalog(w http.ResponseWriter, r *http.Request) *Error {
 	who, err := h.authz.AuthorizeBase(r)
 	if err != nil {
-		h.writeAuthError(w, r, err)
-		return
+		return authError(err)
 	}
 	n, last, herr := pageParams(r.URL.Query())
 	if herr != nil {
-		writeError(w, r, herr)
-		return
+		return herr
 	}
 	if n < 0 {
 		n = 100
@@ -132,11 +130,10 @@ func (h *Handler) serveCatalog(w http.ResponseWriter, r *http.Request) {
 	if who.ClaimOnly() {
 		names, herr := h.claimCatalog(r, who.Token(), n, last)
 		if herr != nil {
-			writeError(w, r, herr)
-			return
+			return herr
 		}
 		writeCatalog(w, r, names, n)
-		return
+		return nil
 	}
 	ctx := r.Context()
 	names := []string{}
@@ -146,8 +143,7 @@ func (h *Handler) serveCatalog(w http.ResponseWriter, r *http.Request) {
 	for len(names) < n {
 		repos, err := h.store.ListRepositories(ctx, cursor, 500)
 		if err != nil {
-			writeError(w, r, errInternal(err))
-			return
+			return errInternal(err)
 		}
 		for _, repo := range repos {
 			cursor = repo.FullName()
@@ -156,8 +152,7 @@ func (h *Handler) serveCatalog(w http.ResponseWriter, r *http.Request) {
 			// query, on the repository's visibility alone.
 			role, err := h.policy.RepositoryRole(ctx, who, &repo)
 			if err != nil {
-				writeError(w, r, errInternal(err))
-				return
+				return errInternal(err)
 			}
 			if auth.RoleAtLeast(role, store.RoleRead) {
 				names = append(names, repo.FullName())
@@ -171,6 +166,7 @@ func (h *Handler) serveCatalog(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeCatalog(w, r, names, n)
+	return nil
 }
 
 // writeCatalog sends a catalog page of at most n names, with a link to the

@@ -19,13 +19,13 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, name, re
 	tag, dgst, err := reference.ParseRef(ref)
 	if err != nil {
 		if errors.Is(err, reference.ErrDigestUnsupported) {
-			return newError(CodeUnsupported, http.StatusBadRequest, "digest algorithm not supported")
+			return errDigestUnsupported("digest algorithm not supported")
 		}
 		if errors.Is(err, reference.ErrDigestInvalid) {
 			return errDigestInvalid("invalid digest %q", ref)
 		}
 		if r.Method == http.MethodPut {
-			return newError(CodeManifestInvalid, http.StatusBadRequest, "invalid tag %q", ref)
+			return newError(CodeManifestInvalid, "invalid tag %q", ref)
 		}
 		return errManifestUnknown(ref)
 	}
@@ -37,7 +37,7 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, name, re
 	case http.MethodDelete:
 		return h.deleteManifest(w, r, name, tag, dgst)
 	}
-	return newError(CodeUnsupported, http.StatusMethodNotAllowed, "method not allowed")
+	return errMethodNotAllowed()
 }
 
 // resolve finds the manifest for a tag or digest through the caches.
@@ -77,7 +77,7 @@ func (h *Handler) resolve(r *http.Request, repo *store.Repository, tag string, d
 }
 
 func (h *Handler) getManifest(w http.ResponseWriter, r *http.Request, name, tag string, dgst digest.Digest) *Error {
-	repo, herr := h.requireRepo(w, r, name)
+	repo, herr := h.requireRepo(r, name)
 	if herr != nil {
 		return herr
 	}
@@ -102,20 +102,20 @@ func (h *Handler) getManifest(w http.ResponseWriter, r *http.Request, name, tag 
 }
 
 func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, name, tag string, dgst digest.Digest) *Error {
-	repo, herr := h.ensureRepo(w, r, name)
+	repo, herr := h.ensureRepo(r, name)
 	if herr != nil {
 		return herr
 	}
 	ctx := r.Context()
 	if r.ContentLength > manifest.MaxManifestSize {
-		return newError(CodeSizeInvalid, http.StatusRequestEntityTooLarge, "manifest larger than %d bytes", manifest.MaxManifestSize)
+		return errManifestTooLarge("manifest larger than %d bytes", manifest.MaxManifestSize)
 	}
 	payload, err := io.ReadAll(io.LimitReader(r.Body, manifest.MaxManifestSize+1))
 	if err != nil {
-		return newError(CodeManifestInvalid, http.StatusBadRequest, "reading manifest: %v", err)
+		return newError(CodeManifestInvalid, "reading manifest: %v", err)
 	}
 	if len(payload) > manifest.MaxManifestSize {
-		return newError(CodeSizeInvalid, http.StatusRequestEntityTooLarge, "manifest larger than %d bytes", manifest.MaxManifestSize)
+		return errManifestTooLarge("manifest larger than %d bytes", manifest.MaxManifestSize)
 	}
 	alg := digest.SHA256
 	if dgst != "" {
@@ -132,9 +132,9 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, name, tag 
 		case errors.As(err, &bad):
 			return errDigestInvalid("%v", err)
 		case errors.Is(err, manifest.ErrTooLarge):
-			return newError(CodeSizeInvalid, http.StatusRequestEntityTooLarge, "%v", err)
+			return errManifestTooLarge("%v", err)
 		default: // ErrInvalid, ErrUnsupported
-			return newError(CodeManifestInvalid, http.StatusBadRequest, "%v", err)
+			return newError(CodeManifestInvalid, "%v", err)
 		}
 	}
 	m := &store.Manifest{
@@ -171,8 +171,9 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, name, tag 
 		if missing.Ref.Kind == store.RefManifest {
 			msg = "manifest references a manifest unknown to the repository"
 		}
-		return &Error{Code: CodeManifestBlobUnknown, Status: http.StatusBadRequest, Message: msg,
-			Detail: map[string]string{"digest": missing.Ref.Digest}}
+		e := newError(CodeManifestBlobUnknown, "%s", msg)
+		e.Detail = map[string]string{"digest": missing.Ref.Digest}
+		return e
 	}
 	if err != nil {
 		return errInternal(err)
@@ -192,7 +193,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, name, tag 
 }
 
 func (h *Handler) deleteManifest(w http.ResponseWriter, r *http.Request, name, tag string, dgst digest.Digest) *Error {
-	repo, herr := h.requireRepo(w, r, name)
+	repo, herr := h.requireRepo(r, name)
 	if herr != nil {
 		return herr
 	}

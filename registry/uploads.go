@@ -59,19 +59,19 @@ func (h *Handler) uploadURL(r *http.Request, name, id string) string {
 func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, name, id string) *Error {
 	if id == "" {
 		if r.Method != http.MethodPost {
-			return newError(CodeUnsupported, http.StatusMethodNotAllowed, "method not allowed")
+			return errMethodNotAllowed()
 		}
 		return h.startUpload(w, r, name)
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodPatch, http.MethodPut, http.MethodDelete:
 	default:
-		return newError(CodeUnsupported, http.StatusMethodNotAllowed, "method not allowed")
+		return errMethodNotAllowed()
 	}
 	if _, err := uuid.Parse(id); err != nil {
 		return errUploadUnknown()
 	}
-	who, repo, herr := h.accessUpload(w, r, name)
+	who, repo, herr := h.accessUpload(r, name)
 	if herr != nil {
 		return herr
 	}
@@ -79,7 +79,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, name, id s
 		return errUploadUnknown()
 	}
 	if r.Method == http.MethodPatch || (r.Method == http.MethodPut && r.ContentLength != 0) {
-		release, herr := h.takeUploadSlot(w, who.Name())
+		release, herr := h.takeUploadSlot(who.Name())
 		if herr != nil {
 			return herr
 		}
@@ -136,7 +136,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, name, id s
 // accessUpload authorizes a request on an upload session by its method,
 // as the challenge advertises (GET pull, PATCH/PUT push, DELETE delete).
 // Cancelling is also allowed to whoever may push: the session is theirs.
-func (h *Handler) accessUpload(w http.ResponseWriter, r *http.Request, name string) (*auth.Principal, *store.Repository, *Error) {
+func (h *Handler) accessUpload(r *http.Request, name string) (*auth.Principal, *store.Repository, *Error) {
 	if r.Method == http.MethodDelete {
 		if who, err := h.authz.Authorize(r, name, auth.Pull, auth.Push); err == nil {
 			repo, herr := h.lookupRepo(r.Context(), name)
@@ -145,8 +145,7 @@ func (h *Handler) accessUpload(w http.ResponseWriter, r *http.Request, name stri
 	}
 	who, err := h.authz.Authorize(r, name, regauth.ActionsFor(r.Method)...)
 	if err != nil {
-		h.writeAuthError(w, r, err)
-		return nil, nil, errAuthWritten
+		return nil, nil, authError(err)
 	}
 	repo, herr := h.lookupRepo(r.Context(), name)
 	return who, repo, herr
@@ -191,7 +190,7 @@ func (h *Handler) writeBlobCreated(w http.ResponseWriter, r *http.Request, name 
 // startUpload handles POST /v2/<name>/blobs/uploads/: a mount, a monolithic
 // upload (?digest=), or the start of a chunked or streamed session.
 func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, name string) *Error {
-	who, repo, herr := h.ensureRepoFor(w, r, name)
+	who, repo, herr := h.ensureRepoFor(r, name)
 	if herr != nil {
 		return herr
 	}
@@ -217,7 +216,7 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, name strin
 		alg = dgst.Algorithm().String()
 	} else if a := q.Get("digest-algorithm"); a != "" {
 		if _, err := newHash(a); err != nil {
-			return newError(CodeUnsupported, http.StatusBadRequest, "digest algorithm not supported: %s", a)
+			return errDigestUnsupported("digest algorithm not supported: %s", a)
 		}
 		alg = a
 	}
@@ -226,7 +225,7 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, name strin
 	if dgst != "" {
 		// Monolithic: the body is the whole blob. Nothing can resume it, so
 		// its session lives only in this request and is never recorded.
-		release, herr := h.takeUploadSlot(w, who.Name())
+		release, herr := h.takeUploadSlot(who.Name())
 		if herr != nil {
 			return herr
 		}
@@ -311,15 +310,14 @@ func (h *Handler) appendChunk(r *http.Request, u *store.Upload, ranged, persist 
 	if cr := r.Header.Get("Content-Range"); ranged && cr != "" {
 		start, end, err := httprange.ParseContentRange(cr)
 		if err != nil {
-			return &Error{Code: codeRangeInvalid, Status: http.StatusRequestedRangeNotSatisfiable, Message: "invalid Content-Range"}
+			return errRangeInvalid("invalid Content-Range")
 		}
 		if start != from {
-			return &Error{Code: codeRangeInvalid, Status: http.StatusRequestedRangeNotSatisfiable,
-				Message: fmt.Sprintf("chunk starts at %d but the upload is at %d", start, from)}
+			return errRangeInvalid("chunk starts at %d but the upload is at %d", start, from)
 		}
 		want = end - start + 1
 		if r.ContentLength >= 0 && r.ContentLength != want {
-			return &Error{Code: codeRangeInvalid, Status: http.StatusRequestedRangeNotSatisfiable, Message: "Content-Range and Content-Length disagree"}
+			return errRangeInvalid("Content-Range and Content-Length disagree")
 		}
 	}
 	hs, err := restoreHash(u)
@@ -332,7 +330,7 @@ func (h *Handler) appendChunk(r *http.Request, u *store.Upload, ranged, persist 
 		// The record survived but the staged bytes did not (a lost disk).
 		return errUploadUnknown()
 	case errors.Is(err, storage.ErrBadOffset):
-		return &Error{Code: codeRangeInvalid, Status: http.StatusRequestedRangeNotSatisfiable, Message: "staged bytes end before the recorded offset"}
+		return errRangeInvalid("staged bytes end before the recorded offset")
 	case err != nil:
 		return errInternal(err)
 	}
@@ -356,20 +354,20 @@ func (h *Handler) appendChunk(r *http.Request, u *store.Upload, ranged, persist 
 		if persist {
 			if err := h.store.AdvanceUpload(ctx, u, from); err != nil {
 				if errors.Is(err, store.ErrStale) {
-					return &Error{Code: codeRangeInvalid, Status: http.StatusRequestedRangeNotSatisfiable, Message: "upload advanced concurrently"}
+					return errRangeInvalid("upload advanced concurrently")
 				}
 				return errInternal(err)
 			}
 		}
 	}
 	if copyErr != nil {
-		return newError(CodeBlobUploadInvalid, http.StatusBadRequest, "reading request body: %v", copyErr)
+		return newError(CodeBlobUploadInvalid, "reading request body: %v", copyErr)
 	}
 	if want >= 0 && n != want {
-		return newError(CodeSizeInvalid, http.StatusBadRequest, "chunk was %d bytes, Content-Range said %d", n, want)
+		return newError(CodeSizeInvalid, "chunk was %d bytes, Content-Range said %d", n, want)
 	}
 	if r.ContentLength >= 0 && n != r.ContentLength {
-		return newError(CodeSizeInvalid, http.StatusBadRequest, "body was %d bytes, Content-Length said %d", n, r.ContentLength)
+		return newError(CodeSizeInvalid, "body was %d bytes, Content-Length said %d", n, r.ContentLength)
 	}
 	return nil
 }

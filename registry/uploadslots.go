@@ -1,9 +1,8 @@
 package registry
 
 import (
-	"net/http"
-	"strconv"
 	"sync"
+	"time"
 )
 
 // DefaultMaxUploadsPerAccount is how many requests carrying blob bytes one
@@ -48,12 +47,13 @@ func (s *uploadSlots) acquire(account string) (release func(), ok bool) {
 
 // takeUploadSlot takes a slot for account, answering 429
 // TOOMANYREQUESTS (with Retry-After) when it has none left.
-func (h *Handler) takeUploadSlot(w http.ResponseWriter, account string) (func(), *Error) {
+func (h *Handler) takeUploadSlot(account string) (func(), *Error) {
 	release, ok := h.uploadSlots.acquire(account)
 	if !ok {
-		w.Header().Set("Retry-After", strconv.Itoa(1))
-		return nil, newError(CodeTooManyRequests, http.StatusTooManyRequests,
+		e := newError(CodeTooManyRequests,
 			"too many uploads in progress for this account (at most %d at once)", h.uploadSlots.max)
+		e.retryAfter = time.Second
+		return nil, e
 	}
 	return release, nil
 }

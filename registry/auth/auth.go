@@ -117,12 +117,18 @@ func WriteChallenge(w http.ResponseWriter, err *ChallengeError) {
 		h.Set("WWW-Authenticate", err.Header)
 	}
 	if err.RetryAfter > 0 {
-		h.Set("Retry-After", strconv.Itoa(int((err.RetryAfter+time.Second-1)/time.Second)))
+		h.Set("Retry-After", RetryAfter(err.RetryAfter))
 	}
 	h.Set("Docker-Distribution-API-Version", "registry/2.0")
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(err.Status)
 	_ = json.NewEncoder(w).Encode(errorBody{Errors: []errorEntry{{Code: err.Code, Message: err.Message}}})
+}
+
+// RetryAfter is the Retry-After value for a wait of d: whole seconds,
+// rounded up so that a client never comes back too early.
+func RetryAfter(d time.Duration) string {
+	return strconv.Itoa(int((d + time.Second - 1) / time.Second))
 }
 
 // Action lists for ActionsFor; shared, do not modify.
