@@ -31,7 +31,7 @@ type Authorizer interface {
 
 // Handler serves /v2/.
 type Handler struct {
-	store  store.Store
+	store  Store
 	blobs  storage.Driver
 	authz  Authorizer
 	policy *auth.Policy
@@ -69,7 +69,7 @@ type tagKey struct {
 
 // Options configures a Handler.
 type Options struct {
-	Store       store.Store
+	Store       Store
 	Blobs       storage.Driver
 	Authorizer  Authorizer
 	Policy      *auth.Policy
