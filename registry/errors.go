@@ -81,6 +81,12 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.cause }
 
+// withStatus sends e with status rather than its code's.
+func (e *Error) withStatus(status int) *Error {
+	e.Status = status
+	return e
+}
+
 // newError is an error with its code's status.
 func newError(code ErrorCode, format string, args ...any) *Error {
 	return &Error{Code: code, Status: codeStatus[code], Message: fmt.Sprintf(format, args...)}
@@ -124,51 +130,39 @@ func errInternal(cause error) *Error {
 // server does not have (and as the spec's /v2/ check expects of a server
 // without the API).
 func errNoEndpoint() *Error {
-	e := newError(CodeUnsupported, "no such endpoint")
-	e.Status = http.StatusNotFound
-	return e
+	return newError(CodeUnsupported, "no such endpoint").withStatus(http.StatusNotFound)
 }
 
 // errDigestUnsupported answers a well-formed digest of an algorithm berth
 // lacks: a bad parameter of the request, 400, as the spec's endpoints that
 // take a digest answer an invalid one.
 func errDigestUnsupported(format string, args ...any) *Error {
-	e := newError(CodeUnsupported, format, args...)
-	e.Status = http.StatusBadRequest
-	return e
+	return newError(CodeUnsupported, format, args...).withStatus(http.StatusBadRequest)
 }
 
 // errPageSizeInvalid answers a list request whose n is not a count: a bad
 // parameter, 400. Distribution sends PAGINATION_NUMBER_INVALID, but the spec
 // allows only its own codes in a 4xx body, and clients know those.
 func errPageSizeInvalid() *Error {
-	e := newError(CodeUnsupported, "n must be a non-negative integer")
-	e.Status = http.StatusBadRequest
-	return e
+	return newError(CodeUnsupported, "n must be a non-negative integer").withStatus(http.StatusBadRequest)
 }
 
 // errRangeInvalid answers a chunk that does not continue the upload where it
 // stands: the spec demands 416 for it.
 func errRangeInvalid(format string, args ...any) *Error {
-	e := newError(CodeBlobUploadInvalid, format, args...)
-	e.Status = http.StatusRequestedRangeNotSatisfiable
-	return e
+	return newError(CodeBlobUploadInvalid, format, args...).withStatus(http.StatusRequestedRangeNotSatisfiable)
 }
 
 // errRangeNotSatisfiable answers a blob read whose Range lies outside the
 // blob: 416, as RFC 9110 has it.
 func errRangeNotSatisfiable() *Error {
-	e := newError(CodeBlobUnknown, "requested range not satisfiable")
-	e.Status = http.StatusRequestedRangeNotSatisfiable
-	return e
+	return newError(CodeBlobUnknown, "requested range not satisfiable").withStatus(http.StatusRequestedRangeNotSatisfiable)
 }
 
 // errManifestTooLarge answers a manifest over the size limit: the spec asks
 // for 413.
 func errManifestTooLarge(format string, args ...any) *Error {
-	e := newError(CodeSizeInvalid, format, args...)
-	e.Status = http.StatusRequestEntityTooLarge
-	return e
+	return newError(CodeSizeInvalid, format, args...).withStatus(http.StatusRequestEntityTooLarge)
 }
 
 // authError turns a refusal of the Authorizer into the challenge the client
