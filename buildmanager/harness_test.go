@@ -12,18 +12,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/berth-dev/berth/buildmanager/buildmanagertest"
 	"github.com/berth-dev/berth/buildmanager/queue"
 	"github.com/berth-dev/berth/buildmanager/workerpb"
-	"github.com/berth-dev/berth/executors"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/internal/store/sqlstore"
 	"github.com/berth-dev/berth/storage/filesystem"
@@ -63,14 +59,7 @@ func eachEnv(t *testing.T, fn func(t *testing.T, e *env)) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		mr, err := queue.StartEmbedded()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(mr.Close)
-		rc := mr.Client()
-		t.Cleanup(func() { rc.Close() })
-		fn(t, &env{name: "sqlite", st: st, rc: rc, prefix: "t-", blobDir: t.TempDir(), logDir: t.TempDir()})
+		fn(t, &env{name: "sqlite", st: st, rc: buildmanagertest.Redis(t), prefix: "t-", blobDir: t.TempDir(), logDir: t.TempDir()})
 	})
 	if os.Getenv("BERTH_TEST_POSTGRES_DSN") == "skip" || os.Getenv("BERTH_TEST_REDIS") == "skip" {
 		return
@@ -121,220 +110,68 @@ const (
 	behaveSlowLog   behaviour = "slow-log"
 )
 
-// fakeExecutor starts in-process fake workers that speak the real gRPC
-// protocol over a real loopback connection.
-type fakeExecutor struct {
-	name    string
-	behave  func(buildID string, attempt int) behaviour
-	failing atomic.Bool // Start fails
-
-	mu      sync.Mutex
-	next    int
-	workers map[string]*fakeWorker
-	starts  map[string]int // by build
-	stopped map[string]bool
-	exited  chan string
-
-	running, peak atomic.Int32
-	// lineSent records when slow-log lines were sent, by message.
-	lineSent sync.Map
+// newFakeExecutor returns an executor whose workers act out
+// behave(build, attempt).
+func newFakeExecutor(name string, behave func(string, int) behaviour) *buildmanagertest.Executor {
+	return buildmanagertest.NewExecutor(name, behaving(behave))
 }
 
-func newFakeExecutor(name string, behave func(string, int) behaviour) *fakeExecutor {
-	return &fakeExecutor{name: name, behave: behave, workers: map[string]*fakeWorker{},
-		starts: map[string]int{}, stopped: map[string]bool{}, exited: make(chan string, 100)}
-}
-
-var _ executors.Exited = (*fakeExecutor)(nil)
-
-// fakeWorker is one running fake worker.
-type fakeWorker struct {
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the worker has ended
-}
-
-func (f *fakeExecutor) Name() string          { return f.name }
-func (f *fakeExecutor) Exited() <-chan string { return f.exited }
-func (f *fakeExecutor) Running(context.Context) (int, error) {
-	return int(f.running.Load()), nil
-}
-
-func (f *fakeExecutor) Start(_ context.Context, spec executors.WorkerSpec) (string, error) {
-	if f.failing.Load() {
-		return "", fmt.Errorf("executor %s is down", f.name)
-	}
-	f.mu.Lock()
-	f.next++
-	id := fmt.Sprintf("%s-%d", f.name, f.next)
-	f.starts[spec.BuildID]++
-	attempt := f.starts[spec.BuildID]
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &fakeWorker{cancel: cancel, done: make(chan struct{})}
-	f.workers[id] = w
-	b := f.behave(spec.BuildID, attempt)
-	f.mu.Unlock()
-	n := f.running.Add(1)
-	for p := f.peak.Load(); n > p && !f.peak.CompareAndSwap(p, n); p = f.peak.Load() {
-	}
-	go func() {
-		defer close(w.done)
-		defer f.running.Add(-1)
-		f.work(ctx, spec, b)
-		f.mu.Lock()
-		stopped := f.stopped[id]
-		delete(f.workers, id)
-		f.mu.Unlock()
-		if !stopped && b != behaveSilent {
-			f.exited <- id
+// behaving is the script of a fake worker that acts out
+// behave(build, attempt).
+func behaving(behave func(string, int) behaviour) buildmanagertest.Script {
+	return func(ctx context.Context, w *buildmanagertest.Worker) {
+		b := behave(w.BuildID, w.Attempt)
+		switch b {
+		case behaveDie:
+			return
+		case behaveSilent:
+			<-ctx.Done()
+			return
 		}
-	}()
-	return id, nil
-}
-
-// Stop ends the worker and returns once it has, as the Executor contract
-// says: a worker still counted after Stop would break the manager's
-// worker bound.
-func (f *fakeExecutor) Stop(ctx context.Context, id string) error {
-	f.mu.Lock()
-	w, ok := f.workers[id]
-	if !ok {
-		stopped := f.stopped[id]
-		f.mu.Unlock()
-		if stopped {
-			return nil
+		w.Heartbeat(ctx)
+		if b == behaveHang {
+			<-ctx.Done()
+			return
 		}
-		return executors.ErrUnknownWorker
-	}
-	f.stopped[id] = true
-	f.mu.Unlock()
-	w.cancel()
-	select {
-	case <-w.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (f *fakeExecutor) setBehave(b func(string, int) behaviour) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.behave = b
-}
-
-func (f *fakeExecutor) startsOf(buildID string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.starts[buildID]
-}
-
-func (f *fakeExecutor) wasStopped(id string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.stopped[id]
-}
-
-// work is the fake worker.
-func (f *fakeExecutor) work(ctx context.Context, spec executors.WorkerSpec, b behaviour) {
-	conn, err := grpc.NewClient(spec.ManagerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	c := workerpb.NewBuildManagerClient(conn)
-	job, err := c.Register(ctx, &workerpb.RegisterRequest{RegistrationToken: spec.RegistrationToken, WorkerInfo: "fake"})
-	if err != nil {
-		return
-	}
-	tok := job.GetJobToken()
-	switch b {
-	case behaveDie:
-		return
-	case behaveSilent:
-		<-ctx.Done()
-		return
-	}
-	hbCtx, stopHB := context.WithCancel(ctx)
-	defer stopHB()
-	go func() {
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-hbCtx.Done():
-				return
-			case <-t.C:
-				r, err := c.Heartbeat(hbCtx, &workerpb.HeartbeatRequest{JobToken: tok})
-				if err == nil && r.GetStop() {
+		if w.Phase(ctx, workerpb.Phase_PHASE_UNPACKING, workerpb.Phase_PHASE_PULLING, workerpb.Phase_PHASE_BUILDING) != nil {
+			return
+		}
+		_ = w.Log(ctx, workerpb.LogType_LOG_TYPE_COMMAND, "STEP 1/2: FROM busybox")
+		_ = w.Log(ctx, workerpb.LogType_LOG_TYPE_UNSPECIFIED, "line a", "line b")
+		if b == behaveSlowLog {
+			for i := range 20 {
+				select {
+				case <-ctx.Done():
 					return
+				case <-time.After(30 * time.Millisecond):
 				}
+				_ = w.Log(ctx, workerpb.LogType_LOG_TYPE_UNSPECIFIED, fmt.Sprintf("slow %d", i))
 			}
 		}
-	}()
-	if b == behaveHang {
-		<-ctx.Done()
-		return
-	}
-	stream, err := c.StreamLog(ctx)
-	if err != nil {
-		return
-	}
-	seq := int64(0)
-	send := func(typ workerpb.LogType, msgs ...string) {
-		batch := &workerpb.LogBatch{JobToken: tok}
-		for _, m := range msgs {
-			seq++
-			batch.Entries = append(batch.Entries, &workerpb.LogEntry{SequenceNumber: seq, Message: m, Type: typ, TimeUnixNano: time.Now().UnixNano()})
-			f.lineSent.Store(m, time.Now())
-		}
-		_ = stream.Send(batch)
-		_, _ = stream.Recv()
-	}
-	phases := []workerpb.Phase{workerpb.Phase_PHASE_UNPACKING, workerpb.Phase_PHASE_PULLING, workerpb.Phase_PHASE_BUILDING}
-	for i, p := range phases {
-		if _, err := c.SetPhase(ctx, &workerpb.SetPhaseRequest{JobToken: tok, SequenceNumber: int64(i + 1), Phase: p}); err != nil {
-			return
-		}
-	}
-	send(workerpb.LogType_LOG_TYPE_COMMAND, "STEP 1/2: FROM busybox")
-	send(workerpb.LogType_LOG_TYPE_UNSPECIFIED, "line a", "line b")
-	if b == behaveSlowLog {
-		for i := range 20 {
-			select {
-			case <-ctx.Done():
+		switch b {
+		case behaveUserError:
+			_ = w.Log(ctx, workerpb.LogType_LOG_TYPE_UNSPECIFIED, "exit status 1")
+			_ = w.Fail(ctx, &workerpb.BuildError{Code: "build-step", Message: "RUN false: exit status 1"})
+		case behaveRetryable:
+			_ = w.Fail(ctx, &workerpb.BuildError{Code: "push", Message: "registry unreachable", Retryable: true})
+		default:
+			if w.Phase(ctx, workerpb.Phase_PHASE_PUSHING) != nil {
 				return
-			case <-time.After(30 * time.Millisecond):
 			}
-			send(workerpb.LogType_LOG_TYPE_UNSPECIFIED, fmt.Sprintf("slow %d", i))
+			digests := map[string]string{}
+			for _, tag := range w.Job.GetTags() {
+				digests[tag] = "sha256:" + fmt.Sprintf("%064x", len(tag))
+			}
+			_ = w.Succeed(ctx, digests)
 		}
 	}
-	var result *workerpb.FinishRequest
-	switch b {
-	case behaveUserError:
-		send(workerpb.LogType_LOG_TYPE_UNSPECIFIED, "exit status 1")
-		result = &workerpb.FinishRequest{Result: &workerpb.FinishRequest_Error{Error: &workerpb.BuildError{Code: "build-step", Message: "RUN false: exit status 1"}}}
-	case behaveRetryable:
-		result = &workerpb.FinishRequest{Result: &workerpb.FinishRequest_Error{Error: &workerpb.BuildError{Code: "push", Message: "registry unreachable", Retryable: true}}}
-	default:
-		if _, err := c.SetPhase(ctx, &workerpb.SetPhaseRequest{JobToken: tok, SequenceNumber: 4, Phase: workerpb.Phase_PHASE_PUSHING}); err != nil {
-			return
-		}
-		digests := map[string]string{}
-		for _, tag := range job.GetTags() {
-			digests[tag] = "sha256:" + fmt.Sprintf("%064x", len(tag))
-		}
-		result = &workerpb.FinishRequest{Result: &workerpb.FinishRequest_Success{Success: &workerpb.Success{Digests: digests}}}
-	}
-	_ = stream.CloseSend()
-	result.JobToken, result.LastLogSequence = tok, seq
-	_, _ = c.Finish(ctx, result)
 }
 
 // harness is a running Manager over env e.
 type harness struct {
 	*Manager
 	e      *env
-	ex     *fakeExecutor
+	ex     *buildmanagertest.Executor
 	repo   *store.Repository
 	user   *store.Account
 	cancel context.CancelFunc
@@ -435,41 +272,15 @@ func (h *harness) submit(t *testing.T) *store.Build {
 	return b
 }
 
-// waitPhase waits until build id reaches a terminal phase (or want).
+// waitEnd waits until build id reaches a terminal phase.
 func (h *harness) waitEnd(t *testing.T, id string, within time.Duration) *store.Build {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		b, err := h.Get(context.Background(), id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if b.Phase.Terminal() {
-			return b
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("build %s still %s after %s", id, b.Phase, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return buildmanagertest.WaitBuild(t, h, id, within, "ended", func(b *store.Build) bool { return b.Phase.Terminal() })
 }
 
 func (h *harness) waitPhase(t *testing.T, id string, want store.BuildPhase, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		b, err := h.Get(context.Background(), id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if b.Phase == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("build %s is %s, not %s, after %s", id, b.Phase, want, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	buildmanagertest.WaitBuild(t, h, id, within, string(want), func(b *store.Build) bool { return b.Phase == want })
 }
 
 func (h *harness) logsOf(t *testing.T, id string) []LogEntry {

@@ -10,117 +10,38 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
+	"github.com/berth-dev/berth/buildmanager/buildmanagertest"
 	"github.com/berth-dev/berth/buildmanager/workerpb"
-	"github.com/berth-dev/berth/executors"
 	"github.com/berth-dev/berth/internal/store"
 )
 
-// floodExecutor starts in-process workers that print lines of size bytes
-// as fast as the manager takes them, the review's repro of finding F4 (a
-// RUN step printing 100,000 lines of 1 KiB). A worker waits on hold, if
-// set, after its last line is acknowledged and before it finishes.
-type floodExecutor struct {
+// flood is the script of workers that print lines of size bytes as fast
+// as the manager takes them, the review's repro of finding F4 (a RUN step
+// printing 100,000 lines of 1 KiB). A worker waits on hold, if set, after
+// its last line is acknowledged and before it finishes.
+type flood struct {
 	lines, size int
 	// long, if set, is printed once before the flood.
 	long string
 	// flooded is closed when a worker's last line is acknowledged.
 	flooded chan struct{}
 	hold    chan struct{}
-
-	mu      sync.Mutex
-	next    int
-	workers map[string]context.CancelFunc
-	running atomic.Int32
 }
 
-func newFloodExecutor(lines, size int) *floodExecutor {
-	return &floodExecutor{lines: lines, size: size, flooded: make(chan struct{}), workers: map[string]context.CancelFunc{}}
+func newFlood(lines, size int) *flood {
+	return &flood{lines: lines, size: size, flooded: make(chan struct{})}
 }
 
-func (f *floodExecutor) Name() string { return "flood" }
-
-func (f *floodExecutor) Running(context.Context) (int, error) { return int(f.running.Load()), nil }
-
-func (f *floodExecutor) Start(_ context.Context, spec executors.WorkerSpec) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.next++
-	id := fmt.Sprintf("flood-%d", f.next)
-	ctx, cancel := context.WithCancel(context.Background())
-	f.workers[id] = cancel
-	f.running.Add(1)
-	go func() {
-		defer f.running.Add(-1)
-		f.work(ctx, spec)
-	}()
-	return id, nil
-}
-
-func (f *floodExecutor) Stop(_ context.Context, id string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if cancel, ok := f.workers[id]; ok {
-		cancel()
-		return nil
-	}
-	return executors.ErrUnknownWorker
-}
-
-func (f *floodExecutor) work(ctx context.Context, spec executors.WorkerSpec) {
-	conn, err := grpc.NewClient(spec.ManagerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
+func (f *flood) work(ctx context.Context, w *buildmanagertest.Worker) {
+	w.Heartbeat(ctx)
+	if w.Phase(ctx, workerpb.Phase_PHASE_UNPACKING, workerpb.Phase_PHASE_PULLING, workerpb.Phase_PHASE_BUILDING) != nil {
 		return
 	}
-	defer conn.Close()
-	c := workerpb.NewBuildManagerClient(conn)
-	job, err := c.Register(ctx, &workerpb.RegisterRequest{RegistrationToken: spec.RegistrationToken, WorkerInfo: "flood"})
-	if err != nil {
-		return
-	}
-	tok := job.GetJobToken()
-	go func() {
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				_, _ = c.Heartbeat(ctx, &workerpb.HeartbeatRequest{JobToken: tok})
-			}
-		}
-	}()
-	for i, p := range []workerpb.Phase{workerpb.Phase_PHASE_UNPACKING, workerpb.Phase_PHASE_PULLING, workerpb.Phase_PHASE_BUILDING} {
-		if _, err := c.SetPhase(ctx, &workerpb.SetPhaseRequest{JobToken: tok, SequenceNumber: int64(i + 1), Phase: p}); err != nil {
-			return
-		}
-	}
-	stream, err := c.StreamLog(ctx)
-	if err != nil {
-		return
-	}
-	seq := int64(0)
-	send := func(msgs ...string) bool {
-		batch := &workerpb.LogBatch{JobToken: tok}
-		for _, m := range msgs {
-			seq++
-			batch.Entries = append(batch.Entries, &workerpb.LogEntry{SequenceNumber: seq, Message: m, TimeUnixNano: time.Now().UnixNano()})
-		}
-		if stream.Send(batch) != nil {
-			return false
-		}
-		ack, err := stream.Recv()
-		return err == nil && ack.GetSequenceNumber() == seq
-	}
-	if f.long != "" && !send(f.long) {
+	if f.long != "" && w.Log(ctx, workerpb.LogType_LOG_TYPE_UNSPECIFIED, f.long) != nil {
 		return
 	}
 	line := strings.Repeat("x", f.size)
@@ -128,13 +49,13 @@ func (f *floodExecutor) work(ctx context.Context, spec executors.WorkerSpec) {
 	for i := 0; i < f.lines; i++ {
 		batch = append(batch, line)
 		if len(batch) == cap(batch) || i == f.lines-1 {
-			if !send(batch...) {
+			if w.Log(ctx, workerpb.LogType_LOG_TYPE_UNSPECIFIED, batch...) != nil {
 				return
 			}
 			batch = batch[:0]
 		}
 	}
-	_ = stream.CloseSend()
+	_ = w.EndLog()
 	close(f.flooded)
 	if f.hold != nil {
 		select {
@@ -143,35 +64,21 @@ func (f *floodExecutor) work(ctx context.Context, spec executors.WorkerSpec) {
 			return
 		}
 	}
-	if _, err := c.SetPhase(ctx, &workerpb.SetPhaseRequest{JobToken: tok, SequenceNumber: 4, Phase: workerpb.Phase_PHASE_PUSHING}); err != nil {
+	if w.Phase(ctx, workerpb.Phase_PHASE_PUSHING) != nil {
 		return
 	}
-	_, _ = c.Finish(ctx, &workerpb.FinishRequest{JobToken: tok, LastLogSequence: seq,
-		Result: &workerpb.FinishRequest_Success{Success: &workerpb.Success{Digests: map[string]string{"latest": "sha256:" + strings.Repeat("ab", 32)}}}})
+	_ = w.Succeed(ctx, map[string]string{"latest": "sha256:" + strings.Repeat("ab", 32)})
 }
 
 // waitArchived waits until build id ended and its log was archived.
 func (h *harness) waitArchived(t *testing.T, id string, within time.Duration) *store.Build {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		b, err := h.Get(context.Background(), id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if b.LogsArchive != "" {
-			return b
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("build %s is %s and not archived after %s", id, b.Phase, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return buildmanagertest.WaitBuild(t, h, id, within, "archived", func(b *store.Build) bool { return b.LogsArchive != "" })
 }
 
-func startFlood(t *testing.T, e *env, ex *floodExecutor, limits LogLimits) *harness {
+func startFlood(t *testing.T, e *env, f *flood, limits LogLimits) *harness {
 	t.Helper()
-	o := testOptions(e, testKey, Executor{Executor: ex})
+	o := testOptions(e, testKey, Executor{Executor: buildmanagertest.NewExecutor("flood", f.work)})
 	o.LogLimits = limits
 	o.LeaseTimeout = 5 * time.Second
 	return startWith(t, e, o)
@@ -183,9 +90,9 @@ func startFlood(t *testing.T, e *env, ex *floodExecutor, limits LogLimits) *harn
 // and a line over the line limit is cut.
 func TestBuildLogLimits(t *testing.T) {
 	eachEnv(t, func(t *testing.T, e *env) {
-		ex := newFloodExecutor(100_000, 1024)
-		ex.long = strings.Repeat("L", 1<<20)
-		h := startFlood(t, e, ex, LogLimits{})
+		fl := newFlood(100_000, 1024)
+		fl.long = strings.Repeat("L", 1<<20)
+		h := startFlood(t, e, fl, LogLimits{})
 		b := h.submit(t)
 		if got := h.waitEnd(t, b.ID, 60*time.Second); got.Phase != store.PhaseComplete {
 			t.Fatalf("build ended %s: %s", got.Phase, got.ErrorMessage)
@@ -282,14 +189,14 @@ func TestBuildLogHeapBounded(t *testing.T) {
 		if e.logDir == "" {
 			t.Skip("the embedded configuration is measured")
 		}
-		ex := newFloodExecutor(lines, size)
-		ex.hold = make(chan struct{})
-		h := startFlood(t, e, ex, LogLimits{MaxBytes: 1 << 30, MaxLines: 1 << 20})
+		fl := newFlood(lines, size)
+		fl.hold = make(chan struct{})
+		h := startFlood(t, e, fl, LogLimits{MaxBytes: 1 << 30, MaxLines: 1 << 20})
 		base := liveHeap()
 		peaks := sampleHeap()
 		b := h.submit(t)
 		select {
-		case <-ex.flooded:
+		case <-fl.flooded:
 		case <-time.After(60 * time.Second):
 			t.Fatal("the flood did not get through")
 		}
@@ -301,7 +208,7 @@ func TestBuildLogHeapBounded(t *testing.T) {
 		if grown > maxGrowth {
 			t.Errorf("live heap grew by %d MiB holding a 100 MB live log", grown>>20)
 		}
-		close(ex.hold)
+		close(fl.hold)
 		got := h.waitArchived(t, b.ID, 60*time.Second)
 		if got.Phase != store.PhaseComplete || got.LogsArchive == "" {
 			t.Fatalf("build ended %s, archive %q: %s", got.Phase, got.LogsArchive, got.ErrorMessage)
@@ -347,11 +254,11 @@ func TestBuildLogHeapBounded(t *testing.T) {
 // the earlier format (one JSON array) still reads.
 func TestReadLogPagesAndArchive(t *testing.T) {
 	eachEnv(t, func(t *testing.T, e *env) {
-		ex := newFloodExecutor(3000, 10)
-		ex.hold = make(chan struct{})
-		h := startFlood(t, e, ex, LogLimits{})
+		fl := newFlood(3000, 10)
+		fl.hold = make(chan struct{})
+		h := startFlood(t, e, fl, LogLimits{})
 		b := h.submit(t)
-		<-ex.flooded
+		<-fl.flooded
 		check := func(from string) {
 			t.Helper()
 			page, total := h.logsFrom(t, b.ID, 1000, 700)
@@ -373,7 +280,7 @@ func TestReadLogPagesAndArchive(t *testing.T) {
 				t.Errorf("build log keys in the embedded Redis: %v, %v", keys, err)
 			}
 		}
-		close(ex.hold)
+		close(fl.hold)
 		h.waitArchived(t, b.ID, 30*time.Second)
 		check("archive")
 		all := h.logsOf(t, b.ID)

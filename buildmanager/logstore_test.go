@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/berth-dev/berth/buildmanager/buildmanagertest"
 	"github.com/berth-dev/berth/buildmanager/queue"
 )
 
@@ -27,14 +28,7 @@ func eachLogStore(t *testing.T, limits LogLimits, fn func(t *testing.T, s liveLo
 		fn(t, s)
 	})
 	t.Run("miniredis", func(t *testing.T) {
-		mr, err := queue.StartEmbedded()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(mr.Close)
-		rc := mr.Client()
-		t.Cleanup(func() { rc.Close() })
-		s := newRedisLogs(rc, "t-", limits, slog.New(slog.DiscardHandler))
+		s := newRedisLogs(buildmanagertest.Redis(t), "t-", limits, slog.New(slog.DiscardHandler))
 		t.Cleanup(func() { s.close() })
 		fn(t, s)
 	})

@@ -98,8 +98,8 @@ func TestUserErrorEndsAtOnce(t *testing.T) {
 		if i < 0 || es[i].Message != "RUN false: exit status 1" || es[i-1].Message != "exit status 1" {
 			t.Fatalf("no error entry after the step output: %+v", es)
 		}
-		if h.ex.startsOf(b.ID) != 1 {
-			t.Errorf("%d workers started, want 1 (no retry)", h.ex.startsOf(b.ID))
+		if h.ex.Starts(b.ID) != 1 {
+			t.Errorf("%d workers started, want 1 (no retry)", h.ex.Starts(b.ID))
 		}
 	})
 }
@@ -142,8 +142,8 @@ func TestThreeLostAttemptsInternalError(t *testing.T) {
 		sub := h.Events().Subscribe(16, events.BuildFailure)
 		b := h.submit(t)
 		got := h.waitEnd(t, b.ID, 15*time.Second)
-		if got.Phase != store.PhaseInternalError || got.Attempts != 3 || h.ex.startsOf(b.ID) != 3 {
-			t.Fatalf("build %s after %d attempts (%d starts)", got.Phase, got.Attempts, h.ex.startsOf(b.ID))
+		if got.Phase != store.PhaseInternalError || got.Attempts != 3 || h.ex.Starts(b.ID) != 3 {
+			t.Fatalf("build %s after %d attempts (%d starts)", got.Phase, got.Attempts, h.ex.Starts(b.ID))
 		}
 		es := h.logsOf(t, b.ID)
 		if last := es[len(es)-2]; last.Type != LogError || !strings.Contains(last.Message, "failed 3 times") {
@@ -163,7 +163,7 @@ func TestThreeLostAttemptsInternalError(t *testing.T) {
 func TestExecutorFailover(t *testing.T) {
 	eachEnv(t, func(t *testing.T, e *env) {
 		down := newFakeExecutor("down", always(behaveOK))
-		down.failing.Store(true)
+		down.SetFailing(true)
 		picky := newFakeExecutor("picky", always(behaveOK))
 		up := newFakeExecutor("up", always(behaveOK))
 		o := testOptions(e, testKey,
@@ -177,7 +177,7 @@ func TestExecutorFailover(t *testing.T) {
 		if got.Phase != store.PhaseComplete || got.ExecutorName != "up" || got.Attempts != 1 {
 			t.Fatalf("build %s on %q after %d attempts", got.Phase, got.ExecutorName, got.Attempts)
 		}
-		if picky.startsOf(b.ID) != 0 {
+		if picky.Starts(b.ID) != 0 {
 			t.Error("executor above its retry threshold was used")
 		}
 	})
@@ -207,8 +207,8 @@ func TestCancel(t *testing.T) {
 			t.Fatalf("cancel running: %v", err)
 		}
 		got := h.waitEnd(t, running.ID, time.Second)
-		if got.Phase != store.PhaseCancelled || execID == "" || !h.ex.wasStopped(execID) {
-			t.Fatalf("running build %s, worker %q stopped %v", got.Phase, execID, h.ex.wasStopped(execID))
+		if got.Phase != store.PhaseCancelled || execID == "" || !h.ex.WasStopped(execID) {
+			t.Fatalf("running build %s, worker %q stopped %v", got.Phase, execID, h.ex.WasStopped(execID))
 		}
 		if p := phasesOf(h.logsOf(t, running.ID)); p[len(p)-1] != "cancelled" {
 			t.Errorf("phases %v", p)
@@ -224,7 +224,7 @@ func TestCancel(t *testing.T) {
 			}
 		}
 		// The slot is free again: a new build runs.
-		h.ex.setBehave(always(behaveOK))
+		h.ex.SetScript(behaving(always(behaveOK)))
 		if b := h.waitEnd(t, h.submit(t).ID, 10*time.Second); b.Phase != store.PhaseComplete {
 			t.Errorf("build after cancellations: %s", b.Phase)
 		}
@@ -242,7 +242,7 @@ func TestTimeLimit(t *testing.T) {
 		if d := got.CompletedAt.Sub(got.StartedAt); d < time.Second || d > 3*time.Second {
 			t.Errorf("ended after %s", d)
 		}
-		if h.ex.running.Load() != 0 {
+		if n, _ := h.ex.Running(context.Background()); n != 0 {
 			t.Error("worker still running")
 		}
 	})
@@ -260,7 +260,7 @@ func TestWorkerCountBound(t *testing.T) {
 				t.Errorf("build %s: %s", id, b.Phase)
 			}
 		}
-		if p := h.ex.peak.Load(); p != 2 {
+		if p := h.ex.Peak(); p != 2 {
 			t.Errorf("peak concurrent workers %d, want 2", p)
 		}
 	})
@@ -340,8 +340,8 @@ func TestLogReplayAndLiveSubscription(t *testing.T) {
 				t.Fatalf("index %d after %d", e.Index, got[len(got)-1].Index)
 			}
 			got = append(got, e)
-			if sent, ok := h.ex.lineSent.Load(e.Message); ok && strings.HasPrefix(e.Message, "slow ") {
-				latencies = append(latencies, time.Since(sent.(time.Time)))
+			if sent, ok := h.ex.SentAt(e.Message); ok && strings.HasPrefix(e.Message, "slow ") {
+				latencies = append(latencies, time.Since(sent))
 			}
 		}
 		if len(got) == 0 || got[0].Index != 2 {
