@@ -3,167 +3,68 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/berth-dev/berth/buildmanager"
-	"github.com/berth-dev/berth/buildmanager/queue"
+	"github.com/berth-dev/berth/buildmanager/buildmanagertest"
 	"github.com/berth-dev/berth/buildmanager/workerpb"
-	"github.com/berth-dev/berth/executors"
-	"github.com/berth-dev/berth/storage/filesystem"
+	"github.com/berth-dev/berth/internal/store"
 )
 
-// chattyExecutor starts in-process workers that print lines "line 1" …
-// "line N", then wait for release before they finish.
-type chattyExecutor struct {
+// chatty is the script of workers that print lines "line 1" … "line N"
+// in batches of 500, then wait for release before they finish.
+type chatty struct {
 	lines   int
 	printed chan struct{}
 	release chan struct{}
-
-	mu      sync.Mutex
-	n       int
-	workers map[string]context.CancelFunc
 }
 
-func (c *chattyExecutor) Name() string { return "chatty" }
-
-func (c *chattyExecutor) Running(context.Context) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.workers), nil
-}
-
-func (c *chattyExecutor) Start(_ context.Context, spec executors.WorkerSpec) (string, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.n++
-	id := "c" + strconv.Itoa(c.n)
-	ctx, cancel := context.WithCancel(context.Background())
-	c.workers[id] = cancel
-	go c.work(ctx, spec)
-	return id, nil
-}
-
-func (c *chattyExecutor) Stop(_ context.Context, id string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cancel, ok := c.workers[id]; ok {
-		cancel()
-		delete(c.workers, id)
-	}
-	return nil
-}
-
-func (c *chattyExecutor) work(ctx context.Context, spec executors.WorkerSpec) {
-	conn, err := grpc.NewClient(spec.ManagerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
+func (c *chatty) work(ctx context.Context, w *buildmanagertest.Worker) {
+	w.Heartbeat(ctx)
+	if w.Phase(ctx, workerpb.Phase_PHASE_UNPACKING, workerpb.Phase_PHASE_PULLING, workerpb.Phase_PHASE_BUILDING) != nil {
 		return
 	}
-	defer conn.Close()
-	mc := workerpb.NewBuildManagerClient(conn)
-	job, err := mc.Register(ctx, &workerpb.RegisterRequest{RegistrationToken: spec.RegistrationToken, WorkerInfo: "chatty"})
-	if err != nil {
-		return
-	}
-	tok := job.GetJobToken()
-	go func() {
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				_, _ = mc.Heartbeat(ctx, &workerpb.HeartbeatRequest{JobToken: tok})
-			}
-		}
-	}()
-	for i, p := range []workerpb.Phase{workerpb.Phase_PHASE_UNPACKING, workerpb.Phase_PHASE_PULLING, workerpb.Phase_PHASE_BUILDING} {
-		if _, err := mc.SetPhase(ctx, &workerpb.SetPhaseRequest{JobToken: tok, SequenceNumber: int64(i + 1), Phase: p}); err != nil {
-			return
-		}
-	}
-	stream, err := mc.StreamLog(ctx)
-	if err != nil {
-		return
-	}
-	batch := &workerpb.LogBatch{JobToken: tok}
-	for seq := int64(1); seq <= int64(c.lines); seq++ {
-		batch.Entries = append(batch.Entries, &workerpb.LogEntry{SequenceNumber: seq, Message: "line " + strconv.FormatInt(seq, 10), TimeUnixNano: time.Now().UnixNano()})
-		if len(batch.Entries) == 500 || seq == int64(c.lines) {
-			if stream.Send(batch) != nil {
+	batch := make([]string, 0, 500)
+	for n := 1; n <= c.lines; n++ {
+		batch = append(batch, "line "+strconv.Itoa(n))
+		if len(batch) == cap(batch) || n == c.lines {
+			if w.Log(ctx, workerpb.LogType_LOG_TYPE_UNSPECIFIED, batch...) != nil {
 				return
 			}
-			if _, err := stream.Recv(); err != nil {
-				return
-			}
-			batch = &workerpb.LogBatch{JobToken: tok}
+			batch = batch[:0]
 		}
 	}
-	_ = stream.CloseSend()
+	_ = w.EndLog()
 	close(c.printed)
 	select {
 	case <-c.release:
 	case <-ctx.Done():
 		return
 	}
-	_, _ = mc.Finish(ctx, &workerpb.FinishRequest{JobToken: tok, LastLogSequence: int64(c.lines),
-		Result: &workerpb.FinishRequest_Success{Success: &workerpb.Success{Digests: map[string]string{"v1": "sha256:" + strings.Repeat("ab", 32)}}}})
+	_ = w.Succeed(ctx, map[string]string{"v1": testDigest})
 }
 
-// newChattyEnv is newBuildEnv with a chattyExecutor, its Manager running.
-func newChattyEnv(t *testing.T, lines int) (*buildEnv, *chattyExecutor) {
+// newChattyEnv is newBuildEnv with chatty workers and live logs in files,
+// its Manager running.
+func newChattyEnv(t *testing.T, lines int) (*buildEnv, *chatty) {
 	t.Helper()
-	e := newEnv(t, nil)
-	mr, err := queue.StartEmbedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mr.Close)
-	rc := mr.Client()
-	t.Cleanup(func() { rc.Close() })
-	blobs, err := filesystem.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	contexts := &buildmanager.BlobContextStore{Blobs: blobs, Store: e.store, MaxBytes: maxTestContext}
-	ex := &chattyExecutor{lines: lines, printed: make(chan struct{}), release: make(chan struct{}), workers: map[string]context.CancelFunc{}}
-	m, err := buildmanager.New(buildmanager.Options{
-		Store: e.store, Blobs: blobs, Contexts: contexts, Redis: rc, Prefix: "t-", LogDir: t.TempDir(), SigningKey: key,
-		Executors:    []buildmanager.Executor{{Executor: ex}},
-		PollInterval: 50 * time.Millisecond, LeaseTimeout: 5 * time.Second, SetupTime: 5 * time.Second,
-		TimeLimit: 30 * time.Second, RetryDelay: 50 * time.Millisecond,
-		Registry: buildmanager.RegistryTarget{Addr: "127.0.0.1:1", Insecure: true},
-		Logger:   slog.New(slog.DiscardHandler),
+	c := &chatty{lines: lines, printed: make(chan struct{}), release: make(chan struct{})}
+	be := newBuildEnvWith(t, newEnv(t, nil), c.work, func(o *buildmanager.Options) {
+		o.LogDir = t.TempDir()
+		o.LeaseTimeout = 5 * time.Second
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := RegisterBuilds(e.api, BuildOptions{Manager: m, Contexts: contexts,
-		FiledropKey: bytes.Repeat([]byte("k"), 32), Heartbeat: 50 * time.Millisecond})
-	be := &buildEnv{env: e, m: m, builds: b, contexts: contexts}
 	be.setup()
 	be.run()
-	return be, ex
+	return be, c
 }
 
 // TestBuildLogsPaged: GET …/logs answers Quay's {start, total, logs} with
@@ -230,19 +131,7 @@ func TestBuildLogsPaged(t *testing.T) {
 	// build-scheduled, unpacking, pulling, building, then the lines.
 	checkLines("live", readAll("live", lines+4))
 	close(ex.release)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		b, err := e.m.Get(context.Background(), id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if b.LogsArchive != "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("build %s not archived", b.Phase)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	buildmanagertest.WaitBuild(t, e.m, id, 10*time.Second, "archived", func(b *store.Build) bool { return b.LogsArchive != "" })
 	// pushing is not reported by this worker; complete ends the log.
 	all := readAll("archive", lines+5)
 	checkLines("archive", all)

@@ -15,17 +15,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/berth-dev/berth/buildmanager"
-	"github.com/berth-dev/berth/buildmanager/queue"
+	"github.com/berth-dev/berth/buildmanager/buildmanagertest"
 	"github.com/berth-dev/berth/buildmanager/workerpb"
-	"github.com/berth-dev/berth/executors"
 	"github.com/berth-dev/berth/storage/filesystem"
 )
 
@@ -37,7 +32,8 @@ type buildEnv struct {
 	m        *buildmanager.Manager
 	builds   *Builds
 	contexts buildmanager.ContextStore
-	ex       *scriptedExecutor
+	// release lets the scripted workers finish.
+	release chan struct{}
 }
 
 const maxTestContext = 1024
@@ -47,16 +43,20 @@ func newBuildEnv(t *testing.T, raw map[string]any) *buildEnv {
 	return newBuildEnvOn(t, newEnv(t, raw))
 }
 
-// newBuildEnvOn adds the build routes to e.
+// newBuildEnvOn adds the build routes to e, with workers that act out
+// scripted.
 func newBuildEnvOn(t *testing.T, e *env) *buildEnv {
 	t.Helper()
-	mr, err := queue.StartEmbedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mr.Close)
-	rc := mr.Client()
-	t.Cleanup(func() { rc.Close() })
+	release := make(chan struct{})
+	be := newBuildEnvWith(t, e, func(ctx context.Context, w *buildmanagertest.Worker) { scripted(ctx, w, release) }, nil)
+	be.release = release
+	return be
+}
+
+// newBuildEnvWith adds the build routes to e over a Manager whose workers
+// run work; tweak, if set, adjusts the Manager's options.
+func newBuildEnvWith(t *testing.T, e *env, work buildmanagertest.Script, tweak func(*buildmanager.Options)) *buildEnv {
+	t.Helper()
 	blobs, err := filesystem.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -66,15 +66,18 @@ func newBuildEnvOn(t *testing.T, e *env) *buildEnv {
 		t.Fatal(err)
 	}
 	contexts := &buildmanager.BlobContextStore{Blobs: blobs, Store: e.store, MaxBytes: maxTestContext}
-	ex := &scriptedExecutor{release: make(chan struct{}), workers: map[string]context.CancelFunc{}}
-	m, err := buildmanager.New(buildmanager.Options{
-		Store: e.store, Blobs: blobs, Contexts: contexts, Redis: rc, Prefix: "t-", SigningKey: key,
-		Executors:    []buildmanager.Executor{{Executor: ex}},
+	o := buildmanager.Options{
+		Store: e.store, Blobs: blobs, Contexts: contexts, Redis: buildmanagertest.Redis(t), Prefix: "t-", SigningKey: key,
+		Executors:    []buildmanager.Executor{{Executor: buildmanagertest.NewExecutor("scripted", work)}},
 		PollInterval: 50 * time.Millisecond, LeaseTimeout: 2 * time.Second, SetupTime: 5 * time.Second,
 		TimeLimit: 30 * time.Second, RetryDelay: 50 * time.Millisecond,
 		Registry: buildmanager.RegistryTarget{Addr: "127.0.0.1:1", Insecure: true},
 		Logger:   slog.New(slog.DiscardHandler),
-	})
+	}
+	if tweak != nil {
+		tweak(&o)
+	}
+	m, err := buildmanager.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +87,7 @@ func newBuildEnvOn(t *testing.T, e *env) *buildEnv {
 	}
 	b := RegisterBuilds(e.api, BuildOptions{Manager: m, Contexts: contexts,
 		FiledropKey: bytes.Repeat([]byte("k"), 32), Heartbeat: 50 * time.Millisecond, Limits: limits})
-	return &buildEnv{env: e, m: m, builds: b, contexts: contexts, ex: ex}
+	return &buildEnv{env: e, m: m, builds: b, contexts: contexts}
 }
 
 // run starts the Manager until the test ends.
@@ -470,7 +473,7 @@ func TestBuildLogStream(t *testing.T) {
 	if comments == 0 {
 		t.Error("no keep-alive comment while the log was idle")
 	}
-	close(e.ex.release)
+	close(e.release)
 	for {
 		ev, ok := nextEntry(t, events, &comments)
 		if !ok {
@@ -571,110 +574,31 @@ func TestBuildLogStream(t *testing.T) {
 	}
 }
 
-// scriptedExecutor starts in-process workers speaking the real gRPC
-// protocol: each registers, reports phases and two lines, waits for
-// release, then logs one more line and succeeds.
-type scriptedExecutor struct {
-	release chan struct{}
-	mu      sync.Mutex
-	n       int
-	workers map[string]context.CancelFunc
-}
-
-func (s *scriptedExecutor) Name() string { return "scripted" }
-
-func (s *scriptedExecutor) Running(context.Context) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.workers), nil
-}
-
-func (s *scriptedExecutor) Start(_ context.Context, spec executors.WorkerSpec) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.n++
-	id := "w" + strconv.Itoa(s.n)
-	ctx, cancel := context.WithCancel(context.Background())
-	s.workers[id] = cancel
-	go func() {
-		s.work(ctx, spec)
-		s.mu.Lock()
-		delete(s.workers, id)
-		s.mu.Unlock()
-	}()
-	return id, nil
-}
-
-func (s *scriptedExecutor) Stop(_ context.Context, id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cancel, ok := s.workers[id]; ok {
-		cancel()
-	}
-	return nil
-}
-
-func (s *scriptedExecutor) work(ctx context.Context, spec executors.WorkerSpec) {
-	conn, err := grpc.NewClient(spec.ManagerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
+// scripted is the work of the build routes' workers: register, report
+// phases and two lines, wait for release, then log one more line and
+// succeed.
+func scripted(ctx context.Context, w *buildmanagertest.Worker, release <-chan struct{}) {
+	w.Heartbeat(ctx)
+	if w.Phase(ctx, workerpb.Phase_PHASE_UNPACKING, workerpb.Phase_PHASE_PULLING, workerpb.Phase_PHASE_BUILDING) != nil {
 		return
 	}
-	defer conn.Close()
-	c := workerpb.NewBuildManagerClient(conn)
-	job, err := c.Register(ctx, &workerpb.RegisterRequest{RegistrationToken: spec.RegistrationToken, WorkerInfo: "scripted"})
-	if err != nil {
-		return
-	}
-	tok := job.GetJobToken()
-	go func() {
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				_, _ = c.Heartbeat(ctx, &workerpb.HeartbeatRequest{JobToken: tok})
-			}
-		}
-	}()
-	stream, err := c.StreamLog(ctx)
-	if err != nil {
-		return
-	}
-	seq := int64(0)
-	send := func(typ workerpb.LogType, msgs ...string) {
-		batch := &workerpb.LogBatch{JobToken: tok}
-		for _, m := range msgs {
-			seq++
-			batch.Entries = append(batch.Entries, &workerpb.LogEntry{SequenceNumber: seq, Message: m, Type: typ, TimeUnixNano: time.Now().UnixNano()})
-		}
-		_ = stream.Send(batch)
-		_, _ = stream.Recv()
-	}
-	phase := func(n int64, p workerpb.Phase) bool {
-		_, err := c.SetPhase(ctx, &workerpb.SetPhaseRequest{JobToken: tok, SequenceNumber: n, Phase: p})
-		return err == nil
-	}
-	if !phase(1, workerpb.Phase_PHASE_UNPACKING) || !phase(2, workerpb.Phase_PHASE_PULLING) || !phase(3, workerpb.Phase_PHASE_BUILDING) {
-		return
-	}
-	send(workerpb.LogType_LOG_TYPE_COMMAND, "STEP 1/2: FROM busybox")
-	send(workerpb.LogType_LOG_TYPE_UNSPECIFIED, "line a")
+	_ = w.Log(ctx, workerpb.LogType_LOG_TYPE_COMMAND, "STEP 1/2: FROM busybox")
+	_ = w.Log(ctx, workerpb.LogType_LOG_TYPE_UNSPECIFIED, "line a")
 	select {
-	case <-s.release:
+	case <-release:
 	case <-ctx.Done():
 		return
 	}
-	send(workerpb.LogType_LOG_TYPE_UNSPECIFIED, "line b")
-	if !phase(4, workerpb.Phase_PHASE_PUSHING) {
+	_ = w.Log(ctx, workerpb.LogType_LOG_TYPE_UNSPECIFIED, "line b")
+	if w.Phase(ctx, workerpb.Phase_PHASE_PUSHING) != nil {
 		return
 	}
 	digests := map[string]string{}
-	for _, tag := range job.GetTags() {
-		digests[tag] = "sha256:" + strings.Repeat("ab", 32)
+	for _, tag := range w.Job.GetTags() {
+		digests[tag] = testDigest
 	}
-	_ = stream.CloseSend()
-	_, _ = c.Finish(ctx, &workerpb.FinishRequest{JobToken: tok, LastLogSequence: seq,
-		Result: &workerpb.FinishRequest_Success{Success: &workerpb.Success{Digests: digests}}})
+	_ = w.Succeed(ctx, digests)
 }
+
+// testDigest is the digest the scripted workers report for every tag.
+var testDigest = "sha256:" + strings.Repeat("ab", 32)

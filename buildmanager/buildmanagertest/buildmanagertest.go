@@ -213,17 +213,15 @@ const HeartbeatInterval = 100 * time.Millisecond
 // stop.
 func (w *Worker) Heartbeat(ctx context.Context) {
 	go func() {
-		t := time.NewTicker(HeartbeatInterval)
-		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
-				r, err := w.c.Heartbeat(ctx, &workerpb.HeartbeatRequest{JobToken: w.Job.GetJobToken()})
-				if err == nil && r.GetStop() {
-					return
-				}
+			case <-time.After(HeartbeatInterval):
+			}
+			r, err := w.c.Heartbeat(ctx, &workerpb.HeartbeatRequest{JobToken: w.Job.GetJobToken()})
+			if err == nil && r.GetStop() {
+				return
 			}
 		}
 	}()
