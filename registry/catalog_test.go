@@ -2,23 +2,14 @@ package registry_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/store"
-	"github.com/berth-dev/berth/internal/store/sqlstore"
-	"github.com/berth-dev/berth/registry"
-	regauth "github.com/berth-dev/berth/registry/auth"
-	"github.com/berth-dev/berth/storage/filesystem"
 )
 
 // countingStore counts the per-repository lookups the policy makes.
@@ -43,17 +34,9 @@ func (c *countingStore) EffectiveRepoRoles(ctx context.Context, repoID, accountI
 func TestAnonymousCatalogCostsNoQueryPerRepository(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	sql, err := sqlstore.Open(ctx, "sqlite://"+filepath.Join(dir, "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sql.Close() })
+	sql := openStore(t, dir)
 	st := &countingStore{Store: sql}
-	hash, _ := auth.HashPassword("alice-pw")
-	alice := &store.Account{Kind: store.KindUser, Name: "alice", PasswordHash: hash, Enabled: true}
-	if err := st.CreateAccount(ctx, alice); err != nil {
-		t.Fatal(err)
-	}
+	alice := addUser(t, st, "alice")
 	var public []string
 	for i := range 40 {
 		r := &store.Repository{NamespaceID: alice.ID, Name: fmt.Sprintf("r%02d", i), Visibility: store.Private}
@@ -65,19 +48,7 @@ func TestAnonymousCatalogCostsNoQueryPerRepository(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	blobs, err := filesystem.New(filepath.Join(dir, "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	policy := &auth.Policy{Store: st}
-	authz := regauth.NewServer(regauth.ServerOptions{Policy: policy, Authenticator: auth.NewAuthenticator(st),
-		Tokens: auth.NewTokenService(key, 5*time.Minute)})
-	mux := http.NewServeMux()
-	mux.Handle("/v2/auth", authz.TokenHandler())
-	mux.Handle("/v2/", registry.New(registry.Options{Store: st, Blobs: blobs, Authorizer: authz, Policy: policy}))
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	srv := serve(t, st, filepath.Join(dir, "blobs"), nil).srv
 
 	catalog := func(set func(*http.Request)) []string {
 		t.Helper()

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -43,52 +44,95 @@ func newEnv(t *testing.T) *env {
 	dir := t.TempDir()
 	e := &env{t: t, dataDir: dir}
 	e.start()
-	ctx := context.Background()
 	for _, name := range []string{"alice", "bob"} {
-		hash, err := auth.HashPassword(name + "-pw")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := e.st.CreateAccount(ctx, &store.Account{Kind: store.KindUser, Name: name, PasswordHash: hash, Enabled: true}); err != nil {
-			t.Fatal(err)
-		}
+		addUser(t, e.st, name)
 	}
 	return e
+}
+
+// openStore opens the SQLite store in dir until the test ends.
+func openStore(t *testing.T, dir string) *sqlstore.Store {
+	t.Helper()
+	st, err := sqlstore.Open(context.Background(), "sqlite://"+filepath.Join(dir, "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// addUser creates the user name with the password name-pw.
+func addUser(t *testing.T, st store.Store, name string) *store.Account {
+	t.Helper()
+	hash, err := auth.HashPassword(name + "-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &store.Account{Kind: store.KindUser, Name: name, PasswordHash: hash, Enabled: true}
+	if err := st.CreateAccount(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// server is the /v2 handler and its token endpoint over a store and the
+// blobs in a directory, served until the test ends.
+type server struct {
+	srv    *httptest.Server
+	h      *registry.Handler
+	tokens *auth.TokenService
+}
+
+// serve starts a server over st and blobDir; logger nil means slog's
+// default.
+func serve(t *testing.T, st store.Store, blobDir string, logger *slog.Logger) *server {
+	t.Helper()
+	blobs, err := filesystem.New(blobDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	policy := &auth.Policy{Store: st}
+	s := &server{tokens: auth.NewTokenService(key, 5*time.Minute)}
+	authz := regauth.NewServer(regauth.ServerOptions{
+		Policy:        policy,
+		Authenticator: auth.NewAuthenticator(st),
+		Tokens:        s.tokens,
+	})
+	var base string
+	s.h = registry.New(registry.Options{
+		Store: st, Blobs: blobs, Authorizer: authz, Policy: policy, Logger: logger,
+		ExternalURL: func(*http.Request) string { return base },
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/v2/auth", authz.TokenHandler())
+	mux.Handle("/v2/", s.h)
+	s.srv = httptest.NewServer(mux)
+	base = s.srv.URL
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// pushToken is a bearer token for pull and push on repo, as podman pushes
+// with.
+func (s *server) pushToken(t *testing.T, who *store.Account, repo string) string {
+	t.Helper()
+	tok, err := s.tokens.Issue(&auth.Principal{Account: who}, "svc", []auth.ResourceActions{
+		{Type: auth.TypeRepository, Name: repo, Actions: []auth.Action{auth.Pull, auth.Push}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.Token
 }
 
 // start (re)creates the handler over the data directory, as a server
 // restart would.
 func (e *env) start() {
 	t := e.t
-	ctx := context.Background()
-	st, err := sqlstore.Open(ctx, "sqlite://"+filepath.Join(e.dataDir, "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blobs, err := filesystem.New(filepath.Join(e.dataDir, "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	policy := &auth.Policy{Store: st}
-	e.tokens = auth.NewTokenService(key, 5*time.Minute)
-	authz := regauth.NewServer(regauth.ServerOptions{
-		Policy:        policy,
-		Authenticator: auth.NewAuthenticator(st),
-		Tokens:        e.tokens,
-	})
-	var base string
-	h := registry.New(registry.Options{
-		Store: st, Blobs: blobs, Authorizer: authz, Policy: policy,
-		ExternalURL: func(*http.Request) string { return base },
-	})
-	mux := http.NewServeMux()
-	mux.Handle("/v2/auth", authz.TokenHandler())
-	mux.Handle("/v2/", h)
-	e.srv = httptest.NewServer(mux)
-	base = e.srv.URL
-	e.st, e.h = st, h
-	t.Cleanup(func() { e.srv.Close(); st.Close() })
+	st := openStore(t, e.dataDir)
+	s := serve(t, st, filepath.Join(e.dataDir, "blobs"), nil)
+	e.st, e.srv, e.h, e.tokens = st, s.srv, s.h, s.tokens
 }
 
 func (e *env) stop() {
