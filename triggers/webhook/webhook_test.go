@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/buildmanager"
-	"github.com/berth-dev/berth/buildmanager/queue"
+	"github.com/berth-dev/berth/buildmanager/buildmanagertest"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/store"
@@ -50,13 +50,7 @@ func newEnv(t *testing.T, o Options) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	mr, err := queue.StartEmbedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mr.Close)
-	rc := mr.Client()
-	t.Cleanup(func() { rc.Close() })
+	rc := buildmanagertest.Redis(t)
 	blobs, err := filesystem.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
