@@ -118,40 +118,43 @@ func (h *Handler) InvalidateRepository(fullName string) { h.repos.Remove(fullNam
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	rt, err := reference.SplitV2Path(r.URL.EscapedPath())
-	if err != nil {
-		herr := errNoEndpoint()
-		if errors.Is(err, reference.ErrNameInvalid) {
-			herr = newError(CodeNameInvalid, "invalid repository name")
-		}
-		writeError(w, r, herr)
+	herr := h.route(w, r)
+	if herr == nil {
 		return
 	}
-	var herr *Error
+	if herr.Status >= 500 {
+		h.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", herr)
+	}
+	writeError(w, r, herr)
+}
+
+// route serves r by the endpoint its path names. An endpoint answers
+// success itself and returns its failure, which ServeHTTP alone writes.
+func (h *Handler) route(w http.ResponseWriter, r *http.Request) *Error {
+	rt, err := reference.SplitV2Path(r.URL.EscapedPath())
+	if errors.Is(err, reference.ErrNameInvalid) {
+		return newError(CodeNameInvalid, "invalid repository name")
+	}
+	if err != nil {
+		return errNoEndpoint()
+	}
 	switch rt.Kind {
 	case reference.KindBase:
-		herr = h.serveBase(w, r)
+		return h.serveBase(w, r)
 	case reference.KindCatalog:
-		herr = h.serveCatalog(w, r)
+		return h.serveCatalog(w, r)
 	case reference.KindManifests:
-		herr = h.serveManifest(w, r, rt.Name, rt.Rest)
+		return h.serveManifest(w, r, rt.Name, rt.Rest)
 	case reference.KindBlobs:
-		herr = h.serveBlob(w, r, rt.Name, rt.Rest)
+		return h.serveBlob(w, r, rt.Name, rt.Rest)
 	case reference.KindUploads:
-		herr = h.serveUpload(w, r, rt.Name, rt.Rest)
+		return h.serveUpload(w, r, rt.Name, rt.Rest)
 	case reference.KindTagsList:
-		herr = h.serveTags(w, r, rt.Name)
+		return h.serveTags(w, r, rt.Name)
 	case reference.KindReferrers:
-		herr = h.serveReferrers(w, r, rt.Name, rt.Rest)
-	default:
-		herr = errNoEndpoint()
+		return h.serveReferrers(w, r, rt.Name, rt.Rest)
 	}
-	if herr != nil {
-		if herr.Status >= 500 {
-			h.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", herr)
-		}
-		writeError(w, r, herr)
-	}
+	return errNoEndpoint()
 }
 
 func (h *Handler) serveBase(w http.ResponseWriter, r *http.Request) *Error {
