@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"time"
 
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -22,13 +21,10 @@ type Store interface {
 	GetRepoBlob(ctx context.Context, repoID int64, digest string) (*store.Blob, error)
 	LinkBlob(ctx context.Context, repoID int64, digest string) error
 	UnlinkBlob(ctx context.Context, repoID int64, digest string) error
-
-	CreateUpload(ctx context.Context, u *store.Upload) error
-	GetUpload(ctx context.Context, id string) (*store.Upload, error)
-	AdvanceUpload(ctx context.Context, u *store.Upload, from int64) error
 	CompleteUpload(ctx context.Context, uploadID string, repoID int64, b store.Blob) error
-	DeleteUpload(ctx context.Context, id string) error
-	ListUploadsBefore(ctx context.Context, t time.Time) ([]store.Upload, error)
+
+	// Upload sessions are the registry's alone: it uses every method.
+	store.UploadStore
 
 	PutManifest(ctx context.Context, m *store.Manifest, tag string) error
 	GetManifest(ctx context.Context, repoID int64, digest string) (*store.Manifest, error)

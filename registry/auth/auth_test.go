@@ -21,10 +21,9 @@ import (
 	"github.com/berth-dev/berth/internal/store"
 )
 
-// fakeStore implements the Store methods auth calls; others panic through
-// the nil embedded interface.
+// fakeStore is the store the policy and the authenticator read: users and
+// repositories, without teams, permissions, robots or access tokens.
 type fakeStore struct {
-	store.Store
 	accounts  map[string]*store.Account
 	repos     map[string]*store.Repository
 	down      atomic.Bool
@@ -52,6 +51,36 @@ func (f *fakeStore) EffectiveRepoRoles(ctx context.Context, repoID, accountID in
 
 func (f *fakeStore) OrgTeamRoles(ctx context.Context, orgID, accountID int64) ([]store.TeamRole, error) {
 	return nil, nil
+}
+
+var (
+	_ iauth.PolicyStore = (*fakeStore)(nil)
+	_ iauth.LoginStore  = (*fakeStore)(nil)
+)
+
+func (f *fakeStore) GetAccountByID(ctx context.Context, id int64) (*store.Account, error) {
+	if f.down.Load() {
+		return nil, errDBDown
+	}
+	for _, a := range f.accounts {
+		if a.ID == id {
+			c := *a
+			return &c, nil
+		}
+	}
+	return nil, fmt.Errorf("account %d: %w", id, store.ErrNotFound)
+}
+
+func (f *fakeStore) GetRobotInfo(ctx context.Context, id int64) (*store.RobotInfo, error) {
+	return nil, fmt.Errorf("robot %d: %w", id, store.ErrNotFound)
+}
+
+func (f *fakeStore) TouchRobot(ctx context.Context, id int64, at time.Time) error {
+	return fmt.Errorf("robot %d: %w", id, store.ErrNotFound)
+}
+
+func (f *fakeStore) GetAccessTokenByHash(ctx context.Context, hash string) (*store.AccessToken, error) {
+	return nil, fmt.Errorf("access token: %w", store.ErrNotFound)
 }
 
 func (f *fakeStore) GetRepository(ctx context.Context, ns, name string) (*store.Repository, error) {
