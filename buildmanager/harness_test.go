@@ -183,10 +183,14 @@ func testOptions(e *env, key ed25519.PrivateKey, ex ...Executor) Options {
 	if err != nil {
 		panic(err)
 	}
+	// The lease is 50 of the fake workers' 30 ms heartbeats: a worker that
+	// stopped calling is found lost within the tests' time, and one that
+	// heartbeats is never taken for lost by a stall under -race on a
+	// loaded machine (600 ms was, once).
 	return Options{
 		Store: e.st, Blobs: blobs, Redis: e.rc, Prefix: e.prefix, LogDir: e.logDir, SigningKey: key,
 		Executors: ex, AllowedWorkerCount: 1, RetryDelay: 50 * time.Millisecond,
-		PollInterval: 50 * time.Millisecond, LeaseTimeout: 600 * time.Millisecond,
+		PollInterval: 50 * time.Millisecond, LeaseTimeout: 1500 * time.Millisecond,
 		SetupTime: 5 * time.Second, TimeLimit: 30 * time.Second,
 		Registry: RegistryTarget{Addr: "127.0.0.1:8080", Insecure: true},
 		Logger:   slog.New(slog.DiscardHandler),
