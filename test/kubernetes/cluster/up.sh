@@ -37,7 +37,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 mkdir -p "$state"/{pids,logs,pki,etcd,kubelet,pod-logs,cni/net.d,cni/ipam,containerd/certs.d,images}
-chmod 700 "$state"
+# Traversable, not readable: the processes of pods with hostUsers: false run as unprivileged
+# host ids and must reach their root filesystems under containerd's directories.
+chmod 711 "$state"
+chmod 700 "$state/pki"
 
 # write_file PATH: stdin into PATH, leaving PATH alone when unchanged (a running containerd
 # or kubelet need not see a rewrite).
