@@ -1,0 +1,301 @@
+package kubernetes
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/berth-dev/berth/internal/testenv"
+)
+
+// executorName names the service account, role and binding the executor
+// acts through.
+const executorName = "berth-executor"
+
+// executorRole is a first draft of the Role berth's Kubernetes executor
+// will ship: it runs each build as a Job, follows the Job's pod and its
+// log, and hands the build its credentials in a Secret; nothing else, and
+// only in its own namespace.
+func executorRole(namespace string) *rbacv1.Role {
+	return &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: executorName, Namespace: namespace},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{"batch"}, Resources: []string{"jobs"},
+				Verbs: []string{"create", "get", "list", "watch", "delete"}},
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create", "get", "delete"}},
+		},
+	}
+}
+
+// buildJob is the shape of Job the executor will submit: one try, no
+// service-account token or service variables in the pod, the pod's users
+// mapped into a user namespace, and the process unprivileged inside it.
+func buildJob(name, image, script string) *batchv1.Job {
+	no, yes := false, true
+	uid := int64(1000)
+	backoff := int32(0)
+	return &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: batchv1.JobSpec{
+			BackoffLimit: &backoff,
+			Template: corev1.PodTemplateSpec{
+				Spec: corev1.PodSpec{
+					RestartPolicy:                corev1.RestartPolicyNever,
+					AutomountServiceAccountToken: &no,
+					EnableServiceLinks:           &no,
+					HostUsers:                    &no,
+					DNSPolicy:                    corev1.DNSDefault,
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot:   &yes,
+						RunAsUser:      &uid,
+						RunAsGroup:     &uid,
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Containers: []corev1.Container{{
+						Name:            "build",
+						Image:           image,
+						ImagePullPolicy: corev1.PullAlways,
+						Command:         []string{"/bin/sh", "-c", script},
+						SecurityContext: &corev1.SecurityContext{
+							AllowPrivilegeEscalation: &no,
+							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+						},
+					}},
+				},
+			},
+		},
+	}
+}
+
+// TestJobAsExecutorServiceAccount gives a service account the executor's
+// Role in one namespace and, with a token the TokenRequest API issued for
+// it, runs a Job whose image comes from a registry on the bridge gateway.
+// The Job must complete in a user namespace as uid 1000, its log must be
+// readable through the API, and the same account must be refused a Job in
+// any other namespace.
+func TestJobAsExecutorServiceAccount(t *testing.T) {
+	requireCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	image := serveBusybox(t)
+	adminConfig, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := kubernetes.NewForConfigOrDie(adminConfig)
+
+	builds := createNamespace(ctx, t, admin, "berth-builds")
+	other := createNamespace(ctx, t, admin, "berth-other")
+	executor := executorClient(ctx, t, admin, adminConfig, builds)
+
+	refused := buildJob("refused", image, "true")
+	_, err = executor.BatchV1().Jobs(other).Create(ctx, refused, metav1.CreateOptions{})
+	if !apierrors.IsForbidden(err) {
+		t.Fatalf("a Job in namespace %s as the executor: got %v, want 403 Forbidden", other, err)
+	}
+
+	job := buildJob("hello", image, "echo hello from berth; id -u; cat /proc/self/uid_map")
+	if _, err := executor.BatchV1().Jobs(builds).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create the Job as the executor: %v", err)
+	}
+	pod := waitForJob(ctx, t, admin, builds, job.Name)
+
+	raw, err := executor.CoreV1().Pods(builds).GetLogs(pod, &corev1.PodLogOptions{}).DoRaw(ctx)
+	if err != nil {
+		t.Fatalf("read the pod's log as the executor: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	if len(lines) != 3 || lines[0] != "hello from berth" || lines[1] != "1000" {
+		t.Fatalf("pod log = %q, want the greeting, uid 1000 and the uid map", raw)
+	}
+	// Identity is "0 0 4294967295"; in a user namespace, uid 0 maps to a
+	// block of high host ids.
+	mapping := strings.Fields(lines[2])
+	if len(mapping) != 3 || mapping[0] != "0" || mapping[1] == "0" {
+		t.Fatalf("pod uid_map = %q, want uid 0 mapped to a non-zero host id (a user namespace)", lines[2])
+	}
+	t.Logf("pod %s ran as uid 1000 with uid_map %q", pod, lines[2])
+
+	stored, err := admin.BatchV1().Jobs(builds).Get(ctx, job.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := stored.Spec.Template.Spec
+	if spec.HostUsers == nil || *spec.HostUsers {
+		t.Errorf("stored Job: hostUsers = %v, want false", spec.HostUsers)
+	}
+	for _, c := range spec.Containers {
+		if sc := c.SecurityContext; sc != nil && sc.Privileged != nil && *sc.Privileged {
+			t.Errorf("stored Job: container %s is privileged", c.Name)
+		}
+	}
+}
+
+// serveBusybox pushes a busybox image to a distribution registry and
+// serves that registry on the gateway port containerd trusts, returning
+// the image's reference there.
+func serveBusybox(t *testing.T) string {
+	t.Helper()
+	reg := testenv.StartDistribution(t)
+	testenv.BusyboxImage(t, reg.Host, "k8s/busybox", testenv.Creds{})
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: reg.Host})
+	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(registryListener) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return registryListener.Addr().String() + "/k8s/busybox:latest"
+}
+
+// createNamespace makes a namespace whose pods must meet the restricted
+// Pod Security Standard, and waits for its default service account, which
+// pods cannot be admitted without.
+func createNamespace(ctx context.Context, t *testing.T, admin kubernetes.Interface, prefix string) string {
+	t.Helper()
+	ns, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		GenerateName: prefix + "-",
+		Labels:       map[string]string{"pod-security.kubernetes.io/enforce": "restricted"},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	poll(ctx, t, "the default service account of "+ns.Name, func() (bool, error) {
+		_, err := admin.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	return ns.Name
+}
+
+// executorClient creates the executor's service account, Role and
+// RoleBinding in namespace and returns a client authenticated as that
+// account by a token from the TokenRequest API.
+func executorClient(ctx context.Context, t *testing.T, admin kubernetes.Interface, adminConfig *rest.Config, namespace string) kubernetes.Interface {
+	t.Helper()
+	sa, err := admin.CoreV1().ServiceAccounts(namespace).Create(ctx,
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: executorName}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create service account: %v", err)
+	}
+	if _, err := admin.RbacV1().Roles(namespace).Create(ctx, executorRole(namespace), metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create role: %v", err)
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: executorName, Namespace: namespace},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: executorName},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa.Name, Namespace: namespace}},
+	}
+	if _, err := admin.RbacV1().RoleBindings(namespace).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create role binding: %v", err)
+	}
+	ttl := int64(600)
+	token, err := admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa.Name,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &ttl}},
+		metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("request a token for %s: %v", sa.Name, err)
+	}
+	config := rest.AnonymousClientConfig(adminConfig)
+	config.BearerToken = token.Status.Token
+	client, err := kubernetes.NewForConfig(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client
+}
+
+// waitForJob waits for the Job to complete and returns its pod's name; a
+// failed Job fails the test with its pod's state.
+func waitForJob(ctx context.Context, t *testing.T, admin kubernetes.Interface, namespace, name string) string {
+	t.Helper()
+	poll(ctx, t, "Job "+name+" to finish", func() (bool, error) {
+		job, err := admin.BatchV1().Jobs(namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range job.Status.Conditions {
+			if c.Status != corev1.ConditionTrue {
+				continue
+			}
+			switch c.Type {
+			case batchv1.JobComplete:
+				return true, nil
+			case batchv1.JobFailed:
+				return false, fmt.Errorf("job failed (%s: %s); pods: %s", c.Reason, c.Message, describePods(ctx, admin, namespace, name))
+			}
+		}
+		return false, nil
+	})
+	pods, err := admin.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 1 {
+		t.Fatalf("Job %s has %d pods, want 1", name, len(pods.Items))
+	}
+	return pods.Items[0].Name
+}
+
+// describePods summarises the Job's pods' container states and events,
+// for a failure message.
+func describePods(ctx context.Context, admin kubernetes.Interface, namespace, job string) string {
+	pods, err := admin.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + job})
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, p := range pods.Items {
+		fmt.Fprintf(&b, "\n  pod %s phase %s", p.Name, p.Status.Phase)
+		for _, s := range p.Status.ContainerStatuses {
+			fmt.Fprintf(&b, "\n    container %s: %+v", s.Name, s.State)
+		}
+		events, err := admin.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + p.Name})
+		if err != nil {
+			continue
+		}
+		for _, e := range events.Items {
+			fmt.Fprintf(&b, "\n    event %s %s: %s", e.Type, e.Reason, e.Message)
+		}
+	}
+	return b.String()
+}
+
+// poll calls done every half second until it reports true, failing t on
+// its error or when ctx ends.
+func poll(ctx context.Context, t *testing.T, what string, done func() (bool, error)) {
+	t.Helper()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, err := done()
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		if ok {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v", what, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
