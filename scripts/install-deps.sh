@@ -8,7 +8,9 @@
 # distribution's registry is the slowest build by far. It is the benchmark's
 # baseline, and the build engine's shared test suite pushes to it as an
 # independent real registry, so `make test` builds it too (once: the Go build
-# cache keeps it).
+# cache keeps it). buildkitd and buildctl (the BuildKit engine's daemon and
+# CLI) are built the same way, from a throwaway module, since `go install`
+# refuses BuildKit's module; the first build takes minutes on a small machine.
 #
 # Idempotent: every step first checks whether its result is already there, so a
 # second run does nothing and touches no network. Needs root only when a Debian
@@ -32,6 +34,10 @@ DISTRIBUTION_VERSION=v3.1.2
 # The linter `make vet` runs (staticcheck 2026.2.2).
 STATICCHECK_MODULE=honnef.co/go/tools
 STATICCHECK_VERSION=v0.8.2
+# buildkitd and buildctl for the BuildKit build engine; the same version as
+# the client library in go.mod.
+BUILDKIT_MODULE=github.com/moby/buildkit
+BUILDKIT_VERSION=v0.34.2
 
 PACKAGES=(
 	# image tools driven by the end-to-end tests
@@ -162,6 +168,54 @@ go_tool() {
 	(cd "$ROOT" && GOFLAGS= CGO_ENABLED=0 GOBIN="$TOOLS_BIN" go install "$pkg@$version")
 }
 
+# go_module_tool MODULE VERSION NAME... builds MODULE@VERSION's commands
+# MODULE/cmd/NAME into .tools/bin, for modules that `go install` refuses
+# because their go.mod has exclude or replace directives (which apply only to a
+# main module). A throwaway module requires MODULE with MODULE's own exclude
+# directives, so the build selects the dependency versions MODULE is tested
+# with. Skipped when every binary already embeds MODULE at VERSION.
+go_module_tool() {
+	local module=$1 version=$2
+	shift 2
+	local name missing=()
+	for name in "$@"; do
+		if ! { [[ -x $TOOLS_BIN/$name ]] && go version -m "$TOOLS_BIN/$name" 2>/dev/null |
+			awk -v m="$module" -v v="$version" '($1 == "mod" || $1 == "dep") && $2 == m && $3 == v { found = 1 } END { exit !found }'; }; then
+			missing+=("$name")
+		fi
+	done
+	if ((${#missing[@]} == 0)); then
+		return 0
+	fi
+	log "building ${missing[*]} from $module@$version"
+	mkdir -p "$TOOLS_BIN"
+	local tmp rc=0
+	tmp="$(mktemp -d)"
+	(
+		cd "$tmp"
+		export GOFLAGS=-mod=mod CGO_ENABLED=0
+		go mod init berth.invalid/tools >/dev/null 2>&1
+		go mod edit -require="$module@$version"
+		local dir
+		dir="$(go mod download -json "$module@$version" |
+			sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+		# Every "exclude path version" of MODULE's go.mod, one-line or in a block.
+		awk '$1 == "exclude" && $2 == "(" { block = 1; next }
+			block && $1 == ")" { block = 0; next }
+			block && $1 !~ /^\/\// && NF >= 2 { print $1 "@" $2 }
+			$1 == "exclude" && $2 != "(" { print $2 "@" $3 }' "$dir/go.mod" |
+			while read -r ex; do go mod edit -exclude="$ex"; done
+		local pkgs=()
+		for name in "${missing[@]}"; do pkgs+=("$module/cmd/$name"); done
+		go get "${pkgs[@]}"
+		for name in "${missing[@]}"; do
+			go build -trimpath -o "$TOOLS_BIN/$name" "$module/cmd/$name"
+		done
+	) || rc=$?
+	rm -rf "$tmp"
+	return "$rc"
+}
+
 ensure_go
 if [[ $mode == run ]]; then
 	apt_install "${RUN_PACKAGES[@]}"
@@ -173,3 +227,4 @@ go_tool "$CONFORMANCE_MODULE" "$CONFORMANCE_VERSION" "$CONFORMANCE_MODULE" confo
 go_tool "$ORAS_MODULE" "$ORAS_VERSION" "$ORAS_MODULE/cmd/oras" oras
 go_tool "$DISTRIBUTION_MODULE" "$DISTRIBUTION_VERSION" "$DISTRIBUTION_MODULE/cmd/registry" registry
 go_tool "$STATICCHECK_MODULE" "$STATICCHECK_VERSION" "$STATICCHECK_MODULE/cmd/staticcheck" staticcheck
+go_module_tool "$BUILDKIT_MODULE" "$BUILDKIT_VERSION" buildkitd buildctl
