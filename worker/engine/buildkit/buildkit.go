@@ -467,7 +467,7 @@ func (r *run) build(ctx context.Context) error {
 		return err
 	}
 	statuses := make(chan *client.SolveStatus)
-	prog := newProgress(r.sink)
+	prog := newProgress(r.sink, hideArgs(r.req.BuildArgs))
 	logged := make(chan struct{})
 	go func() {
 		defer close(logged)
@@ -485,7 +485,7 @@ func (r *run) build(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return r.buildError(solveErr, prog.failed, d)
+	return r.buildError(solveErr, prog, d)
 }
 
 // solveOpt is the Dockerfile frontend's request: the context and the
@@ -535,10 +535,14 @@ func (r *run) solveOpt() (client.SolveOpt, error) {
 
 // buildError turns a failed solve into a user error when the Dockerfile or
 // a step of it failed, and into an infrastructure failure otherwise.
-func (r *run) buildError(err error, failedStep string, d *daemon) error {
-	msg := err.Error()
+func (r *run) buildError(err error, prog *progress, d *daemon) error {
+	// The error names steps as BuildKit does, with the build arguments
+	// expanded: only its text with the values hidden is kept.
+	msg := prog.hide.Replace(err.Error())
+	hasSource := len(errdefs.Sources(err)) > 0
+	err = errors.New(msg)
 	if m := exitCode.FindStringSubmatch(msg); m != nil {
-		step := stepPrefix.ReplaceAllString(failedStep, "")
+		step := stepPrefix.ReplaceAllString(prog.failed, "")
 		return &engine.UserError{Code: engine.CodeBuildStep, Message: fmt.Sprintf("the build step %q failed with exit status %s", step, m[1]), Err: err}
 	}
 	if m := dockerfileSyntax.FindStringSubmatch(msg); m != nil {
@@ -547,7 +551,7 @@ func (r *run) buildError(err error, failedStep string, d *daemon) error {
 	if m := unresolvedBase.FindStringSubmatch(msg); m != nil {
 		return r.baseImageError(m[1], msg, err)
 	}
-	if len(errdefs.Sources(err)) > 0 {
+	if hasSource {
 		// An error BuildKit points at a line of the Dockerfile for.
 		return &engine.UserError{Code: engine.CodeDockerfile, Message: "the Dockerfile cannot be built: " + msg, Err: err}
 	}

@@ -3,6 +3,7 @@ package buildkit
 import (
 	"fmt"
 	"regexp"
+	"sort"
 	"strings"
 
 	"github.com/moby/buildkit/client"
@@ -26,6 +27,9 @@ const maxLineBytes = 1 << 20
 // line for a cached step and for each error and warning.
 type progress struct {
 	sink engine.LogSink
+	// hide replaces build-argument values in what BuildKit writes about
+	// the build (see hideArgs).
+	hide *strings.Replacer
 	// seen are the vertices already announced.
 	seen map[digest.Digest]bool
 	// partial holds the unfinished last line of each vertex's stream.
@@ -39,8 +43,33 @@ type logKey struct {
 	stream int
 }
 
-func newProgress(sink engine.LogSink) *progress {
-	return &progress{sink: sink, seen: map[digest.Digest]bool{}, partial: map[logKey][]byte{}}
+func newProgress(sink engine.LogSink, hide *strings.Replacer) *progress {
+	return &progress{sink: sink, hide: hide, seen: map[digest.Digest]bool{}, partial: map[logKey][]byte{}}
+}
+
+// hideArgs returns the replacer that shows each build argument's value as
+// "$NAME": BuildKit names a step by its instruction with the build
+// arguments expanded (a RUN step that uses $NPM_TOKEN shows the token),
+// and the log shows the instruction as written instead. Longer values go
+// first, so that a value inside another is not half replaced.
+func hideArgs(args map[string]string) *strings.Replacer {
+	names := make([]string, 0, len(args))
+	for k, v := range args {
+		if v != "" {
+			names = append(names, k)
+		}
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if a, b := args[names[i]], args[names[j]]; len(a) != len(b) {
+			return len(a) > len(b)
+		}
+		return names[i] < names[j]
+	})
+	pairs := make([]string, 0, 2*len(names))
+	for _, k := range names {
+		pairs = append(pairs, args[k], "$"+k)
+	}
+	return strings.NewReplacer(pairs...)
 }
 
 // update logs what one status update says.
@@ -52,7 +81,7 @@ func (p *progress) update(s *client.SolveStatus) {
 			if stepName.MatchString(v.Name) {
 				typ = engine.LineCommand
 			}
-			p.sink.Log(typ, v.Name)
+			p.sink.Log(typ, p.hide.Replace(v.Name))
 			if v.Cached {
 				p.sink.Log(engine.LineOutput, "CACHED")
 			}
@@ -61,15 +90,15 @@ func (p *progress) update(s *client.SolveStatus) {
 			p.flush(v.Digest)
 		}
 		if v.Error != "" {
-			p.failed = v.Name
-			p.sink.Log(engine.LineOutput, "ERROR: "+v.Error)
+			p.failed = p.hide.Replace(v.Name)
+			p.sink.Log(engine.LineOutput, "ERROR: "+p.hide.Replace(v.Error))
 		}
 	}
 	for _, l := range s.Logs {
 		p.write(logKey{l.Vertex, l.Stream}, l.Data)
 	}
 	for _, w := range s.Warnings {
-		p.sink.Log(engine.LineOutput, "WARNING: "+strings.TrimSpace(string(w.Short)))
+		p.sink.Log(engine.LineOutput, "WARNING: "+p.hide.Replace(strings.TrimSpace(string(w.Short))))
 	}
 }
 
