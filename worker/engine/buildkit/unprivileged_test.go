@@ -13,8 +13,11 @@ import (
 	"github.com/berth-dev/berth/internal/buildhost"
 )
 
-// TestEngineSuiteUnprivileged runs the engine suite and TestSandboxNetwork
-// as an unprivileged user with subordinate ID ranges of its own, the way
+// innerTests skip as root and run as a build user.
+var innerTests = []string{"TestEngineSuite", "TestSandboxNetwork", "TestCheck", "TestDockerfileOutsideContext"}
+
+// TestEngineSuiteUnprivileged runs the tests that build (innerTests) as an
+// unprivileged user with subordinate ID ranges of its own, the way
 // executors run the worker: rootless buildkitd in its sandbox. It needs
 // root, to make that user (berth-test-build, or
 // BERTH_TEST_UNPRIVILEGED_USER) and switch to it.
@@ -73,7 +76,7 @@ func TestEngineSuiteUnprivileged(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("runuser", "-u", name, "--", "env", "HOME="+home, "PATH="+os.Getenv("PATH"), "BERTH_TEST_EXPECT_UID="+u.Uid,
-		bin, "-test.run", "^(TestEngineSuite|TestSandboxNetwork)$", "-test.v")
+		bin, "-test.run", "^("+strings.Join(innerTests, "|")+")$", "-test.v")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("suite as %s: %v\n%s", name, err, out)
@@ -83,7 +86,7 @@ func TestEngineSuiteUnprivileged(t *testing.T) {
 	}
 	// Each inner test must pass; one that skipped (a tool missing) skips
 	// this one.
-	for _, inner := range []string{"TestEngineSuite", "TestSandboxNetwork"} {
+	for _, inner := range innerTests {
 		switch {
 		case strings.Contains(string(out), "--- PASS: "+inner+" ("):
 		case strings.Contains(string(out), "--- SKIP: "+inner+" ("):
