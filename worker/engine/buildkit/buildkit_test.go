@@ -10,23 +10,17 @@ import (
 	"github.com/moby/buildkit/client"
 	digest "github.com/opencontainers/go-digest"
 
-	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/worker/engine"
 	"github.com/berth-dev/berth/worker/engine/enginetest"
 )
 
 func TestEngineSuite(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end build")
-	}
 	t.Parallel()
-	if os.Geteuid() == 0 {
-		t.Skip("builds never run as root: TestEngineSuiteUnprivileged runs the suite as a build user")
-	}
+	requireBuildUser(t)
+	// Run unprivileged by TestEngineSuiteUnprivileged: make sure it is.
 	if want := os.Getenv("BERTH_TEST_EXPECT_UID"); want != "" && strconv.Itoa(os.Getuid()) != want {
 		t.Fatalf("running as uid %d, want %s", os.Getuid(), want)
 	}
-	testenv.RequireTools(t, "buildkitd", "skopeo", "runc", "rootlesskit")
 	enginetest.Run(t, func(t *testing.T) engine.Engine { return New() })
 }
 

@@ -6,14 +6,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/internal/testenv"
-	"github.com/berth-dev/berth/worker/engine"
 	"github.com/berth-dev/berth/worker/engine/enginetest"
 )
 
@@ -22,13 +19,7 @@ import (
 // that address. It runs as a build user (TestEngineSuiteUnprivileged runs
 // it).
 func TestSandboxNetwork(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end build")
-	}
-	if os.Geteuid() == 0 {
-		t.Skip("builds never run as root: TestEngineSuiteUnprivileged runs this as a build user")
-	}
-	testenv.RequireTools(t, "buildkitd", "skopeo", "runc", "rootlesskit")
+	requireBuildUser(t)
 	host := ownAddress(t)
 	ln, err := net.Listen("tcp", net.JoinHostPort(host.String(), "0"))
 	if err != nil {
@@ -39,31 +30,15 @@ func TestSandboxNetwork(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 
-	creds := testenv.Creds{Username: "builder", Password: "b3rth-net"}
-	reg := testenv.StartDistributionAuth(t, creds)
-	base := testenv.BusyboxImage(t, reg.Host, "lib/busybox", creds)
+	b := newTestBuild(t, "b3rth-net")
 	build := func(allowed []netip.Prefix) (string, error) {
 		dir := t.TempDir()
 		ctxDir := filepath.Join(dir, "context")
-		if err := os.MkdirAll(ctxDir, 0o755); err != nil {
-			t.Fatal(err)
-		}
 		// The hostname too: RUN steps see BuildKit's, as under docker buildx.
-		df := "FROM " + base + "\nRUN hostname && printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 " + host.String() + " " + port + "\n"
-		if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(df), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		req := engine.Request{
-			ContextDir: ctxDir, DockerfilePath: filepath.Join(ctxDir, "Dockerfile"),
-			Tags:        []string{reg.Host + "/test/net:latest"},
-			Registry:    engine.Registry{Host: reg.Host, Username: creds.Username, Password: creds.Password, Insecure: true},
-			StorageRoot: filepath.Join(dir, "storage"), RunRoot: filepath.Join(dir, "run"), WorkDir: filepath.Join(dir, "work"),
-			BaseImages: []string{base},
-			NoCache:    true,
-		}
-		if err := os.MkdirAll(req.WorkDir, 0o700); err != nil {
-			t.Fatal(err)
-		}
+		writeFiles(t, ctxDir, map[string]string{"Dockerfile": "FROM " + b.base +
+			"\nRUN hostname && printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 " + host.String() + " " + port + "\n"})
+		req := b.request(t, dir, ctxDir, filepath.Join(ctxDir, "Dockerfile"), "test/net")
+		req.NoCache = true
 		eng := New()
 		eng.Sandbox.AllowedNetworks = allowed
 		log := &enginetest.Log{}
