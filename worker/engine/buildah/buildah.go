@@ -16,13 +16,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,8 +33,8 @@ import (
 
 	"github.com/berth-dev/berth/dockerfile"
 	"github.com/berth-dev/berth/internal/buildhost"
-	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/worker/engine/enginehost"
 	"github.com/berth-dev/berth/worker/sandbox"
 )
 
@@ -52,38 +49,7 @@ type Engine struct {
 	// Logger receives the engine's own diagnostics (nil: slog.Default()).
 	Logger *slog.Logger
 	// Sandbox is where `buildah build` runs.
-	Sandbox Sandbox
-}
-
-// Sandbox configures the sandbox builds run in. The zero value is berth's
-// own: this program's `sandbox-init` and the default network policy.
-type Sandbox struct {
-	// Init runs inside the sandbox before buildah (default: this
-	// executable followed by "sandbox-init").
-	Init []string
-	// RootlessKit is the rootlesskit program ("rootlesskit" on PATH when
-	// empty).
-	RootlessKit string
-	// AllowedNetworks are the exceptions to sandbox.DefaultPolicy, for
-	// builds that must reach a mirror on a private network.
-	AllowedNetworks []netip.Prefix
-}
-
-// config is the sandbox of one build, whose rootlesskit state lives in dir.
-func (s Sandbox) config(dir string) (sandbox.Config, error) {
-	init := s.Init
-	if len(init) == 0 {
-		self, err := os.Executable()
-		if err != nil {
-			return sandbox.Config{}, fmt.Errorf("buildah: sandbox init: %w", err)
-		}
-		init = []string{self, "sandbox-init"}
-	}
-	policy, err := sandbox.DefaultPolicy(s.AllowedNetworks)
-	if err != nil {
-		return sandbox.Config{}, err
-	}
-	return sandbox.Config{RootlessKit: s.RootlessKit, Init: init, StateDir: dir, Network: policy}, nil
+	Sandbox enginehost.Sandbox
 }
 
 // Name is the engine's name, which jobs give.
@@ -98,15 +64,12 @@ func New() *Engine { return &Engine{} }
 // logger, in a sandbox whose network exceptions the executor handed down
 // (sandbox.AllowedNetworksEnv: comma-separated CIDRs).
 func fromOptions(opts engine.Options) (engine.Engine, error) {
-	e := New()
-	e.Logger = opts.Logger
-	if v := opts.Getenv(sandbox.AllowedNetworksEnv); v != "" {
-		allowed, err := egress.ParseList(v)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", sandbox.AllowedNetworksEnv, err)
-		}
-		e.Sandbox.AllowedNetworks = allowed
+	sb, err := enginehost.SandboxFromOptions(opts)
+	if err != nil {
+		return nil, err
 	}
+	e := New()
+	e.Logger, e.Sandbox = opts.Logger, sb
 	return e, nil
 }
 
@@ -256,7 +219,7 @@ func (r *run) configure() error {
 		return fmt.Errorf("buildah: sandbox state dir: %w", err)
 	}
 	r.stateDir = stateDir
-	if r.sandbox, err = r.e.Sandbox.config(stateDir); err != nil {
+	if r.sandbox, err = r.e.Sandbox.Config(Name, stateDir); err != nil {
 		return err
 	}
 	env := []string{}
@@ -282,34 +245,11 @@ func (r *run) configure() error {
 	return nil
 }
 
-// withCredentials writes the auth file for berth's registry, runs fn and
-// removes the file: it exists only while a pull or push runs, never while a
-// RUN step does. Bases elsewhere are pulled anonymously.
+// withCredentials runs fn while the auth file holds berth's registry
+// credentials (enginehost.AuthFile).
 func (r *run) withCredentials(ctx context.Context, fn func() error) error {
-	reg := r.req.Registry
-	auths := map[string]any{}
-	if reg.Host != "" {
-		user, pass, err := reg.Login(ctx)
-		if err != nil {
-			return fmt.Errorf("buildah: registry credentials: %w", err)
-		}
-		if user != "" {
-			auths[reg.Host] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))}
-		}
-	}
-	authJSON, err := json.Marshal(map[string]any{"auths": auths})
-	if err != nil {
-		return fmt.Errorf("buildah: auth file: %w", err)
-	}
-	if err := os.WriteFile(r.authFile, authJSON, 0o600); err != nil {
-		return fmt.Errorf("buildah: write auth file: %w", err)
-	}
-	defer func() {
-		if err := os.Remove(r.authFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-			r.e.logger().Error("remove auth file", "err", err)
-		}
-	}()
-	return fn()
+	a := enginehost.AuthFile{Engine: Name, Path: r.authFile, Registry: r.req.Registry, Logger: r.e.logger()}
+	return a.With(ctx, fn)
 }
 
 // cleanup removes the build's image storage and temporary files. Rootless vfs layers hold files
@@ -390,17 +330,10 @@ func (r *run) pull(ctx context.Context, img string) error {
 	return r.baseImageError(img, tail, err)
 }
 
-func (r *run) baseImageError(img, tail string, err error) error {
-	msg := fmt.Sprintf("the base image %s cannot be pulled: it does not exist or is not readable", img)
-	if r.req.Registry.PullRobot != "" {
-		msg += fmt.Sprintf(" with the credentials of the pull robot %s; check the image name and that %s may read it", r.req.Registry.PullRobot, r.req.Registry.PullRobot)
-	} else {
-		msg += "; check the image name, and for a private image set pull_robot to a robot account that may read it"
-	}
-	if l := lastLine(tail); l != "" {
-		msg += " (" + l + ")"
-	}
-	return &engine.UserError{Code: engine.CodeBaseImage, Message: msg, Err: err}
+// baseImageError is the user's error for a base image that cannot be
+// pulled, explained by the last line of out.
+func (r *run) baseImageError(img, out string, err error) error {
+	return enginehost.BaseImageError(img, r.req.Registry.PullRobot, lastLine(out), err)
 }
 
 // Patterns of buildah's error output.
@@ -698,7 +631,7 @@ func (e *Engine) Check(ctx context.Context, dir string) error {
 	if _, err := exec.LookPath(e.binary()); err != nil {
 		return fmt.Errorf("%w: %s is not installed", sandbox.ErrUnavailable, e.binary())
 	}
-	cfg, err := e.Sandbox.config(filepath.Join(dir, "sandbox-check"))
+	cfg, err := e.Sandbox.Config(Name, filepath.Join(dir, "sandbox-check"))
 	if err != nil {
 		return err
 	}

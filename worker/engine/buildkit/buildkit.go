@@ -34,13 +34,10 @@ package buildkit
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,8 +55,8 @@ import (
 	"github.com/tonistiigi/fsutil"
 
 	"github.com/berth-dev/berth/internal/buildhost"
-	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/worker/engine/enginehost"
 	"github.com/berth-dev/berth/worker/sandbox"
 )
 
@@ -78,38 +75,7 @@ type Engine struct {
 	// Logger receives the engine's own diagnostics (nil: slog.Default()).
 	Logger *slog.Logger
 	// Sandbox is where buildkitd runs.
-	Sandbox Sandbox
-}
-
-// Sandbox configures the sandbox buildkitd runs in. The zero value is
-// berth's own: this program's `sandbox-init` and the default network
-// policy.
-type Sandbox struct {
-	// Init runs inside the sandbox before buildkitd (default: this
-	// executable followed by "sandbox-init").
-	Init []string
-	// RootlessKit is the rootlesskit program ("rootlesskit" on PATH when
-	// empty).
-	RootlessKit string
-	// AllowedNetworks are the exceptions to sandbox.DefaultPolicy.
-	AllowedNetworks []netip.Prefix
-}
-
-// config is the sandbox of one build, whose rootlesskit state lives in dir.
-func (s Sandbox) config(dir string) (sandbox.Config, error) {
-	init := s.Init
-	if len(init) == 0 {
-		self, err := os.Executable()
-		if err != nil {
-			return sandbox.Config{}, fmt.Errorf("buildkit: sandbox init: %w", err)
-		}
-		init = []string{self, "sandbox-init"}
-	}
-	policy, err := sandbox.DefaultPolicy(s.AllowedNetworks)
-	if err != nil {
-		return sandbox.Config{}, err
-	}
-	return sandbox.Config{RootlessKit: s.RootlessKit, Init: init, StateDir: dir, Network: policy}, nil
+	Sandbox enginehost.Sandbox
 }
 
 // New returns an engine using buildkitd and skopeo from PATH.
@@ -118,15 +84,12 @@ func New() *Engine { return &Engine{} }
 // fromOptions is the engine a worker makes, in a sandbox whose network
 // exceptions the executor handed down (sandbox.AllowedNetworksEnv).
 func fromOptions(opts engine.Options) (engine.Engine, error) {
-	e := New()
-	e.Logger = opts.Logger
-	if v := opts.Getenv(sandbox.AllowedNetworksEnv); v != "" {
-		allowed, err := egress.ParseList(v)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", sandbox.AllowedNetworksEnv, err)
-		}
-		e.Sandbox.AllowedNetworks = allowed
+	sb, err := enginehost.SandboxFromOptions(opts)
+	if err != nil {
+		return nil, err
 	}
+	e := New()
+	e.Logger, e.Sandbox = opts.Logger, sb
 	return e, nil
 }
 
@@ -265,7 +228,7 @@ func (r *run) configure() error {
 		return fmt.Errorf("buildkit: sandbox state dir: %w", err)
 	}
 	r.stateDir = stateDir
-	if r.sandbox, err = r.e.Sandbox.config(stateDir); err != nil {
+	if r.sandbox, err = r.e.Sandbox.Config(Name, stateDir); err != nil {
 		return err
 	}
 	r.env = privateEnv(home, tmp, r.req.RunRoot)
@@ -289,34 +252,11 @@ func privateEnv(home, tmp, runtime string) []string {
 	return append(env, "HOME="+home, "TMPDIR="+tmp, "XDG_RUNTIME_DIR="+runtime)
 }
 
-// withCredentials writes the auth file for berth's registry, runs fn and
-// removes the file: it exists only while a pull or push runs on the host,
-// never while buildkitd does. Images elsewhere are pulled anonymously.
+// withCredentials runs fn while the auth file holds berth's registry
+// credentials (enginehost.AuthFile).
 func (r *run) withCredentials(ctx context.Context, fn func() error) error {
-	reg := r.req.Registry
-	auths := map[string]any{}
-	if reg.Host != "" {
-		user, pass, err := reg.Login(ctx)
-		if err != nil {
-			return fmt.Errorf("buildkit: registry credentials: %w", err)
-		}
-		if user != "" {
-			auths[reg.Host] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))}
-		}
-	}
-	authJSON, err := json.Marshal(map[string]any{"auths": auths})
-	if err != nil {
-		return fmt.Errorf("buildkit: auth file: %w", err)
-	}
-	if err := os.WriteFile(r.authFile, authJSON, 0o600); err != nil {
-		return fmt.Errorf("buildkit: write auth file: %w", err)
-	}
-	defer func() {
-		if err := os.Remove(r.authFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-			r.e.logger().Error("remove auth file", "err", err)
-		}
-	}()
-	return fn()
+	a := enginehost.AuthFile{Engine: Name, Path: r.authFile, Registry: r.req.Registry, Logger: r.e.logger()}
+	return a.With(ctx, fn)
 }
 
 // transport are skopeo's options for the registry of ref, on the side
@@ -386,17 +326,10 @@ func (r *run) pull(ctx context.Context, img, name string) error {
 	return nil
 }
 
+// baseImageError is the user's error for a base image that cannot be
+// pulled, explained by the last line of out.
 func (r *run) baseImageError(img, out string, err error) error {
-	msg := fmt.Sprintf("the base image %s cannot be pulled: it does not exist or is not readable", img)
-	if r.req.Registry.PullRobot != "" {
-		msg += fmt.Sprintf(" with the credentials of the pull robot %s; check the image name and that %s may read it", r.req.Registry.PullRobot, r.req.Registry.PullRobot)
-	} else {
-		msg += "; check the image name, and for a private image set pull_robot to a robot account that may read it"
-	}
-	if l := lastLine(out); l != "" {
-		msg += " (" + l + ")"
-	}
-	return &engine.UserError{Code: engine.CodeBaseImage, Message: msg, Err: err}
+	return enginehost.BaseImageError(img, r.req.Registry.PullRobot, lastLine(out), err)
 }
 
 // push copies the exported image to tag and returns its manifest digest.
@@ -650,7 +583,7 @@ func (e *Engine) Check(ctx context.Context, dir string) error {
 			return fmt.Errorf("%w: %s is not installed", sandbox.ErrUnavailable, p)
 		}
 	}
-	cfg, err := e.Sandbox.config(filepath.Join(dir, "sandbox-check"))
+	cfg, err := e.Sandbox.Config(Name, filepath.Join(dir, "sandbox-check"))
 	if err != nil {
 		return err
 	}
@@ -672,7 +605,7 @@ func (e *Engine) Check(ctx context.Context, dir string) error {
 		return err
 	}
 	defer os.RemoveAll(stateDir)
-	if cfg, err = e.Sandbox.config(stateDir); err != nil {
+	if cfg, err = e.Sandbox.Config(Name, stateDir); err != nil {
 		return err
 	}
 	d, err := startDaemon(ctx, daemonConfig{

@@ -1,0 +1,127 @@
+// Package enginehost holds what every build engine does the same way on
+// the worker's host around its build: the sandbox a build runs in, the
+// registry auth file that exists only while a pull or push runs, and the
+// user error for a base image that cannot be pulled.
+package enginehost
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+
+	"github.com/berth-dev/berth/internal/egress"
+	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/worker/sandbox"
+)
+
+// Sandbox configures the sandbox an engine's build runs in. The zero value
+// is berth's own: this program's `sandbox-init` and the default network
+// policy.
+type Sandbox struct {
+	// Init runs inside the sandbox before the engine's program (default:
+	// this executable followed by "sandbox-init").
+	Init []string
+	// RootlessKit is the rootlesskit program ("rootlesskit" on PATH when
+	// empty).
+	RootlessKit string
+	// AllowedNetworks are the exceptions to sandbox.DefaultPolicy, for
+	// builds that must reach a mirror on a private network.
+	AllowedNetworks []netip.Prefix
+}
+
+// Config is the sandbox of one build, whose rootlesskit state lives in
+// dir. Errors name the engine (name).
+func (s Sandbox) Config(name, dir string) (sandbox.Config, error) {
+	init := s.Init
+	if len(init) == 0 {
+		self, err := os.Executable()
+		if err != nil {
+			return sandbox.Config{}, fmt.Errorf("%s: sandbox init: %w", name, err)
+		}
+		init = []string{self, "sandbox-init"}
+	}
+	policy, err := sandbox.DefaultPolicy(s.AllowedNetworks)
+	if err != nil {
+		return sandbox.Config{}, err
+	}
+	return sandbox.Config{RootlessKit: s.RootlessKit, Init: init, StateDir: dir, Network: policy}, nil
+}
+
+// SandboxFromOptions is the sandbox of an engine a worker makes: berth's
+// own, with the network exceptions the executor handed down
+// (sandbox.AllowedNetworksEnv: comma-separated CIDRs).
+func SandboxFromOptions(opts engine.Options) (Sandbox, error) {
+	var s Sandbox
+	if v := opts.Getenv(sandbox.AllowedNetworksEnv); v != "" {
+		allowed, err := egress.ParseList(v)
+		if err != nil {
+			return Sandbox{}, fmt.Errorf("%s: %w", sandbox.AllowedNetworksEnv, err)
+		}
+		s.AllowedNetworks = allowed
+	}
+	return s, nil
+}
+
+// AuthFile is a build's registry auth file (containers-auth.json), which
+// holds berth's registry credentials only while With runs.
+type AuthFile struct {
+	// Engine names the engine in errors.
+	Engine string
+	// Path is where the file is written.
+	Path string
+	// Registry is berth's registry, whose credentials the file holds.
+	Registry engine.Registry
+	// Logger receives the failure to remove the file.
+	Logger *slog.Logger
+}
+
+// With writes the auth file for berth's registry, runs fn and removes the
+// file: it exists only while a pull or push runs, never while a RUN step
+// does. Images elsewhere are pulled anonymously.
+func (a AuthFile) With(ctx context.Context, fn func() error) error {
+	reg := a.Registry
+	auths := map[string]any{}
+	if reg.Host != "" {
+		user, pass, err := reg.Login(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: registry credentials: %w", a.Engine, err)
+		}
+		if user != "" {
+			auths[reg.Host] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))}
+		}
+	}
+	authJSON, err := json.Marshal(map[string]any{"auths": auths})
+	if err != nil {
+		return fmt.Errorf("%s: auth file: %w", a.Engine, err)
+	}
+	if err := os.WriteFile(a.Path, authJSON, 0o600); err != nil {
+		return fmt.Errorf("%s: write auth file: %w", a.Engine, err)
+	}
+	defer func() {
+		if err := os.Remove(a.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			a.Logger.Error("remove auth file", "err", err)
+		}
+	}()
+	return fn()
+}
+
+// BaseImageError is the user's error for a base image img that cannot be
+// pulled with the credentials of pullRobot (none: anonymously); detail is
+// the puller's last line of output, err its failure.
+func BaseImageError(img, pullRobot, detail string, err error) error {
+	msg := fmt.Sprintf("the base image %s cannot be pulled: it does not exist or is not readable", img)
+	if pullRobot != "" {
+		msg += fmt.Sprintf(" with the credentials of the pull robot %s; check the image name and that %s may read it", pullRobot, pullRobot)
+	} else {
+		msg += "; check the image name, and for a private image set pull_robot to a robot account that may read it"
+	}
+	if detail != "" {
+		msg += " (" + detail + ")"
+	}
+	return &engine.UserError{Code: engine.CodeBaseImage, Message: msg, Err: err}
+}

@@ -1,0 +1,123 @@
+package enginehost
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/egress"
+	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/worker/sandbox"
+)
+
+func TestSandboxFromOptions(t *testing.T) {
+	env := func(v string) engine.Options {
+		return engine.Options{Getenv: func(k string) string {
+			if k == sandbox.AllowedNetworksEnv {
+				return v
+			}
+			return ""
+		}}
+	}
+	s, err := SandboxFromOptions(env("10.30.0.0/24,192.168.7.7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := egress.FormatNetworks(s.AllowedNetworks); got != "10.30.0.0/24,192.168.7.7/32" {
+		t.Errorf("allowed networks = %s", got)
+	}
+	if s, err := SandboxFromOptions(env("")); err != nil || len(s.AllowedNetworks) != 0 {
+		t.Errorf("without exceptions: %v, %v", s, err)
+	}
+	if _, err := SandboxFromOptions(env("not-a-network")); err == nil || !strings.Contains(err.Error(), sandbox.AllowedNetworksEnv) {
+		t.Errorf("a bad exception = %v, want an error naming %s", err, sandbox.AllowedNetworksEnv)
+	}
+}
+
+// The zero Sandbox runs this executable's sandbox-init; a given Init and
+// RootlessKit are kept.
+func TestSandboxConfig(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Sandbox{}.Config("test", "/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Init) != 2 || c.Init[0] != self || c.Init[1] != "sandbox-init" || c.StateDir != "/state" {
+		t.Errorf("default config = %+v", c)
+	}
+	c, err = Sandbox{Init: []string{"/bin/init"}, RootlessKit: "/bin/kit"}.Config("test", "/s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Init) != 1 || c.Init[0] != "/bin/init" || c.RootlessKit != "/bin/kit" {
+		t.Errorf("config = %+v", c)
+	}
+}
+
+// The auth file holds the registry's credentials while fn runs and is gone
+// after, whether fn fails or not.
+func TestAuthFileWith(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "auth.json")
+	a := AuthFile{Engine: "test", Path: path, Logger: slog.Default(),
+		Registry: engine.Registry{Host: "registry.test:5000", Username: "u", Password: "p"}}
+	failed := errors.New("pull failed")
+	err := a.With(context.Background(), func() error {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f struct {
+			Auths map[string]struct{ Auth string } `json:"auths"`
+		}
+		if err := json.Unmarshal(data, &f); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.Auths["registry.test:5000"].Auth; got != "dTpw" {
+			t.Errorf("auth = %q, want base64 of u:p", got)
+		}
+		return failed
+	})
+	if !errors.Is(err, failed) {
+		t.Errorf("With = %v, want fn's error", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("auth file after With: %v", err)
+	}
+	// Without berth's registry the file names no registry.
+	a.Registry = engine.Registry{}
+	if err := a.With(context.Background(), func() error {
+		data, _ := os.ReadFile(path)
+		if string(data) != `{"auths":{}}` {
+			t.Errorf("anonymous auth file = %s", data)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBaseImageError(t *testing.T) {
+	cause := errors.New("exit status 1")
+	err := BaseImageError("r/app:1", "acme+puller", "manifest unknown", cause)
+	var ue *engine.UserError
+	if !errors.As(err, &ue) || ue.Code != engine.CodeBaseImage || !errors.Is(err, cause) {
+		t.Fatalf("error = %#v", err)
+	}
+	for _, want := range []string{"r/app:1", "pull robot acme+puller", "(manifest unknown)"} {
+		if !strings.Contains(ue.Message, want) {
+			t.Errorf("message %q lacks %q", ue.Message, want)
+		}
+	}
+	ue = BaseImageError("r/app:1", "", "", cause).(*engine.UserError)
+	if !strings.Contains(ue.Message, "set pull_robot") || strings.Contains(ue.Message, "(") {
+		t.Errorf("message without a robot or detail = %q", ue.Message)
+	}
+}
