@@ -2,8 +2,6 @@ package buildah
 
 import (
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -14,17 +12,8 @@ import (
 )
 
 func TestEngineSuite(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end build")
-	}
 	t.Parallel()
-	if os.Geteuid() == 0 {
-		t.Skip("builds never run as root: TestEngineSuiteUnprivileged runs the suite as a build user")
-	}
-	// Run unprivileged by TestEngineSuiteUnprivileged: make sure it is.
-	if want := os.Getenv("BERTH_TEST_EXPECT_UID"); want != "" && strconv.Itoa(os.Getuid()) != want {
-		t.Fatalf("running as uid %d, want %s", os.Getuid(), want)
-	}
+	enginetest.RequireBuildUser(t)
 	enginetest.Run(t, func(t *testing.T) engine.Engine { return New() })
 }
 

@@ -1,8 +1,6 @@
 package buildkit
 
 import (
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,10 +15,6 @@ import (
 func TestEngineSuite(t *testing.T) {
 	t.Parallel()
 	requireBuildUser(t)
-	// Run unprivileged by TestEngineSuiteUnprivileged: make sure it is.
-	if want := os.Getenv("BERTH_TEST_EXPECT_UID"); want != "" && strconv.Itoa(os.Getuid()) != want {
-		t.Fatalf("running as uid %d, want %s", os.Getuid(), want)
-	}
 	enginetest.Run(t, func(t *testing.T) engine.Engine { return New() })
 }
 

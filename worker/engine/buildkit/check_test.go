@@ -35,12 +35,12 @@ func TestCheck(t *testing.T) {
 // reads the context.
 func TestDockerfileOutsideContext(t *testing.T) {
 	requireBuildUser(t)
-	b := newTestBuild(t, "b3rth-df")
+	b := enginetest.StartBuildRegistry(t, "b3rth-df")
 	dir := t.TempDir()
 	ctxDir, dfDir := filepath.Join(dir, "context"), filepath.Join(dir, "elsewhere")
-	writeFiles(t, ctxDir, map[string]string{"data.txt": "from the context\n"})
-	writeFiles(t, dfDir, map[string]string{"Build.dockerfile": "FROM " + b.base + "\nCOPY data.txt /data.txt\n"})
-	req := b.request(t, dir, ctxDir, filepath.Join(dfDir, "Build.dockerfile"), "test/df")
+	enginetest.WriteFiles(t, ctxDir, map[string]string{"data.txt": "from the context\n"})
+	enginetest.WriteFiles(t, dfDir, map[string]string{"Build.dockerfile": "FROM " + b.Base + "\nCOPY data.txt /data.txt\n"})
+	req := b.Request(t, dir, ctxDir, filepath.Join(dfDir, "Build.dockerfile"), "test/df")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	log := &enginetest.Log{}
@@ -48,8 +48,8 @@ func TestDockerfileOutsideContext(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Build: %v\n%s", err, log.Text())
 	}
-	ref := b.reg.Host + "/test/df@" + res.Digests[req.Tags[0]]
-	got, err := os.ReadFile(filepath.Join(testenv.ExtractImage(t, ref, b.creds), "data.txt"))
+	ref := b.Host + "/test/df@" + res.Digests[req.Tags[0]]
+	got, err := os.ReadFile(filepath.Join(testenv.ExtractImage(t, ref, b.Creds), "data.txt"))
 	if err != nil || string(got) != "from the context\n" {
 		t.Errorf("/data.txt = %q, %v", got, err)
 	}

@@ -20,7 +20,7 @@ import (
 // it).
 func TestSandboxNetwork(t *testing.T) {
 	requireBuildUser(t)
-	host := ownAddress(t)
+	host := enginetest.HostAddress(t)
 	ln, err := net.Listen("tcp", net.JoinHostPort(host.String(), "0"))
 	if err != nil {
 		t.Fatal(err)
@@ -30,14 +30,14 @@ func TestSandboxNetwork(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 
-	b := newTestBuild(t, "b3rth-net")
+	b := enginetest.StartBuildRegistry(t, "b3rth-net")
 	build := func(allowed []netip.Prefix) (string, error) {
 		dir := t.TempDir()
 		ctxDir := filepath.Join(dir, "context")
 		// The hostname too: RUN steps see BuildKit's, as under docker buildx.
-		writeFiles(t, ctxDir, map[string]string{"Dockerfile": "FROM " + b.base +
+		enginetest.WriteFiles(t, ctxDir, map[string]string{"Dockerfile": "FROM " + b.Base +
 			"\nRUN hostname && printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 " + host.String() + " " + port + "\n"})
-		req := b.request(t, dir, ctxDir, filepath.Join(ctxDir, "Dockerfile"), "test/net")
+		req := b.Request(t, dir, ctxDir, filepath.Join(ctxDir, "Dockerfile"), "test/net")
 		req.NoCache = true
 		eng := New()
 		eng.Sandbox.AllowedNetworks = allowed
@@ -60,24 +60,4 @@ func TestSandboxNetwork(t *testing.T) {
 	if err != nil || !strings.Contains(out, "mirror-ok") {
 		t.Fatalf("with %s allowed, the RUN step did not reach it: %v\n%s", host, err, out)
 	}
-}
-
-// ownAddress is one of the build host's non-loopback IPv4 addresses.
-func ownAddress(t *testing.T) netip.Addr {
-	t.Helper()
-	ifaces, err := net.Interfaces()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, iface := range ifaces {
-		addrs, _ := iface.Addrs()
-		for _, a := range addrs {
-			prefix, err := netip.ParsePrefix(a.String())
-			if err == nil && prefix.Addr().Is4() && !prefix.Addr().IsLoopback() {
-				return prefix.Addr()
-			}
-		}
-	}
-	t.Skip("the host has no non-loopback IPv4 address")
-	return netip.Addr{}
 }

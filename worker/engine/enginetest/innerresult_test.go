@@ -1,4 +1,4 @@
-package buildah
+package enginetest
 
 import "testing"
 
