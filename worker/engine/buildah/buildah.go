@@ -107,7 +107,7 @@ type run struct {
 	certDir string
 	// authFile is where credentials are written while a pull or push runs.
 	authFile string
-	// stateDir is the sandbox's state, outside WorkDir (see configure).
+	// stateDir is the sandbox's state, outside WorkDir (see Configure).
 	stateDir string
 	// sandbox is where the build step runs.
 	sandbox sandbox.Config
@@ -118,59 +118,12 @@ type run struct {
 
 // Build implements engine.Engine.
 func (e *Engine) Build(ctx context.Context, req engine.Request, sink engine.LogSink) (engine.Result, error) {
-	if len(req.Tags) == 0 {
-		return engine.Result{}, errors.New("buildah: no tags to push")
-	}
-	r := &run{e: e, req: req, sink: sink}
-	defer r.cleanup()
-	if err := r.configure(); err != nil {
-		return engine.Result{}, err
-	}
-
-	if err := r.phase(ctx, engine.PhasePulling); err != nil {
-		return engine.Result{}, err
-	}
-	for _, img := range req.BaseImages {
-		if err := r.withCredentials(ctx, func() error { return r.pull(ctx, img) }); err != nil {
-			return engine.Result{}, err
-		}
-	}
-	if err := r.phase(ctx, engine.PhaseBuilding); err != nil {
-		return engine.Result{}, err
-	}
-	if err := r.build(ctx); err != nil {
-		return engine.Result{}, err
-	}
-	if err := r.phase(ctx, engine.PhasePushing); err != nil {
-		return engine.Result{}, err
-	}
-	res := engine.Result{Digests: map[string]string{}}
-	for _, tag := range req.Tags {
-		err := r.withCredentials(ctx, func() error {
-			d, err := r.push(ctx, tag)
-			res.Digests[tag] = d
-			return err
-		})
-		if err != nil {
-			return engine.Result{}, err
-		}
-	}
-	return res, nil
+	return enginehost.Run(ctx, Name, req, &run{e: e, req: req, sink: sink})
 }
 
-func (r *run) phase(ctx context.Context, p engine.Phase) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if r.req.OnPhase == nil {
-		return nil
-	}
-	return r.req.OnPhase(ctx, p)
-}
-
-// configure writes the build's private configuration files under WorkDir
+// Configure writes the build's private configuration files under WorkDir
 // and prepares the environment buildah runs in.
-func (r *run) configure() error {
+func (r *run) Configure() error {
 	dir := filepath.Join(r.req.WorkDir, "buildah")
 	tmp := filepath.Join(dir, "tmp")
 	home := filepath.Join(dir, "home")
@@ -245,17 +198,15 @@ func (r *run) configure() error {
 	return nil
 }
 
-// withCredentials runs fn while the auth file holds berth's registry
-// credentials (enginehost.AuthFile).
-func (r *run) withCredentials(ctx context.Context, fn func() error) error {
-	a := enginehost.AuthFile{Engine: Name, Path: r.authFile, Registry: r.req.Registry, Logger: r.e.logger()}
-	return a.With(ctx, fn)
+// AuthFile implements enginehost.Steps.
+func (r *run) AuthFile() enginehost.AuthFile {
+	return enginehost.AuthFile{Engine: Name, Path: r.authFile, Registry: r.req.Registry, Logger: r.e.logger()}
 }
 
-// cleanup removes the build's image storage and temporary files. Rootless vfs layers hold files
+// Cleanup removes the build's image storage and temporary files. Rootless vfs layers hold files
 // owned by subordinate ids that only the user namespace may delete, so it
 // runs inside `buildah unshare` when unprivileged.
-func (r *run) cleanup() {
+func (r *run) Cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// The temp dir too: a killed buildah leaves mount points there.
@@ -313,7 +264,8 @@ func refHost(ref string) string {
 	return "docker.io"
 }
 
-func (r *run) pull(ctx context.Context, img string) error {
+// Pull implements enginehost.Steps.
+func (r *run) Pull(ctx context.Context, _ int, img string) error {
 	args := append(r.global(), "pull", "--retry", "1", "--retry-delay", "1s")
 	args = append(args, r.registryOpts(refHost(img))...)
 	args = append(args, img)
@@ -347,7 +299,8 @@ var (
 	dockerfileFailure = regexp.MustCompile(`(?:parsing main Dockerfile|dockerfile parse error)[^:]*: (.*)$`)
 )
 
-func (r *run) build(ctx context.Context) error {
+// Build implements enginehost.Steps: `buildah build` in the sandbox.
+func (r *run) Build(ctx context.Context) error {
 	dockerfilePath, err := r.writeDockerfile()
 	if err != nil {
 		return err
@@ -438,7 +391,8 @@ func (r *run) writeDockerfile() (string, error) {
 	return path, nil
 }
 
-func (r *run) push(ctx context.Context, tag string) (string, error) {
+// Push implements enginehost.Steps.
+func (r *run) Push(ctx context.Context, tag string) (string, error) {
 	digestFile := filepath.Join(r.req.WorkDir, "buildah", "digest-"+strconv.FormatInt(time.Now().UnixNano(), 36))
 	args := append(r.global(), "push", "--retry", "2", "--retry-delay", "1s", "--digestfile", digestFile)
 	args = append(args, r.registryOpts(refHost(tag))...)

@@ -146,58 +146,12 @@ const basesStore = "bases"
 
 // Build implements engine.Engine.
 func (e *Engine) Build(ctx context.Context, req engine.Request, sink engine.LogSink) (engine.Result, error) {
-	if len(req.Tags) == 0 {
-		return engine.Result{}, errors.New("buildkit: no tags to push")
-	}
-	r := &run{e: e, req: req, sink: sink, contexts: map[string]string{}}
-	defer r.cleanup()
-	if err := r.configure(); err != nil {
-		return engine.Result{}, err
-	}
-	if err := r.phase(ctx, engine.PhasePulling); err != nil {
-		return engine.Result{}, err
-	}
-	for i, img := range req.BaseImages {
-		if err := r.withCredentials(ctx, func() error { return r.pull(ctx, img, fmt.Sprintf("base%d", i)) }); err != nil {
-			return engine.Result{}, err
-		}
-	}
-	if err := r.phase(ctx, engine.PhaseBuilding); err != nil {
-		return engine.Result{}, err
-	}
-	if err := r.build(ctx); err != nil {
-		return engine.Result{}, err
-	}
-	if err := r.phase(ctx, engine.PhasePushing); err != nil {
-		return engine.Result{}, err
-	}
-	res := engine.Result{Digests: map[string]string{}}
-	for _, tag := range req.Tags {
-		err := r.withCredentials(ctx, func() error {
-			d, err := r.push(ctx, tag)
-			res.Digests[tag] = d
-			return err
-		})
-		if err != nil {
-			return engine.Result{}, err
-		}
-	}
-	return res, nil
+	return enginehost.Run(ctx, Name, req, &run{e: e, req: req, sink: sink, contexts: map[string]string{}})
 }
 
-func (r *run) phase(ctx context.Context, p engine.Phase) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if r.req.OnPhase == nil {
-		return nil
-	}
-	return r.req.OnPhase(ctx, p)
-}
-
-// configure writes the build's private configuration under WorkDir and
+// Configure writes the build's private configuration under WorkDir and
 // prepares the environment of the programs it runs.
-func (r *run) configure() error {
+func (r *run) Configure() error {
 	r.dir = filepath.Join(r.req.WorkDir, "buildkit")
 	home := filepath.Join(r.dir, "home")
 	tmp := filepath.Join(r.dir, "tmp")
@@ -252,11 +206,9 @@ func privateEnv(home, tmp, runtime string) []string {
 	return append(env, "HOME="+home, "TMPDIR="+tmp, "XDG_RUNTIME_DIR="+runtime)
 }
 
-// withCredentials runs fn while the auth file holds berth's registry
-// credentials (enginehost.AuthFile).
-func (r *run) withCredentials(ctx context.Context, fn func() error) error {
-	a := enginehost.AuthFile{Engine: Name, Path: r.authFile, Registry: r.req.Registry, Logger: r.e.logger()}
-	return a.With(ctx, fn)
+// AuthFile implements enginehost.Steps.
+func (r *run) AuthFile() enginehost.AuthFile {
+	return enginehost.AuthFile{Engine: Name, Path: r.authFile, Registry: r.req.Registry, Logger: r.e.logger()}
 }
 
 // transport are skopeo's options for the registry of ref, on the side
@@ -296,9 +248,10 @@ func contextName(ref string) (string, error) {
 	return strings.TrimSuffix(reference.FamiliarString(named), ":latest"), nil
 }
 
-// pull copies img from its registry into the bases layout under name and
-// records it as a build context.
-func (r *run) pull(ctx context.Context, img, name string) error {
+// Pull copies img from its registry into the bases layout, named for its
+// place i, and records it as a build context.
+func (r *run) Pull(ctx context.Context, i int, img string) error {
+	name := fmt.Sprintf("base%d", i)
 	ctxName, err := contextName(img)
 	if err != nil {
 		return r.baseImageError(img, err.Error(), err)
@@ -332,8 +285,8 @@ func (r *run) baseImageError(img, out string, err error) error {
 	return enginehost.BaseImageError(img, r.req.Registry.PullRobot, lastLine(out), err)
 }
 
-// push copies the exported image to tag and returns its manifest digest.
-func (r *run) push(ctx context.Context, tag string) (string, error) {
+// Push copies the exported image to tag and returns its manifest digest.
+func (r *run) Push(ctx context.Context, tag string) (string, error) {
 	digestFile := filepath.Join(r.dir, "digest-push")
 	args := []string{"copy", "--retry-times", "2", "--preserve-digests", "--digestfile", digestFile}
 	args = append(args, r.transport("dest", tag)...)
@@ -379,10 +332,10 @@ var (
 	stepPrefix       = regexp.MustCompile(`^\[[^\]]*\] `)
 )
 
-// build starts buildkitd in the sandbox, builds with the Dockerfile
+// Build starts buildkitd in the sandbox, builds with the Dockerfile
 // frontend and exports the image to r.out; buildkitd is stopped before it
 // returns.
-func (r *run) build(ctx context.Context) error {
+func (r *run) Build(ctx context.Context) error {
 	r.logDockerfile()
 	d, err := startDaemon(ctx, daemonConfig{
 		binary: r.e.buildkitd(), root: r.req.StorageRoot, socket: socketPath(r.req.WorkDir),
@@ -509,10 +462,10 @@ func (r *run) logDockerfile() {
 	}
 }
 
-// cleanup removes the build's storage and scratch files. buildkitd's
+// Cleanup removes the build's storage and scratch files. buildkitd's
 // snapshots hold files owned by subordinate ids that only the user
 // namespace may delete, so an unprivileged worker removes them in one.
-func (r *run) cleanup() {
+func (r *run) Cleanup() {
 	if r.stateDir != "" {
 		if err := os.RemoveAll(r.stateDir); err != nil {
 			r.e.logger().Warn("remove sandbox state", "dir", r.stateDir, "err", err)
