@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,10 +45,8 @@ type Engine struct {
 	// vfs needs no kernel or FUSE support, which unprivileged containers
 	// often lack.
 	StorageDriver string
-	// Logger receives the engine's own diagnostics (nil: slog.Default()).
-	Logger *slog.Logger
-	// Sandbox is where `buildah build` runs.
-	Sandbox enginehost.Sandbox
+	// Host holds the logger and the sandbox `buildah build` runs in.
+	enginehost.Host
 }
 
 // Name is the engine's name, which jobs give.
@@ -60,17 +57,14 @@ func init() { engine.Register(Name, fromOptions) }
 // New returns an engine using buildah from PATH with vfs storage.
 func New() *Engine { return &Engine{} }
 
-// fromOptions is the engine a worker makes: New's, logging to the worker's
-// logger, in a sandbox whose network exceptions the executor handed down
-// (sandbox.AllowedNetworksEnv: comma-separated CIDRs).
+// fromOptions is the engine a worker makes: New's, on the worker's host
+// (enginehost.HostFromOptions).
 func fromOptions(opts engine.Options) (engine.Engine, error) {
-	sb, err := enginehost.SandboxFromOptions(opts)
+	h, err := enginehost.HostFromOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	e := New()
-	e.Logger, e.Sandbox = opts.Logger, sb
-	return e, nil
+	return &Engine{Host: h}, nil
 }
 
 // Name implements engine.Engine.
@@ -88,13 +82,6 @@ func (e *Engine) driver() string {
 		return e.StorageDriver
 	}
 	return "vfs"
-}
-
-func (e *Engine) logger() *slog.Logger {
-	if e.Logger != nil {
-		return e.Logger
-	}
-	return slog.Default()
 }
 
 // run is one build's configuration on disk and in the environment.
@@ -200,7 +187,7 @@ func (r *run) Configure() error {
 
 // AuthFile implements enginehost.Steps.
 func (r *run) AuthFile() enginehost.AuthFile {
-	return enginehost.AuthFile{Engine: Name, Path: r.authFile, Registry: r.req.Registry, Logger: r.e.logger()}
+	return enginehost.AuthFile{Engine: Name, Path: r.authFile, Registry: r.req.Registry, Logger: r.e.Log()}
 }
 
 // Cleanup removes the build's image storage and temporary files. Rootless vfs layers hold files
@@ -213,7 +200,7 @@ func (r *run) Cleanup() {
 	paths := []string{r.req.StorageRoot, r.req.RunRoot, filepath.Join(r.req.WorkDir, "buildah", "tmp")}
 	if r.stateDir != "" {
 		if err := os.RemoveAll(r.stateDir); err != nil {
-			r.e.logger().Warn("remove sandbox state", "dir", r.stateDir, "err", err)
+			r.e.Log().Warn("remove sandbox state", "dir", r.stateDir, "err", err)
 		}
 	}
 	var err error
@@ -230,7 +217,7 @@ func (r *run) Cleanup() {
 		}
 	}
 	if err != nil {
-		r.e.logger().Warn("remove build storage", "storage_root", r.req.StorageRoot, "err", err)
+		r.e.Log().Warn("remove build storage", "storage_root", r.req.StorageRoot, "err", err)
 	}
 }
 
@@ -445,7 +432,7 @@ func (r *run) exec(ctx context.Context, argv []string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("buildah: %w", err)
 	}
-	r.e.logger().Debug("run buildah", "args", argv)
+	r.e.Log().Debug("run buildah", "args", argv)
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("start buildah: %w", err)
 	}

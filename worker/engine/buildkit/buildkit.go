@@ -37,7 +37,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,25 +71,21 @@ type Engine struct {
 	// Skopeo is the program that copies images between registries and OCI
 	// layouts on the host ("skopeo" on PATH when empty).
 	Skopeo string
-	// Logger receives the engine's own diagnostics (nil: slog.Default()).
-	Logger *slog.Logger
-	// Sandbox is where buildkitd runs.
-	Sandbox enginehost.Sandbox
+	// Host holds the logger and the sandbox buildkitd runs in.
+	enginehost.Host
 }
 
 // New returns an engine using buildkitd and skopeo from PATH.
 func New() *Engine { return &Engine{} }
 
-// fromOptions is the engine a worker makes, in a sandbox whose network
-// exceptions the executor handed down (sandbox.AllowedNetworksEnv).
+// fromOptions is the engine a worker makes: New's, on the worker's host
+// (enginehost.HostFromOptions).
 func fromOptions(opts engine.Options) (engine.Engine, error) {
-	sb, err := enginehost.SandboxFromOptions(opts)
+	h, err := enginehost.HostFromOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	e := New()
-	e.Logger, e.Sandbox = opts.Logger, sb
-	return e, nil
+	return &Engine{Host: h}, nil
 }
 
 // Name implements engine.Engine.
@@ -108,13 +103,6 @@ func (e *Engine) skopeo() string {
 		return e.Skopeo
 	}
 	return "skopeo"
-}
-
-func (e *Engine) logger() *slog.Logger {
-	if e.Logger != nil {
-		return e.Logger
-	}
-	return slog.Default()
 }
 
 // run is one build's files and environment.
@@ -208,7 +196,7 @@ func privateEnv(home, tmp, runtime string) []string {
 
 // AuthFile implements enginehost.Steps.
 func (r *run) AuthFile() enginehost.AuthFile {
-	return enginehost.AuthFile{Engine: Name, Path: r.authFile, Registry: r.req.Registry, Logger: r.e.logger()}
+	return enginehost.AuthFile{Engine: Name, Path: r.authFile, Registry: r.req.Registry, Logger: r.e.Log()}
 }
 
 // transport are skopeo's options for the registry of ref, on the side
@@ -468,12 +456,12 @@ func (r *run) logDockerfile() {
 func (r *run) Cleanup() {
 	if r.stateDir != "" {
 		if err := os.RemoveAll(r.stateDir); err != nil {
-			r.e.logger().Warn("remove sandbox state", "dir", r.stateDir, "err", err)
+			r.e.Log().Warn("remove sandbox state", "dir", r.stateDir, "err", err)
 		}
 	}
 	paths := []string{r.req.StorageRoot, r.req.RunRoot, filepath.Join(r.req.WorkDir, "buildkit")}
 	if err := r.e.removeAll(paths); err != nil {
-		r.e.logger().Warn("remove build storage", "storage_root", r.req.StorageRoot, "err", err)
+		r.e.Log().Warn("remove build storage", "storage_root", r.req.StorageRoot, "err", err)
 	}
 }
 
@@ -550,7 +538,7 @@ func (e *Engine) Check(ctx context.Context, dir string) error {
 	}
 	defer func() {
 		if err := e.removeAll([]string{work}); err != nil {
-			e.logger().Warn("remove buildkitd check", "dir", work, "err", err)
+			e.Log().Warn("remove buildkitd check", "dir", work, "err", err)
 		}
 	}()
 	stateDir, err := os.MkdirTemp(buildhost.SandboxStateParent, "berth-sandbox-")

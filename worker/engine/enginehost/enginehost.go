@@ -52,19 +52,36 @@ func (s Sandbox) Config(name, dir string) (sandbox.Config, error) {
 	return sandbox.Config{RootlessKit: s.RootlessKit, Init: init, StateDir: dir, Network: policy}, nil
 }
 
-// SandboxFromOptions is the sandbox of an engine a worker makes: berth's
-// own, with the network exceptions the executor handed down
-// (sandbox.AllowedNetworksEnv: comma-separated CIDRs).
-func SandboxFromOptions(opts engine.Options) (Sandbox, error) {
-	var s Sandbox
+// Host is what an engine holds of the worker's host: its logger and the
+// sandbox its builds run in.
+type Host struct {
+	// Logger receives the engine's own diagnostics (nil: slog.Default()).
+	Logger *slog.Logger
+	// Sandbox is where the engine's build runs.
+	Sandbox Sandbox
+}
+
+// Log is the logger of the engine's own diagnostics.
+func (h Host) Log() *slog.Logger {
+	if h.Logger != nil {
+		return h.Logger
+	}
+	return slog.Default()
+}
+
+// HostFromOptions is the host of an engine a worker makes: logging to the
+// worker's logger, in berth's own sandbox with the network exceptions the
+// executor handed down (sandbox.AllowedNetworksEnv: comma-separated CIDRs).
+func HostFromOptions(opts engine.Options) (Host, error) {
+	h := Host{Logger: opts.Logger}
 	if v := opts.Getenv(sandbox.AllowedNetworksEnv); v != "" {
 		allowed, err := egress.ParseList(v)
 		if err != nil {
-			return Sandbox{}, fmt.Errorf("%s: %w", sandbox.AllowedNetworksEnv, err)
+			return Host{}, fmt.Errorf("%s: %w", sandbox.AllowedNetworksEnv, err)
 		}
-		s.AllowedNetworks = allowed
+		h.Sandbox.AllowedNetworks = allowed
 	}
-	return s, nil
+	return h, nil
 }
 
 // AuthFile is a build's registry auth file (containers-auth.json), which

@@ -15,26 +15,29 @@ import (
 	"github.com/berth-dev/berth/worker/sandbox"
 )
 
-func TestSandboxFromOptions(t *testing.T) {
+func TestHostFromOptions(t *testing.T) {
 	env := func(v string) engine.Options {
-		return engine.Options{Getenv: func(k string) string {
+		return engine.Options{Logger: slog.Default(), Getenv: func(k string) string {
 			if k == sandbox.AllowedNetworksEnv {
 				return v
 			}
 			return ""
 		}}
 	}
-	s, err := SandboxFromOptions(env("10.30.0.0/24,192.168.7.7"))
+	h, err := HostFromOptions(env("10.30.0.0/24,192.168.7.7"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := egress.FormatNetworks(s.AllowedNetworks); got != "10.30.0.0/24,192.168.7.7/32" {
+	if h.Logger != slog.Default() {
+		t.Errorf("logger = %v, want the worker's", h.Logger)
+	}
+	if got := egress.FormatNetworks(h.Sandbox.AllowedNetworks); got != "10.30.0.0/24,192.168.7.7/32" {
 		t.Errorf("allowed networks = %s", got)
 	}
-	if s, err := SandboxFromOptions(env("")); err != nil || len(s.AllowedNetworks) != 0 {
-		t.Errorf("without exceptions: %v, %v", s, err)
+	if h, err := HostFromOptions(env("")); err != nil || len(h.Sandbox.AllowedNetworks) != 0 {
+		t.Errorf("without exceptions: %v, %v", h, err)
 	}
-	if _, err := SandboxFromOptions(env("not-a-network")); err == nil || !strings.Contains(err.Error(), sandbox.AllowedNetworksEnv) {
+	if _, err := HostFromOptions(env("not-a-network")); err == nil || !strings.Contains(err.Error(), sandbox.AllowedNetworksEnv) {
 		t.Errorf("a bad exception = %v, want an error naming %s", err, sandbox.AllowedNetworksEnv)
 	}
 }
