@@ -15,6 +15,7 @@ package buildah
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -52,37 +53,20 @@ type Engine struct {
 // Name is the engine's name, which jobs give.
 const Name = "buildah"
 
-func init() { engine.Register(Name, fromOptions) }
+// A worker's engine runs on the host the worker's options describe.
+func init() {
+	engine.Register(Name, enginehost.Factory(func(h enginehost.Host) engine.Engine { return &Engine{Host: h} }))
+}
 
 // New returns an engine using buildah from PATH with vfs storage.
 func New() *Engine { return &Engine{} }
 
-// fromOptions is the engine a worker makes: New's, on the worker's host
-// (enginehost.HostFromOptions).
-func fromOptions(opts engine.Options) (engine.Engine, error) {
-	h, err := enginehost.HostFromOptions(opts)
-	if err != nil {
-		return nil, err
-	}
-	return &Engine{Host: h}, nil
-}
-
 // Name implements engine.Engine.
 func (e *Engine) Name() string { return Name }
 
-func (e *Engine) binary() string {
-	if e.Binary != "" {
-		return e.Binary
-	}
-	return "buildah"
-}
+func (e *Engine) binary() string { return cmp.Or(e.Binary, "buildah") }
 
-func (e *Engine) driver() string {
-	if e.StorageDriver != "" {
-		return e.StorageDriver
-	}
-	return "vfs"
-}
+func (e *Engine) driver() string { return cmp.Or(e.StorageDriver, "vfs") }
 
 // run is one build's configuration on disk and in the environment.
 type run struct {

@@ -33,6 +33,7 @@ package buildkit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -62,7 +63,10 @@ import (
 // Name is the engine's name, which jobs give.
 const Name = "buildkit"
 
-func init() { engine.Register(Name, fromOptions) }
+// A worker's engine runs on the host the worker's options describe.
+func init() {
+	engine.Register(Name, enginehost.Factory(func(h enginehost.Host) engine.Engine { return &Engine{Host: h} }))
+}
 
 // Engine builds with a buildkitd of each build's own.
 type Engine struct {
@@ -78,32 +82,12 @@ type Engine struct {
 // New returns an engine using buildkitd and skopeo from PATH.
 func New() *Engine { return &Engine{} }
 
-// fromOptions is the engine a worker makes: New's, on the worker's host
-// (enginehost.HostFromOptions).
-func fromOptions(opts engine.Options) (engine.Engine, error) {
-	h, err := enginehost.HostFromOptions(opts)
-	if err != nil {
-		return nil, err
-	}
-	return &Engine{Host: h}, nil
-}
-
 // Name implements engine.Engine.
 func (e *Engine) Name() string { return Name }
 
-func (e *Engine) buildkitd() string {
-	if e.Buildkitd != "" {
-		return e.Buildkitd
-	}
-	return "buildkitd"
-}
+func (e *Engine) buildkitd() string { return cmp.Or(e.Buildkitd, "buildkitd") }
 
-func (e *Engine) skopeo() string {
-	if e.Skopeo != "" {
-		return e.Skopeo
-	}
-	return "skopeo"
-}
+func (e *Engine) skopeo() string { return cmp.Or(e.Skopeo, "skopeo") }
 
 // run is one build's files and environment.
 type run struct {
@@ -476,10 +460,7 @@ func (e *Engine) removeAll(paths []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	kit := e.Sandbox.RootlessKit
-	if kit == "" {
-		kit = "rootlesskit"
-	}
+	kit := cmp.Or(e.Sandbox.RootlessKit, "rootlesskit")
 	stateDir, err := os.MkdirTemp(buildhost.SandboxStateParent, "berth-cleanup-")
 	if err != nil {
 		return err

@@ -69,6 +69,18 @@ func (h Host) Log() *slog.Logger {
 	return slog.Default()
 }
 
+// Factory is the engine.Factory of an engine newEngine makes on the host
+// HostFromOptions gives.
+func Factory(newEngine func(Host) engine.Engine) engine.Factory {
+	return func(opts engine.Options) (engine.Engine, error) {
+		h, err := HostFromOptions(opts)
+		if err != nil {
+			return nil, err
+		}
+		return newEngine(h), nil
+	}
+}
+
 // HostFromOptions is the host of an engine a worker makes: logging to the
 // worker's logger, in berth's own sandbox with the network exceptions the
 // executor handed down (sandbox.AllowedNetworksEnv: comma-separated CIDRs).

@@ -124,3 +124,18 @@ func TestBaseImageError(t *testing.T) {
 		t.Errorf("message without a robot or detail = %q", ue.Message)
 	}
 }
+
+// A worker's engine is made on the host its options give, or not at all.
+func TestFactory(t *testing.T) {
+	type made struct{ engine.Engine }
+	var got Host
+	factory := Factory(func(h Host) engine.Engine { got = h; return made{} })
+	opts := engine.Options{Logger: slog.Default(), Getenv: func(string) string { return "10.1.0.0/16" }}
+	if e, err := factory(opts); err != nil || e == nil || egress.FormatNetworks(got.Sandbox.AllowedNetworks) != "10.1.0.0/16" {
+		t.Errorf("factory = %v, %v on %+v", e, err, got)
+	}
+	opts.Getenv = func(string) string { return "not-a-network" }
+	if e, err := factory(opts); err == nil || e != nil {
+		t.Errorf("with a bad exception: %v, %v", e, err)
+	}
+}
