@@ -370,20 +370,13 @@ func (r *run) Push(ctx context.Context, tag string) (string, error) {
 	args = append(args, tag, "docker://"+tag)
 	tail, err := r.exec(ctx, append([]string{r.e.binary()}, args...))
 	if err != nil {
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
-		low := strings.ToLower(tail)
-		if strings.Contains(low, "denied") || strings.Contains(low, "unauthorized") || strings.Contains(low, "authentication required") {
-			return "", &engine.UserError{Code: engine.CodePush, Message: fmt.Sprintf("pushing %s was denied (%s)", tag, lastLine(tail)), Err: err}
-		}
-		return "", fmt.Errorf("buildah push %s: %w: %s", tag, err, lastLine(tail))
+		return "", enginehost.PushError(ctx, Name, tag, tail, lastLine(tail), err)
 	}
-	d, err := os.ReadFile(digestFile)
+	d, err := enginehost.ReadDigest(digestFile)
 	if err != nil {
 		return "", fmt.Errorf("buildah push %s: read digest: %w", tag, err)
 	}
-	return strings.TrimSpace(string(d)), nil
+	return d, nil
 }
 
 // tailLines is how much of a command's output is kept to explain a failure.

@@ -242,12 +242,12 @@ func (r *run) Pull(ctx context.Context, i int, img string) error {
 		}
 		return r.baseImageError(img, out, err)
 	}
-	d, err := os.ReadFile(digestFile)
+	d, err := enginehost.ReadDigest(digestFile)
 	if err != nil {
 		return fmt.Errorf("buildkit: pull %s: read digest: %w", img, err)
 	}
-	r.contexts[ctxName] = strings.TrimSpace(string(d))
-	r.sink.Log(engine.LineOutput, fmt.Sprintf("pulled %s (%s)", img, strings.TrimSpace(string(d))))
+	r.contexts[ctxName] = d
+	r.sink.Log(engine.LineOutput, fmt.Sprintf("pulled %s (%s)", img, d))
 	return nil
 }
 
@@ -265,20 +265,13 @@ func (r *run) Push(ctx context.Context, tag string) (string, error) {
 	args = append(args, "oci:"+r.out+":latest", "docker://"+tag)
 	out, err := r.command(ctx, args...)
 	if err != nil {
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
-		low := strings.ToLower(out)
-		if strings.Contains(low, "denied") || strings.Contains(low, "unauthorized") || strings.Contains(low, "authentication required") {
-			return "", &engine.UserError{Code: engine.CodePush, Message: fmt.Sprintf("pushing %s was denied (%s)", tag, lastLine(out)), Err: err}
-		}
-		return "", fmt.Errorf("buildkit: push %s: %w: %s", tag, err, lastLine(out))
+		return "", enginehost.PushError(ctx, Name, tag, out, lastLine(out), err)
 	}
-	d, err := os.ReadFile(digestFile)
+	d, err := enginehost.ReadDigest(digestFile)
 	if err != nil {
 		return "", fmt.Errorf("buildkit: push %s: read digest: %w", tag, err)
 	}
-	return strings.TrimSpace(string(d)), nil
+	return d, nil
 }
 
 // command runs skopeo on the host and returns its output, which it also

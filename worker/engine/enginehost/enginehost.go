@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/engine"
@@ -153,4 +154,24 @@ func BaseImageError(img, pullRobot, detail string, err error) error {
 		msg += " (" + detail + ")"
 	}
 	return &engine.UserError{Code: engine.CodeBaseImage, Message: msg, Err: err}
+}
+
+// PushError explains a failed push to tag by engine name: the end of ctx
+// when it ended; the user's error when the pusher's output out tells of a
+// refusal; else err, with detail (out's last line).
+func PushError(ctx context.Context, name, tag, out, detail string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	low := strings.ToLower(out)
+	if strings.Contains(low, "denied") || strings.Contains(low, "unauthorized") || strings.Contains(low, "authentication required") {
+		return &engine.UserError{Code: engine.CodePush, Message: fmt.Sprintf("pushing %s was denied (%s)", tag, detail), Err: err}
+	}
+	return fmt.Errorf("%s: push %s: %w: %s", name, tag, err, detail)
+}
+
+// ReadDigest reads the digest a puller or pusher wrote to path.
+func ReadDigest(path string) (string, error) {
+	d, err := os.ReadFile(path)
+	return strings.TrimSpace(string(d)), err
 }

@@ -139,3 +139,34 @@ func TestFactory(t *testing.T) {
 		t.Errorf("with a bad exception: %v, %v", e, err)
 	}
 }
+
+func TestPushError(t *testing.T) {
+	cause := errors.New("exit status 1")
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := PushError(ended, "test", "r/app:1", "denied", "denied", cause); !errors.Is(err, context.Canceled) {
+		t.Errorf("after the context ended: %v", err)
+	}
+	var ue *engine.UserError
+	err := PushError(context.Background(), "test", "r/app:1", "Error: Unauthorized\n", "unauthorized", cause)
+	if !errors.As(err, &ue) || ue.Code != engine.CodePush || ue.Message != "pushing r/app:1 was denied (unauthorized)" || !errors.Is(err, cause) {
+		t.Errorf("refused push: %#v", err)
+	}
+	err = PushError(context.Background(), "test", "r/app:1", "connection refused", "connection refused", cause)
+	if errors.As(err, &ue) || !errors.Is(err, cause) || err.Error() != "test: push r/app:1: exit status 1: connection refused" {
+		t.Errorf("failed push: %v", err)
+	}
+}
+
+func TestReadDigest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "digest")
+	if err := os.WriteFile(path, []byte("sha256:abc\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := ReadDigest(path); d != "sha256:abc" || err != nil {
+		t.Errorf("ReadDigest = %q, %v", d, err)
+	}
+	if _, err := ReadDigest(path + "-missing"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a missing digest file: %v", err)
+	}
+}
