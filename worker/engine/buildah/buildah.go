@@ -32,7 +32,6 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/dockerfile"
-	"github.com/berth-dev/berth/internal/buildhost"
 	"github.com/berth-dev/berth/worker/engine"
 	"github.com/berth-dev/berth/worker/engine/enginehost"
 	"github.com/berth-dev/berth/worker/sandbox"
@@ -136,14 +135,8 @@ func (r *run) Configure() error {
 	}
 	r.policy = filepath.Join(dir, "policy.json")
 	r.authFile = filepath.Join(dir, "auth.json")
-	// Not under WorkDir or TMPDIR (both in the build's directory): see
-	// buildhost.SandboxStateParent.
-	stateDir, err := os.MkdirTemp(buildhost.SandboxStateParent, "berth-sandbox-")
-	if err != nil {
-		return fmt.Errorf("buildah: sandbox state dir: %w", err)
-	}
-	r.stateDir = stateDir
-	if r.sandbox, err = r.e.Sandbox.Config(Name, stateDir); err != nil {
+	var err error
+	if r.stateDir, r.sandbox, err = r.e.Sandbox.NewState(Name); err != nil {
 		return err
 	}
 	env := []string{}
@@ -182,11 +175,7 @@ func (r *run) Cleanup() {
 	defer cancel()
 	// The temp dir too: a killed buildah leaves mount points there.
 	paths := []string{r.req.StorageRoot, r.req.RunRoot, filepath.Join(r.req.WorkDir, "buildah", "tmp")}
-	if r.stateDir != "" {
-		if err := os.RemoveAll(r.stateDir); err != nil {
-			r.e.Log().Warn("remove sandbox state", "dir", r.stateDir, "err", err)
-		}
-	}
+	enginehost.RemoveState(r.e.Log(), r.stateDir)
 	var err error
 	if os.Geteuid() == 0 {
 		for _, p := range paths {
@@ -549,9 +538,5 @@ func (e *Engine) Check(ctx context.Context, dir string) error {
 	if _, err := exec.LookPath(e.binary()); err != nil {
 		return fmt.Errorf("%w: %s is not installed", sandbox.ErrUnavailable, e.binary())
 	}
-	cfg, err := e.Sandbox.Config(Name, filepath.Join(dir, "sandbox-check"))
-	if err != nil {
-		return err
-	}
-	return sandbox.Preflight(ctx, cfg, nil)
+	return e.Sandbox.Preflight(ctx, Name, dir)
 }

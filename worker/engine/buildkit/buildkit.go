@@ -149,12 +149,8 @@ func (r *run) Configure() error {
 		}
 	}
 	r.authFile = filepath.Join(r.dir, "auth.json")
-	stateDir, err := os.MkdirTemp(buildhost.SandboxStateParent, "berth-sandbox-")
-	if err != nil {
-		return fmt.Errorf("buildkit: sandbox state dir: %w", err)
-	}
-	r.stateDir = stateDir
-	if r.sandbox, err = r.e.Sandbox.Config(Name, stateDir); err != nil {
+	var err error
+	if r.stateDir, r.sandbox, err = r.e.Sandbox.NewState(Name); err != nil {
 		return err
 	}
 	r.env = privateEnv(home, tmp, r.req.RunRoot)
@@ -431,11 +427,7 @@ func (r *run) logDockerfile() {
 // snapshots hold files owned by subordinate ids that only the user
 // namespace may delete, so an unprivileged worker removes them in one.
 func (r *run) Cleanup() {
-	if r.stateDir != "" {
-		if err := os.RemoveAll(r.stateDir); err != nil {
-			r.e.Log().Warn("remove sandbox state", "dir", r.stateDir, "err", err)
-		}
-	}
+	enginehost.RemoveState(r.e.Log(), r.stateDir)
 	paths := []string{r.req.StorageRoot, r.req.RunRoot, filepath.Join(r.req.WorkDir, "buildkit")}
 	if err := r.e.removeAll(paths); err != nil {
 		r.e.Log().Warn("remove build storage", "storage_root", r.req.StorageRoot, "err", err)
@@ -498,11 +490,7 @@ func (e *Engine) Check(ctx context.Context, dir string) error {
 			return fmt.Errorf("%w: %s is not installed", sandbox.ErrUnavailable, p)
 		}
 	}
-	cfg, err := e.Sandbox.Config(Name, filepath.Join(dir, "sandbox-check"))
-	if err != nil {
-		return err
-	}
-	if err := sandbox.Preflight(ctx, cfg, nil); err != nil {
+	if err := e.Sandbox.Preflight(ctx, Name, dir); err != nil {
 		return err
 	}
 	work := filepath.Join(dir, "buildkit-check")
@@ -515,14 +503,11 @@ func (e *Engine) Check(ctx context.Context, dir string) error {
 			e.Log().Warn("remove buildkitd check", "dir", work, "err", err)
 		}
 	}()
-	stateDir, err := os.MkdirTemp(buildhost.SandboxStateParent, "berth-sandbox-")
+	stateDir, cfg, err := e.Sandbox.NewState(Name)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(stateDir)
-	if cfg, err = e.Sandbox.Config(Name, stateDir); err != nil {
-		return err
-	}
+	defer enginehost.RemoveState(e.Log(), stateDir)
 	d, err := startDaemon(ctx, daemonConfig{
 		binary: e.buildkitd(), root: root, socket: socketPath(work),
 		env: privateEnv(work, work, work), dir: work, sandbox: cfg,

@@ -13,8 +13,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/berth-dev/berth/internal/buildhost"
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/engine"
 	"github.com/berth-dev/berth/worker/sandbox"
@@ -174,4 +176,43 @@ func PushError(ctx context.Context, name, tag, out, detail string, err error) er
 func ReadDigest(path string) (string, error) {
 	d, err := os.ReadFile(path)
 	return strings.TrimSpace(string(d)), err
+}
+
+// Preflight checks that the sandbox starts on this machine
+// (sandbox.Preflight), with its state under dir, scratch space of the
+// caller's.
+func (s Sandbox) Preflight(ctx context.Context, name, dir string) error {
+	cfg, err := s.Config(name, filepath.Join(dir, "sandbox-check"))
+	if err != nil {
+		return err
+	}
+	return sandbox.Preflight(ctx, cfg, nil)
+}
+
+// NewState makes the state directory of one build's sandbox and the
+// sandbox's configuration with it. The directory is not under the build's
+// WorkDir or TMPDIR (see buildhost.SandboxStateParent); RemoveState
+// removes it.
+func (s Sandbox) NewState(name string) (string, sandbox.Config, error) {
+	dir, err := os.MkdirTemp(buildhost.SandboxStateParent, "berth-sandbox-")
+	if err != nil {
+		return "", sandbox.Config{}, fmt.Errorf("%s: sandbox state dir: %w", name, err)
+	}
+	cfg, err := s.Config(name, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", sandbox.Config{}, err
+	}
+	return dir, cfg, nil
+}
+
+// RemoveState removes a state directory NewState made (none when dir is
+// empty), logging a failure to log.
+func RemoveState(log *slog.Logger, dir string) {
+	if dir == "" {
+		return
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		log.Warn("remove sandbox state", "dir", dir, "err", err)
+	}
 }

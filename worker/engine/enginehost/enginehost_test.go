@@ -170,3 +170,23 @@ func TestReadDigest(t *testing.T) {
 		t.Errorf("a missing digest file: %v", err)
 	}
 }
+
+// A build's sandbox state is a directory of its own, which RemoveState
+// removes.
+func TestNewState(t *testing.T) {
+	dir, cfg, err := Sandbox{Init: []string{"/bin/init"}}.NewState("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StateDir != dir || !strings.HasPrefix(filepath.Base(dir), "berth-sandbox-") {
+		t.Errorf("state %s, config %+v", dir, cfg)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("state dir: %v", err)
+	}
+	RemoveState(slog.Default(), dir)
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after RemoveState: %v", err)
+	}
+	RemoveState(slog.Default(), "")
+}
