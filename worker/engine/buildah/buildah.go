@@ -361,15 +361,8 @@ func (r *run) Push(ctx context.Context, tag string) (string, error) {
 	if err != nil {
 		return "", enginehost.PushError(ctx, Name, tag, tail, lastLine(tail), err)
 	}
-	d, err := enginehost.ReadDigest(digestFile)
-	if err != nil {
-		return "", fmt.Errorf("buildah push %s: read digest: %w", tag, err)
-	}
-	return d, nil
+	return enginehost.ReadDigest("buildah push "+tag, digestFile)
 }
-
-// tailLines is how much of a command's output is kept to explain a failure.
-const tailLines = 20
 
 // exec runs argv (buildah, or buildah in its sandbox), streaming every
 // output line to the sink, and returns the last lines of its output. When
@@ -402,7 +395,7 @@ func (r *run) exec(ctx context.Context, argv []string) (string, error) {
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("start buildah: %w", err)
 	}
-	t := &tail{}
+	t := &enginehost.Tail{}
 	var wg sync.WaitGroup
 	for _, p := range []io.Reader{stdout, stderr} {
 		wg.Add(1)
@@ -428,7 +421,7 @@ var stepLine = regexp.MustCompile(`^(\[\d+/\d+\] )?(STEP \d+/\d+: |Step \d+/\d+ 
 const maxLineBytes = 1 << 20
 
 // stream sends every line of p to the sink and keeps the last ones.
-func (r *run) stream(p io.Reader, t *tail) {
+func (r *run) stream(p io.Reader, t *enginehost.Tail) {
 	rd := bufio.NewReaderSize(p, 64*1024)
 	var line []byte
 	dropped := 0
@@ -442,7 +435,7 @@ func (r *run) stream(p io.Reader, t *tail) {
 			typ = engine.LineCommand
 		}
 		r.sink.Log(typ, text)
-		t.add(text)
+		t.Add(text)
 		line, dropped = line[:0], 0
 	}
 	for {
@@ -466,27 +459,6 @@ func (r *run) stream(p io.Reader, t *tail) {
 			return
 		}
 	}
-}
-
-// tail keeps the last lines of a command's output.
-type tail struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (t *tail) add(l string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.lines = append(t.lines, l)
-	if len(t.lines) > tailLines {
-		t.lines = t.lines[len(t.lines)-tailLines:]
-	}
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.Join(t.lines, "\n")
 }
 
 // lastLine returns the last non-empty line of s, without buildah's

@@ -7,6 +7,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/engine"
+	"github.com/berth-dev/berth/worker/engine/enginehost"
 	"github.com/berth-dev/berth/worker/engine/enginetest"
 	"github.com/berth-dev/berth/worker/sandbox"
 )
@@ -54,7 +55,7 @@ func TestStreamLongLines(t *testing.T) {
 	long := strings.Repeat("x", 3*maxLineBytes)
 	var got []string
 	r := &run{sink: engine.LogFunc(func(_ engine.LineType, m string) { got = append(got, m) })}
-	r.stream(strings.NewReader("first\r\n"+long+"\nSTEP 2/3: RUN true\nlast"), &tail{})
+	r.stream(strings.NewReader("first\r\n"+long+"\nSTEP 2/3: RUN true\nlast"), &enginehost.Tail{})
 	if len(got) != 4 {
 		t.Fatalf("%d lines, want 4", len(got))
 	}

@@ -238,9 +238,9 @@ func (r *run) Pull(ctx context.Context, i int, img string) error {
 		}
 		return r.baseImageError(img, out, err)
 	}
-	d, err := enginehost.ReadDigest(digestFile)
+	d, err := enginehost.ReadDigest("buildkit: pull "+img, digestFile)
 	if err != nil {
-		return fmt.Errorf("buildkit: pull %s: read digest: %w", img, err)
+		return err
 	}
 	r.contexts[ctxName] = d
 	r.sink.Log(engine.LineOutput, fmt.Sprintf("pulled %s (%s)", img, d))
@@ -263,11 +263,7 @@ func (r *run) Push(ctx context.Context, tag string) (string, error) {
 	if err != nil {
 		return "", enginehost.PushError(ctx, Name, tag, out, lastLine(out), err)
 	}
-	d, err := enginehost.ReadDigest(digestFile)
-	if err != nil {
-		return "", fmt.Errorf("buildkit: push %s: read digest: %w", tag, err)
-	}
-	return d, nil
+	return enginehost.ReadDigest("buildkit: push "+tag, digestFile)
 }
 
 // command runs skopeo on the host and returns its output, which it also
@@ -457,9 +453,6 @@ func (e *Engine) removeAll(paths []string) error {
 	}
 	return nil
 }
-
-// tailLines is how much of a program's output is kept to explain a failure.
-const tailLines = 20
 
 // lastLine returns the last non-empty line of s.
 func lastLine(s string) string {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/moby/buildkit/client"
 
+	"github.com/berth-dev/berth/worker/engine/enginehost"
 	"github.com/berth-dev/berth/worker/sandbox"
 )
 
@@ -154,9 +155,10 @@ func socketPath(workDir string) string {
 	return filepath.Join(workDir, "buildkit", "buildkitd.sock")
 }
 
-// tail keeps the last lines written to it.
+// tail keeps the last non-empty lines written to it, and the line being
+// written.
 type tail struct {
-	lines   []string
+	kept    enginehost.Tail
 	partial string
 	mu      sync.Mutex
 }
@@ -168,24 +170,16 @@ func (t *tail) Write(p []byte) (int, error) {
 	parts := strings.Split(text, "\n")
 	t.partial = parts[len(parts)-1]
 	for _, l := range parts[:len(parts)-1] {
-		t.add(l)
+		if l = strings.TrimSpace(l); l != "" {
+			t.kept.Add(l)
+		}
 	}
 	return len(p), nil
-}
-
-func (t *tail) add(l string) {
-	if l = strings.TrimSpace(l); l == "" {
-		return
-	}
-	t.lines = append(t.lines, l)
-	if len(t.lines) > tailLines {
-		t.lines = t.lines[len(t.lines)-tailLines:]
-	}
 }
 
 // last returns the kept lines, joined.
 func (t *tail) last() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return strings.Join(append(append([]string{}, t.lines...), strings.TrimSpace(t.partial)), "\n")
+	return strings.Join(append(t.kept.Lines(), strings.TrimSpace(t.partial)), "\n")
 }

@@ -172,10 +172,14 @@ func PushError(ctx context.Context, name, tag, out, detail string, err error) er
 	return fmt.Errorf("%s: push %s: %w: %s", name, tag, err, detail)
 }
 
-// ReadDigest reads the digest a puller or pusher wrote to path.
-func ReadDigest(path string) (string, error) {
+// ReadDigest reads the digest a pull or push wrote to path; what names
+// the pull or push in errors.
+func ReadDigest(what, path string) (string, error) {
 	d, err := os.ReadFile(path)
-	return strings.TrimSpace(string(d)), err
+	if err != nil {
+		return "", fmt.Errorf("%s: read digest: %w", what, err)
+	}
+	return strings.TrimSpace(string(d)), nil
 }
 
 // Preflight checks that the sandbox starts on this machine

@@ -163,10 +163,10 @@ func TestReadDigest(t *testing.T) {
 	if err := os.WriteFile(path, []byte("sha256:abc\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := ReadDigest(path); d != "sha256:abc" || err != nil {
+	if d, err := ReadDigest("test", path); d != "sha256:abc" || err != nil {
 		t.Errorf("ReadDigest = %q, %v", d, err)
 	}
-	if _, err := ReadDigest(path + "-missing"); !errors.Is(err, os.ErrNotExist) {
+	if _, err := ReadDigest("test", path+"-missing"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a missing digest file: %v", err)
 	}
 }
