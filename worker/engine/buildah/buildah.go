@@ -14,7 +14,6 @@ package buildah
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -57,11 +56,11 @@ func init() {
 	engine.Register(Name, enginehost.Factory(func(h enginehost.Host) engine.Engine { return &Engine{Host: h} }))
 }
 
-// New returns an engine using buildah from PATH with vfs storage.
-func New() *Engine { return &Engine{} }
-
 // Name implements engine.Engine.
 func (e *Engine) Name() string { return Name }
+
+// New returns an engine using buildah from PATH with vfs storage.
+func New() *Engine { return &Engine{} }
 
 func (e *Engine) binary() string { return cmp.Or(e.Binary, "buildah") }
 
@@ -77,10 +76,8 @@ type run struct {
 	certDir string
 	// authFile is where credentials are written while a pull or push runs.
 	authFile string
-	// stateDir is the sandbox's state, outside WorkDir (see Configure).
-	stateDir string
 	// sandbox is where the build step runs.
-	sandbox sandbox.Config
+	sandbox enginehost.State
 	// shown maps instructions that carry build-argument values to what the
 	// log shows instead (dockerfile.WithBuildArgs).
 	shown map[string]string
@@ -136,7 +133,7 @@ func (r *run) Configure() error {
 	r.policy = filepath.Join(dir, "policy.json")
 	r.authFile = filepath.Join(dir, "auth.json")
 	var err error
-	if r.stateDir, r.sandbox, err = r.e.Sandbox.NewState(Name); err != nil {
+	if r.sandbox, err = r.e.Sandbox.NewState(Name); err != nil {
 		return err
 	}
 	env := []string{}
@@ -175,21 +172,9 @@ func (r *run) Cleanup() {
 	defer cancel()
 	// The temp dir too: a killed buildah leaves mount points there.
 	paths := []string{r.req.StorageRoot, r.req.RunRoot, filepath.Join(r.req.WorkDir, "buildah", "tmp")}
-	enginehost.RemoveState(r.e.Log(), r.stateDir)
-	var err error
-	if os.Geteuid() == 0 {
-		for _, p := range paths {
-			err = errors.Join(err, os.RemoveAll(p))
-		}
-	} else {
-		args := append(r.global(), "unshare", "rm", "-rf")
-		cmd := exec.CommandContext(ctx, r.e.binary(), append(args, paths...)...)
-		cmd.Env = r.env
-		if out, rerr := cmd.CombinedOutput(); rerr != nil {
-			err = fmt.Errorf("%w: %s", rerr, bytes.TrimSpace(out))
-		}
-	}
-	if err != nil {
+	r.sandbox.Remove(r.e.Log())
+	unshare := append([]string{r.e.binary()}, append(r.global(), "unshare")...)
+	if err := enginehost.RemoveAll(ctx, unshare, r.env, paths); err != nil {
 		r.e.Log().Warn("remove build storage", "storage_root", r.req.StorageRoot, "err", err)
 	}
 }
@@ -289,7 +274,7 @@ func (r *run) Build(ctx context.Context) error {
 		args = append(args, "--no-cache")
 	}
 	args = append(args, r.req.ContextDir)
-	tail, err := r.exec(ctx, r.sandbox.Wrap(append([]string{r.e.binary()}, args...)))
+	tail, err := r.exec(ctx, r.sandbox.Config.Wrap(append([]string{r.e.binary()}, args...)))
 	if err == nil {
 		return nil
 	}

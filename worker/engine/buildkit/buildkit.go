@@ -68,6 +68,9 @@ func init() {
 	engine.Register(Name, enginehost.Factory(func(h enginehost.Host) engine.Engine { return &Engine{Host: h} }))
 }
 
+// Name implements engine.Engine.
+func (e *Engine) Name() string { return Name }
+
 // Engine builds with a buildkitd of each build's own.
 type Engine struct {
 	// Buildkitd is the buildkitd program ("buildkitd" on PATH when empty).
@@ -82,12 +85,12 @@ type Engine struct {
 // New returns an engine using buildkitd and skopeo from PATH.
 func New() *Engine { return &Engine{} }
 
-// Name implements engine.Engine.
-func (e *Engine) Name() string { return Name }
-
 func (e *Engine) buildkitd() string { return cmp.Or(e.Buildkitd, "buildkitd") }
 
 func (e *Engine) skopeo() string { return cmp.Or(e.Skopeo, "skopeo") }
+
+// basesStore is the OCI store's name in the client session.
+const basesStore = "bases"
 
 // run is one build's files and environment.
 type run struct {
@@ -107,14 +110,9 @@ type run struct {
 	// contexts maps each base image, as the Dockerfile frontend names its
 	// build contexts, to its manifest digest in bases.
 	contexts map[string]string
-	// stateDir is the sandbox's state, outside WorkDir (see
-	// buildhost.SandboxStateParent).
-	stateDir string
-	sandbox  sandbox.Config
+	// sandbox is where buildkitd runs.
+	sandbox enginehost.State
 }
-
-// basesStore is the OCI store's name in the client session.
-const basesStore = "bases"
 
 // Build implements engine.Engine.
 func (e *Engine) Build(ctx context.Context, req engine.Request, sink engine.LogSink) (engine.Result, error) {
@@ -150,7 +148,7 @@ func (r *run) Configure() error {
 	}
 	r.authFile = filepath.Join(r.dir, "auth.json")
 	var err error
-	if r.stateDir, r.sandbox, err = r.e.Sandbox.NewState(Name); err != nil {
+	if r.sandbox, err = r.e.Sandbox.NewState(Name); err != nil {
 		return err
 	}
 	r.env = privateEnv(home, tmp, r.req.RunRoot)
@@ -296,7 +294,7 @@ func (r *run) Build(ctx context.Context) error {
 	r.logDockerfile()
 	d, err := startDaemon(ctx, daemonConfig{
 		binary: r.e.buildkitd(), root: r.req.StorageRoot, socket: socketPath(r.req.WorkDir),
-		env: r.env, dir: r.dir, sandbox: r.sandbox,
+		env: r.env, dir: r.dir, sandbox: r.sandbox.Config,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -423,7 +421,7 @@ func (r *run) logDockerfile() {
 // snapshots hold files owned by subordinate ids that only the user
 // namespace may delete, so an unprivileged worker removes them in one.
 func (r *run) Cleanup() {
-	enginehost.RemoveState(r.e.Log(), r.stateDir)
+	r.sandbox.Remove(r.e.Log())
 	paths := []string{r.req.StorageRoot, r.req.RunRoot, filepath.Join(r.req.WorkDir, "buildkit")}
 	if err := r.e.removeAll(paths); err != nil {
 		r.e.Log().Warn("remove build storage", "storage_root", r.req.StorageRoot, "err", err)
@@ -432,26 +430,18 @@ func (r *run) Cleanup() {
 
 // removeAll removes paths, inside a user namespace when unprivileged.
 func (e *Engine) removeAll(paths []string) error {
-	if os.Geteuid() == 0 {
-		var err error
-		for _, p := range paths {
-			err = errors.Join(err, os.RemoveAll(p))
-		}
-		return err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	kit := cmp.Or(e.Sandbox.RootlessKit, "rootlesskit")
+	if os.Geteuid() == 0 {
+		return enginehost.RemoveAll(ctx, nil, nil, paths)
+	}
 	stateDir, err := os.MkdirTemp(buildhost.SandboxStateParent, "berth-cleanup-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(stateDir)
-	args := append([]string{"--state-dir=" + filepath.Join(stateDir, "kit"), "rm", "-rf"}, paths...)
-	if out, err := exec.CommandContext(ctx, kit, args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("%w: %s", err, bytes.TrimSpace(out))
-	}
-	return nil
+	kit := []string{cmp.Or(e.Sandbox.RootlessKit, "rootlesskit"), "--state-dir=" + filepath.Join(stateDir, "kit")}
+	return enginehost.RemoveAll(ctx, kit, nil, paths)
 }
 
 // lastLine returns the last non-empty line of s.
@@ -496,14 +486,14 @@ func (e *Engine) Check(ctx context.Context, dir string) error {
 			e.Log().Warn("remove buildkitd check", "dir", work, "err", err)
 		}
 	}()
-	stateDir, cfg, err := e.Sandbox.NewState(Name)
+	st, err := e.Sandbox.NewState(Name)
 	if err != nil {
 		return err
 	}
-	defer enginehost.RemoveState(e.Log(), stateDir)
+	defer st.Remove(e.Log())
 	d, err := startDaemon(ctx, daemonConfig{
 		binary: e.buildkitd(), root: root, socket: socketPath(work),
-		env: privateEnv(work, work, work), dir: work, sandbox: cfg,
+		env: privateEnv(work, work, work), dir: work, sandbox: st.Config,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: buildkitd does not start in the sandbox: %v", sandbox.ErrUnavailable, err)

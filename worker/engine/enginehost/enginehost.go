@@ -5,6 +5,7 @@
 package enginehost
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -193,30 +195,59 @@ func (s Sandbox) Preflight(ctx context.Context, name, dir string) error {
 	return sandbox.Preflight(ctx, cfg, nil)
 }
 
+// State is one build's sandbox: its configuration and the state
+// directory NewState made for it, which is not under the build's WorkDir
+// or TMPDIR (see buildhost.SandboxStateParent).
+type State struct {
+	// Dir is the state directory ("" before NewState).
+	Dir    string
+	Config sandbox.Config
+}
+
 // NewState makes the state directory of one build's sandbox and the
-// sandbox's configuration with it. The directory is not under the build's
-// WorkDir or TMPDIR (see buildhost.SandboxStateParent); RemoveState
-// removes it.
-func (s Sandbox) NewState(name string) (string, sandbox.Config, error) {
+// sandbox's configuration with it; State.Remove removes it.
+func (s Sandbox) NewState(name string) (State, error) {
 	dir, err := os.MkdirTemp(buildhost.SandboxStateParent, "berth-sandbox-")
 	if err != nil {
-		return "", sandbox.Config{}, fmt.Errorf("%s: sandbox state dir: %w", name, err)
+		return State{}, fmt.Errorf("%s: sandbox state dir: %w", name, err)
 	}
 	cfg, err := s.Config(name, dir)
 	if err != nil {
 		os.RemoveAll(dir)
-		return "", sandbox.Config{}, err
+		return State{}, err
 	}
-	return dir, cfg, nil
+	return State{Dir: dir, Config: cfg}, nil
 }
 
-// RemoveState removes a state directory NewState made (none when dir is
-// empty), logging a failure to log.
-func RemoveState(log *slog.Logger, dir string) {
-	if dir == "" {
+// Remove removes the state directory (none before NewState), logging a
+// failure to log.
+func (st State) Remove(log *slog.Logger) {
+	if st.Dir == "" {
 		return
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		log.Warn("remove sandbox state", "dir", dir, "err", err)
+	if err := os.RemoveAll(st.Dir); err != nil {
+		log.Warn("remove sandbox state", "dir", st.Dir, "err", err)
 	}
+}
+
+// RemoveAll removes paths. Files a rootless build left are owned by
+// subordinate ids that only its user namespace may delete, so an
+// unprivileged worker runs `rm -rf` in one: unshare is the command that
+// enters it (followed by rm's arguments), run with env (nil: this
+// process's).
+func RemoveAll(ctx context.Context, unshare, env, paths []string) error {
+	if os.Geteuid() == 0 {
+		var err error
+		for _, p := range paths {
+			err = errors.Join(err, os.RemoveAll(p))
+		}
+		return err
+	}
+	args := append(append(unshare[1:len(unshare):len(unshare)], "rm", "-rf"), paths...)
+	cmd := exec.CommandContext(ctx, unshare[0], args...)
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
 }

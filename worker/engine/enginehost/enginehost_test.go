@@ -171,22 +171,48 @@ func TestReadDigest(t *testing.T) {
 	}
 }
 
-// A build's sandbox state is a directory of its own, which RemoveState
+// A build's sandbox state is a directory of its own, which Remove
 // removes.
 func TestNewState(t *testing.T) {
-	dir, cfg, err := Sandbox{Init: []string{"/bin/init"}}.NewState("test")
+	st, err := Sandbox{Init: []string{"/bin/init"}}.NewState("test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.StateDir != dir || !strings.HasPrefix(filepath.Base(dir), "berth-sandbox-") {
-		t.Errorf("state %s, config %+v", dir, cfg)
+	if st.Config.StateDir != st.Dir || !strings.HasPrefix(filepath.Base(st.Dir), "berth-sandbox-") {
+		t.Errorf("state %+v", st)
 	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+	if fi, err := os.Stat(st.Dir); err != nil || !fi.IsDir() {
 		t.Fatalf("state dir: %v", err)
 	}
-	RemoveState(slog.Default(), dir)
-	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("after RemoveState: %v", err)
+	st.Remove(slog.Default())
+	if _, err := os.Stat(st.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after Remove: %v", err)
 	}
-	RemoveState(slog.Default(), "")
+	State{}.Remove(slog.Default())
+}
+
+// As root RemoveAll removes the paths itself; unprivileged it runs rm
+// after the unshare command (env here: it only passes on its arguments).
+func TestRemoveAll(t *testing.T) {
+	dir := t.TempDir()
+	paths := []string{filepath.Join(dir, "a"), filepath.Join(dir, "b")}
+	for _, p := range paths {
+		if err := os.MkdirAll(filepath.Join(p, "sub"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := RemoveAll(context.Background(), []string{"env"}, os.Environ(), paths); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range paths {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after RemoveAll: %v", p, err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		err := RemoveAll(context.Background(), []string{"sh", "-c", "echo refused >&2; exit 3", "sh"}, nil, paths)
+		if err == nil || !strings.Contains(err.Error(), "refused") {
+			t.Errorf("a failing unshare: %v", err)
+		}
+	}
 }
