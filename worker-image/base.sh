@@ -29,13 +29,14 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security=${DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 cache=${WORKER_BASE_CACHE:-/var/cache/berth/worker-base}
 
-# What the worker runs, each package for one reason (README.md says more):
+# What the worker runs, each package for one reason (README.md says more;
+# worker/sandbox.Programs is what the worker's preflight requires):
 #   buildah          the build engine
-#   runc             the OCI runtime buildah (and BuildKit's OCI worker) run RUN steps with
-#   uidmap           setuid newuidmap/newgidmap: rootless user namespaces from /etc/subuid
-#   rootlesskit      the user and network namespace wrapper rootless buildkitd runs under
-#   slirp4netns      user-mode networking for RUN steps inside a rootless namespace
-#   iproute2         `ip`, which rootlesskit uses to set up the namespace's interfaces
+#   runc             the OCI runtime of the sandbox's checks and of RUN steps under oci isolation
+#   uidmap           setuid newuidmap/newgidmap: the sandbox's user namespace from /etc/subuid
+#   rootlesskit      makes each build's sandbox (user, PID, network namespaces); wraps rootless buildkitd
+#   slirp4netns      the sandbox network's only way out
+#   iproute2         `ip`: the sandbox's route check and rootlesskit's interface setup
 #   git              fetching build sources
 #   ca-certificates  TLS to registries and git servers
 #   fuse-overlayfs   overlay storage without root where /dev/fuse is given

@@ -55,9 +55,11 @@ func TestMakeWorkerImage(t *testing.T) {
 	pinned := srv.Ref(adminUser + "/worker@" + string(m[1]))
 
 	base := srv.Ref(adminUser + "/worker-base:bookworm")
-	if layers := manifestLayers(ctx, t, tools, base); len(layers) != 1 {
-		t.Errorf("the base %s has %d layers, want 1", base, len(layers))
+	baseLayers := manifestLayers(ctx, t, tools, base)
+	if len(baseLayers) != 1 {
+		t.Fatalf("the base %s has %d layers, want 1", base, len(baseLayers))
 	}
+	t.Logf("base image: 1 layer, %.1f MB compressed", float64(baseLayers[0].Size)/1e6)
 	layers := manifestLayers(ctx, t, tools, pinned)
 	var compressed int64
 	for _, l := range layers {
@@ -114,7 +116,7 @@ func TestMakeWorkerImage(t *testing.T) {
 		}
 	}
 	for _, c := range checks {
-		got, err := run(c.cmd...)
+		got, err := run(nil, c.cmd...)
 		if err != nil {
 			t.Errorf("%s in the image: %v", strings.Join(c.cmd, " "), err)
 			continue
@@ -124,19 +126,23 @@ func TestMakeWorkerImage(t *testing.T) {
 		}
 	}
 
-	// The worker's own check of the sandbox it needs: rootless buildah in
-	// a user namespace. podman's default seccomp profile and the missing
-	// subordinate ids of this container's own namespace may refuse that
-	// here, so the test asks only that berth ran the check and reached a
-	// conclusion of its own (success, or "berth worker: <the failed
-	// check>"); the outcome is logged.
-	got, err := run("/usr/local/bin/berth", "worker", "--check")
-	t.Logf("berth worker --check in the image (failed: %t):\n%s", err != nil, got)
-	switch {
-	case err == nil && !strings.Contains(got, "worker check: builds can be sandboxed here"):
-		t.Errorf("berth worker --check succeeded without its conclusion:\n%s", got)
-	case err != nil && !strings.Contains(got, "berth worker: "):
+	// The worker's own check of the sandbox it needs: rootless user, PID
+	// and network namespaces (rootlesskit, newuidmap, slirp4netns). Under
+	// podman's defaults here newuidmap is refused (EPERM writing uid_map),
+	// so that outcome is only logged; with the options README.md gives for
+	// running the worker (no --privileged) the check must pass.
+	got, err := run(nil, "/usr/local/bin/berth", "worker", "--check")
+	t.Logf("berth worker --check in the image under podman's defaults (failed: %t):\n%s", err != nil, got)
+	if err != nil && !strings.Contains(got, "berth worker: ") {
 		t.Errorf("berth worker --check did not run to a conclusion: %v\n%s", err, got)
+	}
+	sandboxOpts := []string{"--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+		"--cap-add", "SYS_ADMIN", "--device", "/dev/net/tun"}
+	got, err = run(sandboxOpts, "/usr/local/bin/berth", "worker", "--check")
+	if err != nil {
+		t.Errorf("berth worker --check with %s: %v\n%s", strings.Join(sandboxOpts, " "), err, got)
+	} else if !strings.Contains(got, "worker check: builds can be sandboxed here") {
+		t.Errorf("berth worker --check succeeded without its conclusion:\n%s", got)
 	}
 }
 
@@ -177,38 +183,24 @@ func manifestLayers(ctx context.Context, t *testing.T, tools *harness.Tools, ref
 }
 
 // newContainerRunner returns a function that runs a command in a fresh
-// container of ref and returns its output. Podman 4.3 writes
-// RLIMIT_NOFILE/NPROC into every container's spec and some sandboxes
-// refuse to raise them, so the first run finds which limits podman may
-// set here (the host's, else this process's own passed explicitly) and
-// every later run uses them.
-func newContainerRunner(ctx context.Context, t *testing.T, tools *harness.Tools, ref string) func(cmd ...string) (string, error) {
+// container of ref, with extra podman options, and returns its output.
+// Podman 4.3 writes RLIMIT_NOFILE/NPROC into every container's spec, and
+// this machine refuses `--ulimit host`, so the limits this process has are
+// passed explicitly.
+func newContainerRunner(ctx context.Context, t *testing.T, tools *harness.Tools, ref string) func(opts []string, cmd ...string) (string, error) {
 	t.Helper()
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
-	attempts := [][]string{
-		{"--ulimit", "host"},
-		{"--ulimit", fmt.Sprintf("nofile=%d:%d", lim.Cur, lim.Max), "--ulimit", "nproc=32768:32768"},
-	}
-	runWith := func(limits []string, cmd ...string) (string, error) {
+	limits := []string{"--ulimit", fmt.Sprintf("nofile=%d:%d", lim.Cur, lim.Max), "--ulimit", "nproc=32768:32768"}
+	return func(opts []string, cmd ...string) (string, error) {
 		args := append([]string{"run", "--rm", "--network", "none"}, limits...)
-		args = append(args, "--entrypoint", cmd[0], ref)
+		args = append(append(args, opts...), "--entrypoint", cmd[0], ref)
 		r := tools.Exec(ctx, "", "podman", append(args, cmd[1:]...)...)
 		if r.Err != nil {
 			return r.Stdout + r.Stderr, fmt.Errorf("%s: %w", strings.Join(cmd, " "), r.Err)
 		}
 		return r.Stdout, nil
 	}
-	var refusals []string
-	for _, limits := range attempts {
-		if _, err := runWith(limits, "true"); err != nil {
-			refusals = append(refusals, err.Error())
-			continue
-		}
-		return func(cmd ...string) (string, error) { return runWith(limits, cmd...) }
-	}
-	t.Fatalf("podman cannot run the worker image here:\n  %s", strings.Join(refusals, "\n  "))
-	return nil
 }
