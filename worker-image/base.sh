@@ -70,6 +70,9 @@ key=$(printf '%s\n' "$suite" "$mirror" "$security" "$packages" "${dpkg_trim[@]}"
 dir=$cache/$key
 rootfs=$dir/rootfs.tar
 mkdir -p "$dir"
+# One run at a time per key: a second waits and then reuses the first's work.
+exec 9>"$dir/lock"
+flock 9
 
 # bootstrap writes the root file system of Debian $suite with $packages to
 # the tar $1.
