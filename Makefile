@@ -36,6 +36,8 @@ help:
 	@echo 'make bench   Go benchmarks, then registry throughput: berth vs distribution'
 	@echo 'make fuzz    every Fuzz* target for $(FUZZ_TIME)'
 	@echo 'make tools   install packages and build every test tool into .tools/bin'
+	@echo 'make worker-image WORKER_IMAGE=REGISTRY/NS/REPO:TAG'
+	@echo '             berth builds its worker image on the berth at REGISTRY (worker-image/README.md)'
 
 # test-deps and tools build the same tools today, distribution's registry
 # included: the build engine's suites push to it.
@@ -130,6 +132,15 @@ bench: tools build
 .PHONY: fuzz
 fuzz:
 	@FUZZ_TIME=$(FUZZ_TIME) scripts/fuzz.sh
+
+# berth builds its own worker image: a Debian base made with mmdebstrap
+# (cached in /var/cache/berth/worker-base) and pushed to the berth at
+# WORKER_IMAGE's registry, then `berth build` of worker-image/Containerfile
+# there. WORKER_IMAGE_SERVE=1 starts that berth on loopback for the build.
+.PHONY: worker-image
+worker-image:
+	@[[ -n "$(WORKER_IMAGE)" ]] || { echo 'worker-image: set WORKER_IMAGE=REGISTRY/NAMESPACE/REPOSITORY:TAG' >&2; exit 2; }
+	worker-image/build.sh '$(WORKER_IMAGE)'
 
 .PHONY: clean
 clean:
