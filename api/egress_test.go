@@ -12,35 +12,21 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/internal/testenv"
 )
 
-// loopbackListener accepts and closes connections, counting them, and
-// returns its address and the address of a port that was just closed.
+// loopbackListener is testenv.CountingListener's address and count, and
+// the address of a port that was just closed.
 func loopbackListener(t *testing.T) (open, closed string, accepted *atomic.Int32) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	accepted = &atomic.Int32{}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
+	open, accepted = testenv.CountingListener(t)
 	cl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	closed = cl.Addr().String()
 	cl.Close()
-	return l.Addr().String(), closed, accepted
+	return open, closed, accepted
 }
 
 // sameDetail asserts that every response is a 400 with the same detail,

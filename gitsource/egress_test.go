@@ -5,10 +5,10 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/berth-dev/berth/internal/egress"
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/test/gitserver"
 )
 
@@ -24,29 +24,8 @@ func mustPolicy(o egress.Options) *egress.Policy {
 	return p
 }
 
-// countingListener accepts connections, counts them and closes them.
-func countingListener(t *testing.T) (addr string, accepted *atomic.Int32) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	accepted = &atomic.Int32{}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
-	return l.Addr().String(), accepted
-}
-
 func TestDefaultPolicyRefusesLoopbackServers(t *testing.T) {
-	addr, accepted := countingListener(t)
+	addr, accepted := testenv.CountingListener(t)
 	_, port, _ := net.SplitHostPort(addr)
 	r := gitserver.NewRepo(t)
 	r.Commit("first", map[string]string{"Dockerfile": "FROM x\n"})
@@ -102,7 +81,7 @@ func fetchWith(t *testing.T, p *egress.Policy, src Source) result {
 }
 
 func TestRefusedServersLookAlikeOpenOrClosed(t *testing.T) {
-	open, _ := countingListener(t)
+	open, _ := testenv.CountingListener(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

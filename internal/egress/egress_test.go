@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/internal/testenv"
 )
 
 func TestPublicRefusesEveryInternalRange(t *testing.T) {
@@ -76,38 +78,11 @@ func TestAllowedNetworksAreExceptions(t *testing.T) {
 	}
 }
 
-// acceptCounter is a loopback listener that counts the connections it
-// accepted.
-type acceptCounter struct {
-	net.Listener
-	n atomic.Int32
-}
-
-func newAcceptCounter(t *testing.T) *acceptCounter {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &acceptCounter{Listener: l}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			a.n.Add(1)
-			c.Close()
-		}
-	}()
-	return a
-}
-
 func TestDialRefusesBeforeConnecting(t *testing.T) {
-	l := newAcceptCounter(t)
-	_, port, _ := net.SplitHostPort(l.Addr().String())
+	listening, accepted := testenv.CountingListener(t)
+	_, port, _ := net.SplitHostPort(listening)
 	ctx := context.Background()
-	for _, addr := range []string{l.Addr().String(), "localhost:" + port, "[::ffff:127.0.0.1]:" + port, "0.0.0.0:" + port, "127.1:" + port, "2130706433:" + port} {
+	for _, addr := range []string{listening, "localhost:" + port, "[::ffff:127.0.0.1]:" + port, "0.0.0.0:" + port, "127.1:" + port, "2130706433:" + port} {
 		if c, err := (*Policy)(nil).DialContext(ctx, "tcp", addr); err == nil {
 			c.Close()
 			t.Errorf("dial %s: connected", addr)
@@ -117,7 +92,7 @@ func TestDialRefusesBeforeConnecting(t *testing.T) {
 		t.Errorf("CheckHost(localhost) = %v, want ErrRefused", err)
 	}
 	time.Sleep(50 * time.Millisecond)
-	if n := l.n.Load(); n != 0 {
+	if n := accepted.Load(); n != 0 {
 		t.Fatalf("the listener accepted %d connections", n)
 	}
 	nets, _ := ParseNetworks([]string{"127.0.0.0/8"})
@@ -300,8 +275,8 @@ func TestRedirectToRefusedAddress(t *testing.T) {
 }
 
 func TestTrustedHostsByNameAndPort(t *testing.T) {
-	l := newAcceptCounter(t)
-	_, port, _ := net.SplitHostPort(l.Addr().String())
+	listening, _ := testenv.CountingListener(t)
+	_, port, _ := net.SplitHostPort(listening)
 	f := &fakeNet{answers: map[string][][]netip.Addr{"forge.internal": {{netip.MustParseAddr("127.0.0.1")}}}, lookups: map[string]int{}}
 	// The trusted host is dialled by name: the fake dialer resolves it as
 	// the system would.
