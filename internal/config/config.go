@@ -186,6 +186,12 @@ func (c *Config) ExternalURL(r *http.Request) string {
 	if c.ServerHostname != "" {
 		return c.ExternalScheme() + "://" + c.ServerHostname
 	}
+	return RequestURL(r)
+}
+
+// RequestURL is the scheme and Host a request reached this server with:
+// how the client sees it when nothing configured says otherwise.
+func RequestURL(r *http.Request) string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"

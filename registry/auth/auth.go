@@ -15,6 +15,7 @@ import (
 	"time"
 
 	iauth "github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/config"
 )
 
 // Limits on one token request.
@@ -279,11 +280,7 @@ func (s *Server) externalURL(r *http.Request) string {
 	if s.ExternalURL != nil {
 		return strings.TrimSuffix(s.ExternalURL(r), "/")
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
+	return config.RequestURL(r)
 }
 
 func (s *Server) service(r *http.Request) string {
