@@ -225,6 +225,8 @@ type Manager struct {
 type activeAttempt struct {
 	wake   chan struct{}
 	exited atomic.Bool
+	// exitReason is the executor's words for the worker's end, if any.
+	exitReason atomic.Pointer[string]
 }
 
 func (a *activeAttempt) poke() {
@@ -370,14 +372,15 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	for _, e := range m.o.Executors {
-		if ex, ok := e.Executor.(executors.Exited); ok {
+		if ex, ok := e.Executor.(executors.Reporter); ok {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				m.watchExits(ctx, e.Name(), ex.Exited())
+				m.watchEvents(ctx, e.Name(), ex.Events())
 			}()
 		}
 	}
+	m.reconcileWorkers(ctx)
 	if err := m.Reconcile(ctx); err != nil {
 		m.log.Error("reconciling builds with the queue failed", "err", err)
 	}
@@ -424,23 +427,71 @@ func stopGRPC(s *grpc.Server) {
 	}
 }
 
-func (m *Manager) watchExits(ctx context.Context, name string, ch <-chan string) {
+// watchEvents hands what executor name reports about its workers to the
+// attempts this process supervises: a reason goes into the build's log at
+// once, and an end wakes the supervisor to fail the attempt over.
+func (m *Manager) watchEvents(ctx context.Context, name string, ch <-chan executors.Event) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case id, ok := <-ch:
+		case ev, ok := <-ch:
 			if !ok {
 				return
 			}
 			m.mu.Lock()
-			buildID := m.byExecution[name+"\x00"+id]
+			buildID := m.byExecution[name+"\x00"+ev.ExecutionID]
 			a := m.active[buildID]
 			m.mu.Unlock()
-			if a != nil {
+			if a == nil {
+				continue
+			}
+			if ev.Reason != "" && !ev.Ended {
+				bctx := logctx.With(ctx, slog.String("build_id", buildID))
+				if err := m.logs.append(bctx, buildID, newEntry("", ev.Reason, time.Now())); err != nil {
+					m.log.WarnContext(bctx, "recording the executor's news in the build log failed", "err", err)
+				}
+			}
+			if ev.Ended {
+				if ev.Reason != "" {
+					reason := ev.Reason
+					a.exitReason.Store(&reason)
+				}
 				a.exited.Store(true)
 				a.poke()
 			}
+		}
+	}
+}
+
+// reconcileWorkers stops the workers an earlier server left behind (Jobs
+// in a cluster outlive it) whose build has ended, is gone, or has moved on
+// to another worker. A worker of a build still running stays: the handler
+// that picks the build up again supervises it.
+func (m *Manager) reconcileWorkers(ctx context.Context) {
+	for _, e := range m.o.Executors {
+		l, ok := e.Executor.(executors.Lister)
+		if !ok {
+			continue
+		}
+		workers, err := l.Workers(ctx)
+		if err != nil {
+			m.log.WarnContext(ctx, "listing an executor's workers failed", "executor", e.Name(), "err", err)
+			continue
+		}
+		for _, w := range workers {
+			wctx := logctx.With(ctx, slog.String("build_id", w.BuildID))
+			b, err := m.st.GetBuild(wctx, w.BuildID)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+			case err != nil:
+				m.log.WarnContext(wctx, "reading the build of a left-over worker failed", "err", err)
+				continue
+			case !b.Phase.Terminal() && b.ExecutorName == e.Name() && b.ExecutionID == w.ExecutionID:
+				continue
+			}
+			m.log.InfoContext(wctx, "stopping a worker left by an earlier server", "executor", e.Name(), "execution", w.ExecutionID)
+			m.stopWorker(wctx, e.Name(), w.ExecutionID)
 		}
 	}
 }

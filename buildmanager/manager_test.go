@@ -9,10 +9,13 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/buildmanager/buildmanagertest"
 	"github.com/berth-dev/berth/buildmanager/queue"
+	"github.com/berth-dev/berth/executors"
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -141,6 +144,40 @@ func TestLostWorkerRetried(t *testing.T) {
 			})
 		})
 	}
+}
+
+// An executor's news of a worker (a pod waiting for a node, an image that
+// cannot be pulled) reaches the build log at once, and an end it reports
+// fails the attempt over with its words, long before the lease lapses.
+func TestExecutorEventsReachTheLog(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		h := start(t, e, func(_ string, attempt int) behaviour {
+			if attempt == 1 {
+				return behaveSilent
+			}
+			return behaveOK
+		}, func(o *Options) { o.SetupTime = time.Minute })
+		b := h.submit(t)
+		running := buildmanagertest.WaitBuild(t, h, b.ID, 10*time.Second, "a worker started", func(b *store.Build) bool {
+			return b.Attempts == 1 && b.ExecutionID != ""
+		})
+		h.ex.Report(executors.Event{ExecutionID: running.ExecutionID, Reason: "the pod waits for a node: 0/1 nodes are available"})
+		h.ex.Report(executors.Event{ExecutionID: running.ExecutionID, Ended: true, Reason: "the worker image cannot be pulled"})
+		got := h.waitEnd(t, b.ID, 10*time.Second)
+		if got.Phase != store.PhaseComplete || got.Attempts != 2 {
+			t.Fatalf("build %s after %d attempts: %s", got.Phase, got.Attempts, got.ErrorMessage)
+		}
+		es := h.logsOf(t, b.ID)
+		var msgs []string
+		for _, e := range es {
+			msgs = append(msgs, e.Message)
+		}
+		news := slices.Index(msgs, "the pod waits for a node: 0/1 nodes are available")
+		failed := slices.Index(msgs, "Attempt 1 of 3 failed: the worker image cannot be pulled; retrying")
+		if news < 0 || failed < news {
+			t.Fatalf("the executor's words are not in the log in order: %q", msgs)
+		}
+	})
 }
 
 func TestThreeLostAttemptsInternalError(t *testing.T) {
@@ -497,6 +534,79 @@ func TestReconcilePages(t *testing.T) {
 		}
 		if len(rq.enqueued) != 0 {
 			t.Errorf("second Reconcile queued %v", rq.enqueued)
+		}
+	})
+}
+
+// listingExecutor is a fake executor whose workers outlive a server, as
+// Jobs in a cluster do: it lists leftovers and records what is stopped.
+type listingExecutor struct {
+	*buildmanagertest.Executor
+	leftovers []executors.Worker
+	mu        sync.Mutex
+	stops     []string
+}
+
+func (l *listingExecutor) Workers(context.Context) ([]executors.Worker, error) { return l.leftovers, nil }
+
+func (l *listingExecutor) Stop(ctx context.Context, id string) error {
+	l.mu.Lock()
+	l.stops = append(l.stops, id)
+	l.mu.Unlock()
+	return l.Executor.Stop(ctx, id)
+}
+
+// At start, workers an earlier server left behind are stopped when their
+// build ended or is unknown; the worker of a build still running on it is
+// left for the build's supervisor.
+func TestRestartStopsLeftoverWorkers(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		var started atomic.Int32
+		h := start(t, e, func(string, int) behaviour {
+			if started.Add(1) == 1 {
+				return behaveOK
+			}
+			return behaveHang
+		}, nil)
+		done := h.waitEnd(t, h.submit(t).ID, 10*time.Second)
+		running := h.submit(t)
+		h.waitPhase(t, running.ID, store.PhaseBuildScheduled, 10*time.Second)
+		h.stop()
+		// The second build is recorded as running on worker "live-1".
+		b, err := e.st.GetBuild(context.Background(), running.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done.Phase != store.PhaseComplete {
+			t.Fatalf("first build %s", done.Phase)
+		}
+		b.Phase, b.Attempts, b.ExecutorName, b.ExecutionID = store.PhaseBuilding, 1, "fake", "live-1"
+		b.LeaseExpiry = time.Now().Add(time.Hour)
+		if err := e.st.UpdateBuild(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		ex := &listingExecutor{Executor: newFakeExecutor("fake", always(behaveHang)), leftovers: []executors.Worker{
+			{ExecutionID: "ended-1", BuildID: done.ID},
+			{ExecutionID: "gone-1", BuildID: "no-such-build"},
+			{ExecutionID: "live-1", BuildID: running.ID},
+		}}
+		h2 := startWith(t, e, testOptions(e, testKey, Executor{Executor: ex}))
+		defer h2.stop()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			ex.mu.Lock()
+			stops := slices.Clone(ex.stops)
+			ex.mu.Unlock()
+			if slices.Contains(stops, "ended-1") && slices.Contains(stops, "gone-1") {
+				if slices.Contains(stops, "live-1") {
+					t.Errorf("the worker of a running build was stopped at start: %v", stops)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("left-over workers stopped: %v, want ended-1 and gone-1", stops)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	})
 }

@@ -42,6 +42,13 @@ func (m *Manager) handle(ctx context.Context, id string) error {
 					ex = e.Executor
 				}
 			}
+			if ex != nil && b.ExecutionID != "" {
+				// What the executor reports of the worker reaches this
+				// supervisor too.
+				m.mu.Lock()
+				m.byExecution[b.ExecutorName+"\x00"+b.ExecutionID] = b.ID
+				m.mu.Unlock()
+			}
 			return m.supervise(ctx, b.ID, b.Attempts, ex, b.ExecutionID, time.Now().Add(m.o.TimeLimit))
 		}
 		err = m.attempt(ctx, b)
@@ -111,6 +118,8 @@ func (m *Manager) attempt(ctx context.Context, b *store.Build) error {
 		}
 		id, err := e.Start(ctx, executors.WorkerSpec{
 			BuildID:           b.ID,
+			Attempt:           attempt,
+			Lifetime:          e.SetupTime + m.o.TimeLimit,
 			RegistrationToken: token,
 			ManagerAddr:       m.WorkerAddr(),
 			ManagerInsecure:   m.o.WorkerAddr == "" || m.o.WorkerInsecure,
@@ -210,7 +219,11 @@ func (m *Manager) supervise(ctx context.Context, id string, attempt int, ex exec
 			return nil
 		case a.exited.Load():
 			stop()
-			return m.failAttempt(ctx, id, attempt, "the worker exited without reporting a result")
+			reason := "the worker exited without reporting a result"
+			if r := a.exitReason.Load(); r != nil {
+				reason = *r
+			}
+			return m.failAttempt(ctx, id, attempt, reason)
 		case !b.LeaseExpiry.IsZero() && now.After(b.LeaseExpiry):
 			stop()
 			reason := "lost contact with the worker (no heartbeat)"

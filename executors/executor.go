@@ -9,6 +9,7 @@ package executors
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // ErrUnknownWorker reports a Stop of a worker the executor does not know
@@ -19,6 +20,13 @@ var ErrUnknownWorker = errors.New("executors: unknown worker")
 type WorkerSpec struct {
 	// BuildID identifies the build; executors use it to name things.
 	BuildID string
+	// Attempt counts the build's attempts from 1; executors label with it.
+	Attempt int
+	// Lifetime bounds the worker's life: the build's setup and time limit.
+	// The build manager stops a worker that outlives it; an executor that
+	// can have the platform enforce it too (a Job's activeDeadlineSeconds)
+	// does. Zero: no bound beyond the executor's own.
+	Lifetime time.Duration
 	// RegistrationToken is the short-lived token the worker registers with.
 	RegistrationToken string
 	// ManagerAddr is the build manager's gRPC address (host:port) as seen
@@ -50,11 +58,40 @@ type Executor interface {
 	Running(ctx context.Context) (int, error)
 }
 
-// Exited is optionally implemented by executors that learn when a worker
-// exits on its own (a local child process). The channel receives the
-// execution ID of every worker that exits without a Stop; the build
-// manager uses it to fail the attempt over at once instead of waiting for
-// the lease to lapse.
-type Exited interface {
-	Exited() <-chan string
+// Event is news of a worker that its executor learned by itself, not
+// through a Stop.
+type Event struct {
+	ExecutionID string
+	// Ended is true when the worker is gone, or will never start (it
+	// exited, was killed, its pod was evicted or its image cannot be
+	// pulled): the attempt is over. False when the worker is still on its
+	// way and Reason is news for the build log (a pod waiting for a node).
+	Ended bool
+	// Reason says what happened in words a build log reader understands;
+	// empty for a worker that merely exited.
+	Reason string
+}
+
+// Reporter is implemented by executors that learn what happens to their
+// workers (a local child process exits; a pod cannot be scheduled, cannot
+// pull its image, is OOM-killed). The build manager writes each Reason into
+// the build's log at once and, when Ended, fails the attempt over instead of
+// waiting for the lease to lapse. Events of workers that were stopped are
+// not reported.
+type Reporter interface {
+	Events() <-chan Event
+}
+
+// Worker is a worker an executor knows of.
+type Worker struct {
+	ExecutionID string
+	BuildID     string
+}
+
+// Lister is implemented by executors whose workers outlive the server that
+// started them (a Job in a cluster). At start the build manager stops
+// those whose build has ended, is unknown, or has moved on to another
+// worker.
+type Lister interface {
+	Workers(ctx context.Context) ([]Worker, error)
 }

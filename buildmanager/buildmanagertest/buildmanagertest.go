@@ -32,7 +32,7 @@ import (
 type Script func(ctx context.Context, w *Worker)
 
 // Executor starts fake workers that run a Script. It reports a worker that
-// ends without being stopped on Exited, as a real executor does, and Stop
+// ends without being stopped on Events, as a real executor does, and Stop
 // returns once the worker has ended.
 type Executor struct {
 	name string
@@ -44,7 +44,7 @@ type Executor struct {
 	workers map[string]*runningWorker
 	starts  map[string]int // by build
 	stopped map[string]bool
-	exited  chan string
+	events  chan executors.Event
 
 	running, peak atomic.Int32
 	// sentAt records when each log line was sent, by message.
@@ -59,17 +59,22 @@ type runningWorker struct {
 
 var (
 	_ executors.Executor = (*Executor)(nil)
-	_ executors.Exited   = (*Executor)(nil)
+	_ executors.Reporter = (*Executor)(nil)
 )
 
 // NewExecutor returns an executor called name whose workers run script.
 func NewExecutor(name string, script Script) *Executor {
 	return &Executor{name: name, script: script, workers: map[string]*runningWorker{},
-		starts: map[string]int{}, stopped: map[string]bool{}, exited: make(chan string, 100)}
+		starts: map[string]int{}, stopped: map[string]bool{}, events: make(chan executors.Event, 100)}
 }
 
-func (e *Executor) Name() string          { return e.name }
-func (e *Executor) Exited() <-chan string { return e.exited }
+func (e *Executor) Name() string                   { return e.name }
+func (e *Executor) Events() <-chan executors.Event { return e.events }
+
+// Report sends ev on Events, as a real executor does when it learns
+// something about a worker (a pod that waits for a node, an image that
+// cannot be pulled).
+func (e *Executor) Report(ev executors.Event) { e.events <- ev }
 
 func (e *Executor) Running(context.Context) (int, error) {
 	return int(e.running.Load()), nil
@@ -103,7 +108,7 @@ func (e *Executor) Start(_ context.Context, spec executors.WorkerSpec) (string, 
 		delete(e.workers, id)
 		e.mu.Unlock()
 		if !stopped {
-			e.exited <- id
+			e.events <- executors.Event{ExecutionID: id, Ended: true}
 		}
 	}()
 	return id, nil

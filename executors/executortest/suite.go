@@ -177,10 +177,10 @@ func (s *suite) startRegisterStop(t *testing.T) {
 	if err := e.ex.Stop(e.ctx(s.opts.EndTimeout), st.id); err != nil {
 		t.Errorf("second Stop of %s: %v, want nil", st.id, err)
 	}
-	if x, ok := e.ex.(executors.Exited); ok {
+	if x, ok := e.ex.(executors.Reporter); ok {
 		select {
-		case id := <-x.Exited():
-			t.Errorf("Exited reported %s after it was stopped", id)
+		case ev := <-x.Events():
+			t.Errorf("Events reported %+v after the worker was stopped", ev)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
@@ -221,17 +221,21 @@ func (s *suite) exitOnItsOwn(t *testing.T) {
 	}
 	e.m.Release(st.token)
 	deadline := time.Now().Add(s.opts.EndTimeout)
-	if x, ok := e.ex.(executors.Exited); ok {
-		select {
-		case id := <-x.Exited():
-			if id != st.id {
-				t.Errorf("Exited reported %q, want %q", id, st.id)
+	if x, ok := e.ex.(executors.Reporter); ok {
+		ended := false
+		for !ended {
+			select {
+			case ev := <-x.Events():
+				if ev.ExecutionID != st.id {
+					t.Errorf("Events reported %+v, want only events of %q", ev, st.id)
+				}
+				ended = ev.Ended
+			case <-time.After(s.opts.EndTimeout):
+				t.Fatalf("Events did not report the end of %s within %v of the worker being told to stop", st.id, s.opts.EndTimeout)
 			}
-		case <-time.After(s.opts.EndTimeout):
-			t.Fatalf("Exited did not report %s within %v of the worker being told to stop", st.id, s.opts.EndTimeout)
 		}
 		if n := e.running(); n != 0 {
-			t.Errorf("Running after Exited reported the worker = %d, want 0", n)
+			t.Errorf("Running after Events reported the worker's end = %d, want 0", n)
 		}
 	} else {
 		for e.running() != 0 {

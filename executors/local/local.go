@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -84,7 +85,7 @@ type Config struct {
 	BuildRoot string
 	// DataDir is the server's --data-dir; New refuses a BuildRoot inside it.
 	DataDir string
-	// MaxLifetime ends a worker that runs longer (reported on Exited).
+	// MaxLifetime ends a worker that runs longer (reported on Events).
 	MaxLifetime time.Duration
 	// StopGrace is how long Stop waits after SIGTERM before SIGKILL.
 	StopGrace time.Duration
@@ -129,7 +130,7 @@ type Executor struct {
 	workers  map[string]*worker
 	finished map[string]time.Time // IDs that ended, for an idempotent Stop
 
-	exited *notifier
+	events *executors.EventQueue
 }
 
 // forgetAfter bounds how long Stop remembers a finished execution ID.
@@ -145,8 +146,10 @@ type worker struct {
 	cleaned chan struct{} // closed once the process is reaped and its directory removed
 
 	// stopping is set (under Executor.mu) by Stop and Close so the exit is
-	// not reported on Exited.
+	// not reported on Events.
 	stopping bool
+	// outlived is set when MaxLifetime ended the worker.
+	outlived atomic.Bool
 
 	// sigMu guards reaped: signals go to the process group only while the
 	// leader is unreaped, so its ID cannot have been reused.
@@ -156,7 +159,7 @@ type worker struct {
 }
 
 var _ executors.Executor = (*Executor)(nil)
-var _ executors.Exited = (*Executor)(nil)
+var _ executors.Reporter = (*Executor)(nil)
 
 // New prepares the executor: as root it ensures the worker user and its
 // subordinate ID ranges exist and copies the worker binary to a root-owned
@@ -220,7 +223,7 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 		e.lock.Close()
 		return nil, err
 	}
-	e.exited = newNotifier()
+	e.events = executors.NewEventQueue()
 	e.log.Info("local executor ready", "build_root", cfg.BuildRoot, "build_users", cfg.UserPrefix+"N",
 		"worker_binary", e.binary)
 	return e, nil
@@ -353,10 +356,10 @@ func (e *Executor) Running(ctx context.Context) (int, error) {
 	return len(e.workers), nil
 }
 
-// Exited receives the execution ID of every worker that exited without a
-// Stop (including one ended for exceeding MaxLifetime), once its
-// directory is removed. It is closed by Close.
-func (e *Executor) Exited() <-chan string { return e.exited.out }
+// Events reports every worker that exited without a Stop (including one
+// ended for exceeding MaxLifetime, with that reason), once its directory is
+// removed. It is closed by Close.
+func (e *Executor) Events() <-chan executors.Event { return e.events.Out() }
 
 // Worker describes a running worker; false once it stopped or exited.
 func (e *Executor) Worker(executionID string) (WorkerInfo, bool) {
@@ -447,6 +450,7 @@ func (e *Executor) Start(ctx context.Context, spec executors.WorkerSpec) (string
 	e.mu.Unlock()
 	w.expiry = time.AfterFunc(e.cfg.MaxLifetime, func() {
 		logger.Warn("worker exceeded its maximum lifetime", "max_lifetime", e.cfg.MaxLifetime)
+		w.outlived.Store(true)
 		e.terminate(context.Background(), w)
 	})
 	go e.reap(w, logger)
@@ -479,7 +483,7 @@ func (e *Executor) Stop(ctx context.Context, executionID string) error {
 }
 
 // Close stops every running worker (as Stop does, so none is reported on
-// Exited), refuses further Starts, closes the Exited channel and releases
+// Events), refuses further Starts, closes the Events channel and releases
 // BuildRoot. The server calls it on shutdown.
 func (e *Executor) Close(ctx context.Context) error {
 	e.mu.Lock()
@@ -499,7 +503,7 @@ func (e *Executor) Close(ctx context.Context) error {
 		wg.Go(func() { errs[i] = e.Stop(ctx, id) })
 	}
 	wg.Wait()
-	e.exited.close()
+	e.events.Close()
 	// The copy of the worker binary is the bulk of a build root; the next
 	// New makes it again. (Many short-lived servers, as in tests, would
 	// otherwise leave one copy each.)
@@ -579,7 +583,11 @@ func (e *Executor) reap(w *worker, logger *slog.Logger) {
 		"duration", time.Since(w.info.Started).Round(time.Millisecond))
 	close(w.cleaned)
 	if !stopped {
-		e.exited.push(w.info.ExecutionID)
+		ev := executors.Event{ExecutionID: w.info.ExecutionID, Ended: true}
+		if w.outlived.Load() {
+			ev.Reason = fmt.Sprintf("the worker ran longer than the executor's MAX_LIFETIME_S (%s) and was stopped", e.cfg.MaxLifetime)
+		}
+		e.events.Push(ev)
 	}
 }
 

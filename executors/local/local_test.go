@@ -396,9 +396,12 @@ func TestMaxLifetimeEndsWorker(t *testing.T) {
 	m := executortest.NewManager(t, "")
 	info, _ := startRegistered(t, ex, m, "too-long")
 	select {
-	case id := <-ex.Exited():
-		if id != info.ExecutionID {
-			t.Errorf("Exited reported %s, want %s", id, info.ExecutionID)
+	case ev := <-ex.Events():
+		if ev.ExecutionID != info.ExecutionID || !ev.Ended {
+			t.Errorf("Events reported %+v, want the end of %s", ev, info.ExecutionID)
+		}
+		if !strings.Contains(ev.Reason, "MAX_LIFETIME_S") {
+			t.Errorf("the reason %q does not name MAX_LIFETIME_S", ev.Reason)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("a worker past its maximum lifetime was not ended")
@@ -433,8 +436,8 @@ func TestCloseStopsWorkersAndRefusesStart(t *testing.T) {
 	if _, err := os.Stat(root); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("build root after Close: %v", err)
 	}
-	if _, ok := <-ex.Exited(); ok {
-		t.Error("Exited reported a worker ended by Close, or was not closed")
+	if _, ok := <-ex.Events(); ok {
+		t.Error("Events reported a worker ended by Close, or was not closed")
 	}
 	_, err = ex.Start(context.Background(), executors.WorkerSpec{BuildID: "late", RegistrationToken: "t", ManagerAddr: m.Addr()})
 	if !errors.Is(err, local.ErrClosed) {

@@ -1,0 +1,184 @@
+package kubernetes
+
+import (
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/berth-dev/berth/executors"
+)
+
+// Labels on every Job, pod and Secret the executor makes.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelBuild     = "berth.dev/build"
+	LabelAttempt   = "berth.dev/attempt"
+	LabelInstance  = "berth.dev/instance"
+	managedBy      = "berth"
+	// containerName is the worker's container in the pod.
+	containerName = "worker"
+	// Keys of the Secret that carries a worker's credentials.
+	secretToken = "registration-token"
+	secretCA    = "manager-ca.pem"
+	// scratch is the pod's scratch volume: the worker's source, engine
+	// state and image storage.
+	scratchVolume = "scratch"
+	scratchPath   = "/var/lib/berth-worker"
+	// stopGrace is the pod's termination grace: the worker stops its
+	// build and exits well within it.
+	stopGrace = 10
+)
+
+// objects are what one worker needs: the Secret first, then the Job.
+type objects struct {
+	secret *corev1.Secret
+	job    *batchv1.Job
+}
+
+// makeObjects describes the Secret and Job of a worker named name, for the
+// executor's instance.
+func (c *Config) makeObjects(name, instance string, spec executors.WorkerSpec, workerEnv map[string]string) objects {
+	labels := map[string]string{
+		LabelManagedBy: managedBy,
+		LabelBuild:     spec.BuildID,
+		LabelAttempt:   strconv.Itoa(spec.Attempt),
+		LabelInstance:  instance,
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.Namespace, Labels: labels},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{secretToken: []byte(spec.RegistrationToken)},
+	}
+	if spec.ManagerCAPEM != "" {
+		secret.Data[secretCA] = []byte(spec.ManagerCAPEM)
+	}
+
+	env := []corev1.EnvVar{
+		{Name: "BERTH_MANAGER_ADDR", Value: c.managerAddr(spec.ManagerAddr)},
+		{Name: "BERTH_MANAGER_INSECURE", Value: strconv.FormatBool(spec.ManagerInsecure)},
+		{Name: "BERTH_REGISTRATION_TOKEN", ValueFrom: secretRef(name, secretToken)},
+		{Name: "BERTH_ENGINES", Value: c.Engine},
+		{Name: "BERTH_WORK_DIR", Value: scratchPath + "/work"},
+		{Name: "BERTH_STORAGE_ROOT", Value: scratchPath + "/storage"},
+		{Name: "HOME", Value: scratchPath + "/home"},
+	}
+	if spec.ManagerCAPEM != "" {
+		env = append(env, corev1.EnvVar{Name: "BERTH_MANAGER_CA_PEM", ValueFrom: secretRef(name, secretCA)})
+	}
+	// The server's policy wins over the entry's own ENV.
+	extra := maps.Clone(c.Env)
+	maps.Copy(extra, workerEnv)
+	for _, k := range slices.Sorted(maps.Keys(extra)) {
+		env = append(env, corev1.EnvVar{Name: k, Value: extra[k]})
+	}
+
+	no := false
+	backoff := int32(0)
+	grace := int64(stopGrace)
+	uid := c.WorkerUID
+	pod := corev1.PodSpec{
+		RestartPolicy:                 corev1.RestartPolicyNever,
+		ServiceAccountName:            c.ServiceAccountName,
+		AutomountServiceAccountToken:  &no,
+		EnableServiceLinks:            &no,
+		TerminationGracePeriodSeconds: &grace,
+		// The worker resolves the server and the sources it fetches as
+		// the node does; the cluster's DNS adds nothing a build needs.
+		DNSPolicy:    corev1.DNSDefault,
+		NodeSelector: c.NodeSelector,
+		Tolerations:  c.Tolerations,
+		SecurityContext: &corev1.PodSecurityContext{
+			RunAsUser:  &uid,
+			RunAsGroup: &uid,
+			FSGroup:    &uid,
+		},
+		Containers: []corev1.Container{{
+			Name:            containerName,
+			Image:           c.Image,
+			ImagePullPolicy: corev1.PullIfNotPresent,
+			Command:         []string{"berth", "worker"},
+			Env:             env,
+			Resources:       c.Resources,
+			VolumeMounts:    []corev1.VolumeMount{{Name: scratchVolume, MountPath: scratchPath}},
+			SecurityContext: c.containerSecurity(),
+		}},
+		Volumes: []corev1.Volume{{
+			Name:         scratchVolume,
+			VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: c.VolumeSize}},
+		}},
+	}
+	if c.UserNamespaces {
+		pod.HostUsers = &no
+	} else {
+		yes := true
+		pod.SecurityContext.RunAsNonRoot = &yes
+	}
+	if c.ImagePullSecretName != "" {
+		pod.ImagePullSecrets = []corev1.LocalObjectReference{{Name: c.ImagePullSecretName}}
+	}
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.Namespace, Labels: labels},
+		Spec: batchv1.JobSpec{
+			// berth's retry rule decides about another attempt, not the
+			// job controller.
+			BackoffLimit: &backoff,
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       pod,
+			},
+		},
+	}
+	if spec.Lifetime > 0 {
+		secs := int64(spec.Lifetime.Seconds())
+		job.Spec.ActiveDeadlineSeconds = &secs
+	}
+	if !c.Debug {
+		ttl := int32(c.Retention.Seconds())
+		job.Spec.TTLSecondsAfterFinished = &ttl
+	}
+	return objects{secret: secret, job: job}
+}
+
+// containerSecurity is the worker container's security context: nothing
+// privileged, no capability beyond the runtime's defaults that the
+// sandbox needs (docs/kubernetes.md names each), and no way to gain more.
+func (c *Config) containerSecurity() *corev1.SecurityContext {
+	no := false
+	return &corev1.SecurityContext{
+		Privileged:               &no,
+		AllowPrivilegeEscalation: &no,
+		// The build sandbox makes user, mount, PID and network namespaces
+		// of its own, which the runtime's default seccomp profile refuses
+		// to a process without CAP_SYS_ADMIN; inside a user-namespaced pod
+		// that freedom stays within the pod's unprivileged id range.
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined},
+		Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"NET_RAW"}},
+	}
+}
+
+func secretRef(name, key string) *corev1.EnvVarSource {
+	return &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: key,
+	}}
+}
+
+// managerAddr is where pods dial the manager: BUILDMAN_HOSTNAME with its
+// own port, or with the port of the address the manager gave.
+func (c *Config) managerAddr(given string) string {
+	if c.ManagerAddr == "" {
+		return given
+	}
+	if _, _, err := net.SplitHostPort(c.ManagerAddr); err == nil {
+		return c.ManagerAddr
+	}
+	_, port, err := net.SplitHostPort(given)
+	if err != nil {
+		return c.ManagerAddr
+	}
+	return net.JoinHostPort(c.ManagerAddr, port)
+}
