@@ -547,7 +547,9 @@ type listingExecutor struct {
 	stops     []string
 }
 
-func (l *listingExecutor) Workers(context.Context) ([]executors.Worker, error) { return l.leftovers, nil }
+func (l *listingExecutor) Workers(context.Context) ([]executors.Worker, error) {
+	return l.leftovers, nil
+}
 
 func (l *listingExecutor) Stop(ctx context.Context, id string) error {
 	l.mu.Lock()
