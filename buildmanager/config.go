@@ -2,6 +2,7 @@ package buildmanager
 
 import (
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/berth-dev/berth/buildmanager/queue"
@@ -21,6 +22,7 @@ import (
 //	  BUILD_LOG_MAX_BYTES: 10485760       # berth: output bytes kept per build log
 //	  BUILD_LOG_MAX_LINES: 100000         # berth: lines kept per build log
 //	  BUILD_LOG_MAX_LINE_BYTES: 65536     # berth: longer lines are cut
+//	  WORKER_GRPC_LISTEN: ":55443"        # berth: where workers reach the manager (default loopback, any port)
 type Config struct {
 	AllowedWorkerCount int
 	OrchestratorPrefix string
@@ -30,6 +32,9 @@ type Config struct {
 	TimeLimit             time.Duration
 	MaxQueuedPerNamespace int
 	LogLimits             LogLimits
+	// WorkerListen is WORKER_GRPC_LISTEN: where the manager serves its
+	// workers' gRPC ("": an ephemeral loopback port).
+	WorkerListen string
 }
 
 // ExecutorConfig is one EXECUTORS entry. Params holds every key of the
@@ -96,6 +101,13 @@ func ParseConfig(raw any) (*Config, error) {
 	}
 	if c.LogLimits.MaxBytes < 1 || c.LogLimits.MaxLines < 1 || c.LogLimits.MaxLineBytes < 1 {
 		return nil, fmt.Errorf("BUILD_MANAGER: BUILD_LOG_MAX_BYTES, BUILD_LOG_MAX_LINES and BUILD_LOG_MAX_LINE_BYTES must be at least 1")
+	}
+	if v, ok := m["WORKER_GRPC_LISTEN"]; ok && v != nil {
+		addr, isStr := v.(string)
+		if _, _, err := net.SplitHostPort(addr); !isStr || err != nil {
+			return nil, fmt.Errorf("BUILD_MANAGER: WORKER_GRPC_LISTEN must be host:port (\":55443\" for every address), got %v", v)
+		}
+		c.WorkerListen = addr
 	}
 	if o, ok := m["ORCHESTRATOR"]; ok && o != nil {
 		om, ok := o.(map[string]any)

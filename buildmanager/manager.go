@@ -159,9 +159,12 @@ type Options struct {
 	MaxQueuedPerNamespace int
 
 	// WorkerAddr is the gRPC address workers dial (host:port). Empty: Run
-	// serves GRPCServer on an ephemeral loopback port and uses that, which
-	// suits the local executor.
-	WorkerAddr     string
+	// serves GRPCServer on WorkerListen and uses the address it got.
+	WorkerAddr string
+	// WorkerListen is where Run serves workers when WorkerAddr is empty
+	// (default an ephemeral loopback port, which suits the local
+	// executor; workers in a cluster need an address they can reach).
+	WorkerListen   string
 	WorkerInsecure bool
 	WorkerCAPEM    string
 
@@ -356,7 +359,11 @@ func (m *Manager) Events() *events.Bus { return m.bus }
 func (m *Manager) Run(ctx context.Context) error {
 	var ownListener net.Listener
 	if m.WorkerAddr() == "" {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		listen := m.o.WorkerListen
+		if listen == "" {
+			listen = "127.0.0.1:0"
+		}
+		ln, err := net.Listen("tcp", listen)
 		if err != nil {
 			return fmt.Errorf("buildmanager: listen for workers: %w", err)
 		}

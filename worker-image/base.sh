@@ -41,7 +41,8 @@ cache=${WORKER_BASE_CACHE:-/var/cache/berth/worker-base}
 #   ca-certificates  TLS to registries and git servers
 #   fuse-overlayfs   overlay storage without root where /dev/fuse is given
 #   passwd           useradd, for the worker user the Containerfile adds
-packages=buildah,runc,uidmap,rootlesskit,slirp4netns,iproute2,git,ca-certificates,fuse-overlayfs,passwd
+#   skopeo           the BuildKit engine's pulls and pushes, outside its sandbox
+packages=buildah,runc,uidmap,rootlesskit,slirp4netns,iproute2,git,ca-certificates,fuse-overlayfs,passwd,skopeo
 
 # Documentation, manuals and translations are not needed in a build worker;
 # the copyright files stay, as Debian's licences ask.

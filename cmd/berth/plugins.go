@@ -5,6 +5,7 @@ package main
 // and config.yaml chooses among them by that name; adding one is adding
 // its import here.
 import (
+	_ "github.com/berth-dev/berth/executors/kubernetes"
 	_ "github.com/berth-dev/berth/executors/local"
 	_ "github.com/berth-dev/berth/storage/filesystem"
 	_ "github.com/berth-dev/berth/worker/engine/buildah"

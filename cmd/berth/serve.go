@@ -494,6 +494,7 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 		AllowedWorkerCount:    bc.AllowedWorkerCount,
 		TimeLimit:             bc.TimeLimit,
 		MaxQueuedPerNamespace: bc.MaxQueuedPerNamespace,
+		WorkerListen:          bc.WorkerListen,
 		MaxContextBytes:       contextLimits.MaxBytes,
 		MaxUnpackedBytes:      contextLimits.MaxUnpackedBytes,
 		MaxCompressionRatio:   contextLimits.MaxCompressionRatio,

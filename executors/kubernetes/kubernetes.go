@@ -19,6 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -178,6 +180,10 @@ func (e *Executor) Start(ctx context.Context, spec executors.WorkerSpec) (string
 	if spec.RegistrationToken == "" || spec.ManagerAddr == "" {
 		return "", fmt.Errorf("kubernetes executor: a worker needs a registration token and the manager's address")
 	}
+	if host, _, err := net.SplitHostPort(e.cfg.managerAddr(spec.ManagerAddr)); err != nil || unreachableFromPods(host) {
+		return "", fmt.Errorf("kubernetes executor: pods cannot reach the build manager at %s: set the executor's BUILDMAN_HOSTNAME to an address they can, "+
+			"and BUILD_MANAGER's WORKER_GRPC_LISTEN so that the manager listens there", spec.ManagerAddr)
+	}
 	e.mu.Lock()
 	closed := e.closed
 	e.mu.Unlock()
@@ -211,6 +217,16 @@ func (e *Executor) Start(ctx context.Context, spec executors.WorkerSpec) (string
 	}
 	log.Info("worker Job created", "attempt", spec.Attempt, "image", e.cfg.Image)
 	return name, nil
+}
+
+// unreachableFromPods is true for a host no pod can dial the manager at:
+// none, loopback, or the unspecified address.
+func unreachableFromPods(host string) bool {
+	if host == "" || host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && (ip.IsLoopback() || ip.IsUnspecified())
 }
 
 // jobName names a worker's Job (and its Secret) after its build, readable
@@ -284,6 +300,7 @@ func (e *Executor) markStopped(id string) error {
 	for old, at := range e.stopped {
 		if time.Since(at) > 24*time.Hour {
 			delete(e.stopped, old)
+			delete(e.stopping, old)
 		}
 	}
 	return nil
@@ -337,16 +354,19 @@ func (e *Executor) deleteSecret(ctx context.Context, name string, log *slog.Logg
 	}
 }
 
-// Running counts this instance's Jobs that have not finished and are not
-// being deleted.
+// Running counts this instance's Jobs that have not finished, are not
+// being deleted, and whose worker was not reported ended (the job
+// controller marks a Job finished a moment after its pod).
 func (e *Executor) Running(ctx context.Context) (int, error) {
 	jobs, err := e.list(ctx)
 	if err != nil {
 		return 0, err
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	n := 0
 	for _, j := range jobs {
-		if j.DeletionTimestamp == nil && !finished(&j) {
+		if j.DeletionTimestamp == nil && !finished(&j) && !e.told[j.Name].Ended {
 			n++
 		}
 	}
@@ -410,7 +430,47 @@ func (e *Executor) podChanged(obj any) {
 		return
 	}
 	e.log.Info("worker pod news", "job", id, "pod", pod.Name, "reason", news.Reason, "ended", news.Ended)
+	if news.Ended && failedWorker(pod) {
+		// A worker that died before it could report says why only in its
+		// own output; the informer's handler must not wait for it.
+		go func() {
+			reason := news.Reason
+			if tail := e.logTail(pod.Name); tail != "" {
+				reason += "; its output ends: " + tail
+			}
+			e.events.Push(executors.Event{ExecutionID: id, Ended: true, Reason: reason})
+		}()
+		return
+	}
 	e.events.Push(executors.Event{ExecutionID: id, Ended: news.Ended, Reason: news.Reason})
+}
+
+// failedWorker is true when the worker's container exited non-zero.
+func failedWorker(pod *corev1.Pod) bool {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if t := cs.State.Terminated; cs.Name == containerName && t != nil && t.ExitCode != 0 && t.Reason != "OOMKilled" {
+			return true
+		}
+	}
+	return false
+}
+
+// logTailLines is how much of a failed worker's output reaches the build
+// log.
+const logTailLines = 5
+
+// logTail is the end of a worker pod's output on one line ("" when it
+// cannot be read).
+func (e *Executor) logTail(pod string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lines := int64(logTailLines)
+	raw, err := e.client.CoreV1().Pods(e.cfg.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: containerName, TailLines: &lines}).DoRaw(ctx)
+	if err != nil {
+		e.log.Warn("reading a failed worker's output failed", "pod", pod, "err", err)
+		return ""
+	}
+	return strings.Join(strings.Fields(strings.ReplaceAll(string(raw), "\n", " | ")), " ")
 }
 
 // podDeleted reports a pod that went away before its worker ended,
@@ -427,9 +487,9 @@ func (e *Executor) podDeleted(obj any) {
 	e.mu.Lock()
 	last := e.told[id]
 	skip := id == "" || e.stopping[id] || last.Ended
-	if !skip {
-		e.told[id] = podNews{Ended: true}
-	}
+	// The pod is gone for good: nothing more is told of it.
+	delete(e.told, id)
+	delete(e.seen, id)
 	e.mu.Unlock()
 	if skip {
 		return

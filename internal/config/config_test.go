@@ -60,13 +60,13 @@ DISTRIBUTED_STORAGE_CONFIG:
       storage_path: /registry
 DISTRIBUTED_STORAGE_PREFERENCE: [default]
 `, []string{"DISTRIBUTED_STORAGE_CONFIG", "S3Storage", "no object storage driver"}},
-		{"kubernetes executor", `
+		{"ec2 executor", `
 BUILD_MANAGER:
   - ephemeral
   - EXECUTORS:
-      - EXECUTOR: kubernetes
-        K8S_API_SERVER: api.example.com:6443
-`, []string{"BUILD_MANAGER", "EXECUTOR kubernetes", "would never run"}},
+      - EXECUTOR: ec2
+        EC2_INSTANCE_TYPE: m5.large
+`, []string{"BUILD_MANAGER", "EXECUTOR ec2", "would never run"}},
 		{"LDAP", "AUTHENTICATION_TYPE: LDAP\n", []string{"AUTHENTICATION_TYPE", "LDAP", "own database only"}},
 		{"builds off", "FEATURE_BUILD_SUPPORT: false\n", []string{"FEATURE_BUILD_SUPPORT", "false", "cannot be turned off"}},
 		{"OCI off", "FEATURE_GENERAL_OCI_SUPPORT: false\n", []string{"FEATURE_GENERAL_OCI_SUPPORT", "cannot be turned off"}},

@@ -92,8 +92,8 @@ var Keys = []Key{
 	{Name: "FEATURE_BUILD_SUPPORT", Status: Refused, ReadBy: "internal/config", Only: []string{"true"}, Note: "berth always serves builds; they cannot be turned off."},
 	{Name: "FEATURE_READER_BUILD_LOGS", Status: Honoured, ReadBy: "api", Note: "Readers of a repository, not only writers, see its build logs."},
 	{Name: "BUILD_MANAGER", Status: Refused, ReadBy: "cmd/berth",
-		Note: "The ephemeral build manager with the local executor (Quay's popen) is honoured; EXECUTOR kubernetes, kubernetesPodman and ec2 stop the server, since berth has no such executor yet and its builds would never run."},
-	{Name: "BUILDMAN_HOSTNAME", Status: NotSupportedYet, Note: "Not read: the local executor's workers reach the build manager on this machine."},
+		Note: "The ephemeral build manager with the local (Quay's popen) and kubernetes (Quay's kubernetesPodman) executors is honoured, each entry with its ENGINE; EXECUTOR ec2 stops the server, since berth has no such executor and its builds would never run."},
+	{Name: "BUILDMAN_HOSTNAME", Status: NotSupportedYet, Note: "Not read at the top level: set it in a kubernetes EXECUTORS entry, where it is the manager's gRPC address as pods reach it (local workers reach the manager on this machine)."},
 	{Name: "JOB_REGISTRATION_TIMEOUT", Status: NotSupportedYet, Note: "Not read: a worker that does not register ends with the build's time limit."},
 	{Name: "BUILD_CONTEXT_MAX_BYTES", Status: Honoured, ReadBy: "buildmanager", Note: "berth's key: the most bytes of a build context as sent."},
 	{Name: "BUILD_CONTEXT_MAX_UNPACKED_BYTES", Status: Honoured, ReadBy: "buildmanager", Note: "berth's key: the most bytes a build context's files may unpack to."},
@@ -125,7 +125,7 @@ var refusedStorageDrivers = []string{
 // refusedExecutors are Quay's build executors berth has no implementation
 // of: configuring one stops the server rather than queueing builds nothing
 // runs.
-var refusedExecutors = []string{"kubernetes", "kubernetesPodman", "ec2"}
+var refusedExecutors = []string{"ec2"}
 
 var keysByName = func() map[string]*Key {
 	m := make(map[string]*Key, len(Keys))
@@ -167,7 +167,7 @@ func (c *Config) checkRefused() error {
 	}
 	for _, kind := range executorKinds(c.Raw["BUILD_MANAGER"]) {
 		if slices.Contains(refusedExecutors, kind) {
-			return fmt.Errorf("config key BUILD_MANAGER: EXECUTOR %s is refused: berth has no %s executor yet, only local (Quay's popen), and builds queued for it would never run", kind, kind)
+			return fmt.Errorf("config key BUILD_MANAGER: EXECUTOR %s is refused: berth has no %s executor, only local (Quay's popen) and kubernetes (Quay's kubernetesPodman), and builds queued for it would never run", kind, kind)
 		}
 	}
 	return nil

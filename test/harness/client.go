@@ -129,6 +129,12 @@ func (c *Client) CreateRepo(ctx context.Context, ns, name string) error {
 	return c.do(ctx, http.MethodPost, "/api/v1/repository", body, http.StatusCreated, nil)
 }
 
+// SetVisibility makes repository repo ("ns/name") public or private.
+func (c *Client) SetVisibility(ctx context.Context, repo, visibility string) error {
+	return c.do(ctx, http.MethodPost, "/api/v1/repository/"+repo+"/changevisibility",
+		map[string]string{"visibility": visibility}, http.StatusOK, nil)
+}
+
 // BuildRequest is the body of POST …/build/.
 type BuildRequest struct {
 	FileID         string            `json:"file_id,omitempty"`
