@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/buildmanager/queue"
+	"github.com/berth-dev/berth/buildmanager/workerpb"
 )
 
 // Config is the parsed BUILD_MANAGER key of config.yaml, Quay's shape:
@@ -17,6 +18,7 @@ import (
 //	  ORCHESTRATOR: {REDIS_HOST: redis:6379, REDIS_PASSWORD: ..., REDIS_SSL: false}
 //	  EXECUTORS:
 //	  - {EXECUTOR: local, SETUP_TIME: 60, MINIMUM_RETRY_THRESHOLD: 0}
+//	  - {EXECUTOR: local, NAME: kit, ENGINE: buildkit}  # berth: the build engine (buildah)
 //	  BUILD_TIME_LIMIT: 3600              # berth: seconds a build may run
 //	  MAXIMUM_QUEUED_BUILDS_COUNT: 0      # berth: unfinished builds per namespace (0: no limit)
 //	  BUILD_LOG_MAX_BYTES: 10485760       # berth: output bytes kept per build log
@@ -46,7 +48,10 @@ type ExecutorConfig struct {
 	Name                  string
 	SetupTime             time.Duration
 	MinimumRetryThreshold int
-	Params                map[string]any
+	// Engine is ENGINE, the build engine of the builds this executor runs
+	// unless a build names its own (workerpb.Engines; default buildah).
+	Engine string
+	Params map[string]any
 }
 
 // ParseConfig reads the BUILD_MANAGER value (nil: defaults, one local
@@ -54,7 +59,7 @@ type ExecutorConfig struct {
 func ParseConfig(raw any) (*Config, error) {
 	c := &Config{AllowedWorkerCount: 1, TimeLimit: DefaultTimeLimit, LogLimits: LogLimits{}.withDefaults()}
 	if raw == nil {
-		c.Executors = []ExecutorConfig{{Kind: "local", Name: "local", Params: map[string]any{}}}
+		c.Executors = []ExecutorConfig{{Kind: "local", Name: "local", Engine: workerpb.DefaultEngine, Params: map[string]any{}}}
 		return c, nil
 	}
 	pair, ok := raw.([]any)
@@ -150,10 +155,13 @@ func ParseConfig(raw any) (*Config, error) {
 		if x.MinimumRetryThreshold, err = intKey(em, "MINIMUM_RETRY_THRESHOLD", 0); err != nil {
 			return nil, fmt.Errorf("EXECUTORS[%d]: %w", i, err)
 		}
+		if x.Engine, err = workerpb.ParseEngine(em); err != nil {
+			return nil, fmt.Errorf("BUILD_MANAGER: EXECUTORS[%d] (%s): %w", i, x.Name, err)
+		}
 		c.Executors = append(c.Executors, x)
 	}
 	if len(c.Executors) == 0 {
-		c.Executors = []ExecutorConfig{{Kind: "local", Name: "local", Params: map[string]any{}}}
+		c.Executors = []ExecutorConfig{{Kind: "local", Name: "local", Engine: workerpb.DefaultEngine, Params: map[string]any{}}}
 	}
 	return c, nil
 }

@@ -1,6 +1,7 @@
 package buildmanager
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ BUILD_MANAGER:
     MINIMUM_RETRY_THRESHOLD: 1
     BUILDER_NAMESPACE: builder
   - EXECUTOR: local
+    ENGINE: buildkit
 `), &raw)
 	if err != nil {
 		t.Fatal(err)
@@ -46,12 +48,14 @@ BUILD_MANAGER:
 		t.Errorf("redis %+v", c.Redis)
 	}
 	if len(c.Executors) != 2 || c.Executors[0].Name != "kubernetes" || c.Executors[0].SetupTime != 3*time.Minute ||
-		c.Executors[0].MinimumRetryThreshold != 1 || c.Executors[0].Params["BUILDER_NAMESPACE"] != "builder" || c.Executors[1].Kind != "local" {
+		c.Executors[0].MinimumRetryThreshold != 1 || c.Executors[0].Params["BUILDER_NAMESPACE"] != "builder" || c.Executors[1].Kind != "local" ||
+		c.Executors[0].Engine != "buildah" || c.Executors[1].Engine != "buildkit" {
 		t.Errorf("executors %+v", c.Executors)
 	}
 
 	d, err := ParseConfig(nil)
-	if err != nil || d.Redis != nil || d.AllowedWorkerCount != 1 || len(d.Executors) != 1 || d.Executors[0].Kind != "local" {
+	if err != nil || d.Redis != nil || d.AllowedWorkerCount != 1 || len(d.Executors) != 1 || d.Executors[0].Kind != "local" ||
+		d.Executors[0].Engine != "buildah" {
 		t.Errorf("defaults %+v, %v", d, err)
 	}
 	if want := (LogLimits{MaxBytes: DefaultLogMaxBytes, MaxLines: DefaultLogMaxLines, MaxLineBytes: DefaultLogMaxLineBytes}); d.LogLimits != want {
@@ -62,6 +66,21 @@ BUILD_MANAGER:
 		[]any{"ephemeral", map[string]any{"EXECUTORS": []any{map[string]any{"EXECUTOR": "local"}, map[string]any{"EXECUTOR": "local"}}}}} {
 		if _, err := ParseConfig(bad); err == nil {
 			t.Errorf("ParseConfig(%v) accepted", bad)
+		}
+	}
+}
+
+// An executor's ENGINE is buildah or buildkit; anything else stops the
+// server with the key, the executor and the allowed values.
+func TestParseConfigEngine(t *testing.T) {
+	for _, bad := range []any{"kaniko", "", "BuildKit", 1, []any{"buildah"}} {
+		_, err := ParseConfig([]any{"ephemeral", map[string]any{"EXECUTORS": []any{
+			map[string]any{"EXECUTOR": "local"},
+			map[string]any{"EXECUTOR": "local", "NAME": "kit", "ENGINE": bad},
+		}}})
+		want := "BUILD_MANAGER: EXECUTORS[1] (kit): ENGINE must be one of buildah, buildkit, not " + fmt.Sprint(bad)
+		if err == nil || err.Error() != want {
+			t.Errorf("ENGINE %#v: err = %v, want %q", bad, err, want)
 		}
 	}
 }

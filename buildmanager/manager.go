@@ -82,6 +82,9 @@ type Executor struct {
 	// SetupTime bounds how long a started worker may take to register
 	// (default Options.SetupTime).
 	SetupTime time.Duration
+	// Engine builds what this executor runs when the build names no
+	// engine ("": workerpb.DefaultEngine).
+	Engine string
 }
 
 // RegistryTarget is where workers pull from and push to.

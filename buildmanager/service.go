@@ -86,7 +86,7 @@ func (s *service) Register(ctx context.Context, req *workerpb.RegisterRequest) (
 		Target:              r.Target,
 		NoCache:             r.NoCache,
 		Labels:              r.Labels,
-		Engine:              r.Engine,
+		Engine:              s.engine(b),
 		TimeoutSeconds:      int64(o.TimeLimit / time.Second),
 		PullRobot:           r.PullRobot,
 		MaxContextBytes:     o.MaxContextBytes,
@@ -113,6 +113,20 @@ func (s *service) Register(ctx context.Context, req *workerpb.RegisterRequest) (
 	}
 	s.m.log.Info("worker registered", "build", b.ID, "attempt", b.Attempts, "worker", req.GetWorkerInfo())
 	return job, nil
+}
+
+// engine is the build engine of b's attempt: the build's own, else that
+// of the executor that started the attempt, else the default.
+func (s *service) engine(b *store.Build) string {
+	if b.Request.Engine != "" {
+		return b.Request.Engine
+	}
+	for _, e := range s.m.o.Executors {
+		if e.Name() == b.ExecutorName && e.Engine != "" {
+			return e.Engine
+		}
+	}
+	return workerpb.DefaultEngine
 }
 
 func (s *service) IssueRegistryCredentials(ctx context.Context, req *workerpb.RegistryCredentialsRequest) (*workerpb.RegistryCredentials, error) {

@@ -4,9 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/buildmanager/buildmanagertest"
+	"github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/internal/store"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -64,4 +68,56 @@ func TestFinishReturnsOnceTheLastLogLineIsStored(t *testing.T) {
 	if err != nil || got != 3 {
 		t.Errorf("stored sequence = %d, %v; want 3", got, err)
 	}
+}
+
+// TestJobEngine: the job names the build's own engine when it has one,
+// else the engine of the executor that started the attempt (not the first
+// configured), else buildah.
+func TestJobEngine(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		var mu sync.Mutex
+		engines := map[string]string{} // build ID -> the job's engine
+		record := func(script buildmanagertest.Script) buildmanagertest.Script {
+			return func(ctx context.Context, w *buildmanagertest.Worker) {
+				mu.Lock()
+				engines[w.BuildID] = w.Job.GetEngine()
+				mu.Unlock()
+				script(ctx, w)
+			}
+		}
+		down := buildmanagertest.NewExecutor("down", record(behaving(always(behaveOK))))
+		down.SetFailing(true)
+		kit := buildmanagertest.NewExecutor("kit", record(behaving(always(behaveOK))))
+		plain := buildmanagertest.NewExecutor("plain", record(behaving(always(behaveOK))))
+		h := startWith(t, e, testOptions(e, testKey,
+			Executor{Executor: down, Engine: workerpb.EngineBuildah},
+			Executor{Executor: kit, Engine: workerpb.EngineBuildKit},
+			Executor{Executor: plain}))
+		submit := func(engine string) string {
+			t.Helper()
+			b, err := h.Submit(context.Background(), BuildRequest{
+				Repository: h.repo, Requester: h.user, Tags: []string{"latest"},
+				Request: store.BuildRequest{FileID: "f-" + randHex(4), DockerfilePath: "Dockerfile", Engine: engine},
+			})
+			if err != nil {
+				t.Fatalf("Submit: %v", err)
+			}
+			if got := h.waitEnd(t, b.ID, 10*time.Second); got.Phase != store.PhaseComplete {
+				t.Fatalf("build on %q ended %s", got.ExecutorName, got.Phase)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			return engines[b.ID]
+		}
+		if got := submit(""); got != workerpb.EngineBuildKit {
+			t.Errorf("a build naming no engine, started by the buildkit executor after buildah's failed, got engine %q", got)
+		}
+		if got := submit(workerpb.EngineBuildah); got != workerpb.EngineBuildah {
+			t.Errorf("a build naming buildah, on the buildkit executor, got engine %q", got)
+		}
+		kit.SetFailing(true)
+		if got := submit(""); got != workerpb.EngineBuildah {
+			t.Errorf("a build naming no engine, on an executor naming none, got engine %q", got)
+		}
+	})
 }

@@ -56,8 +56,10 @@ PACKAGES=(
 	postgresql redis-server
 )
 # `make run` serves with the local executor, whose builds need buildah and
-# their sandbox (the server refuses to start without them).
-RUN_PACKAGES=(ca-certificates git buildah runc uidmap rootlesskit slirp4netns iproute2)
+# their sandbox (the server refuses to start without them); skopeo is what
+# the BuildKit engine (an executor's ENGINE: buildkit) runs on the host,
+# beside buildkitd, which the full install builds into .tools/bin.
+RUN_PACKAGES=(ca-certificates git buildah runc uidmap rootlesskit slirp4netns iproute2 skopeo)
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
+	pb "github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/worker/engine"
 )
 
@@ -62,5 +64,31 @@ func TestEnginesFromRegistry(t *testing.T) {
 	}
 	if got.Logger != cfg.Logger || got.Getenv("BERTH_WORKER_TEST_SETTING") != "set" {
 		t.Errorf("the factory got %+v, want the worker's logger and environment", got)
+	}
+}
+
+// BERTH_ENGINES limits the engines a worker makes, so `worker --check`
+// checks only those; a name the binary lacks is refused, naming what it
+// carries.
+func TestCheckOnlyNamedEngines(t *testing.T) {
+	var checked []string
+	engine.Register("worker-test-named", func(engine.Options) (engine.Engine, error) {
+		return &checkingEngine{name: "named", checked: &checked}, nil
+	})
+	engine.Register("worker-test-unnamed", func(engine.Options) (engine.Engine, error) {
+		return &checkingEngine{name: "unnamed", checked: &checked, err: errors.New("buildkitd is not installed")}, nil
+	})
+	t.Setenv(pb.EnginesEnv, "worker-test-named")
+	if err := Check(context.Background(), Config{}, "/scratch"); err != nil {
+		t.Errorf("Check with %s=worker-test-named = %v, want only that engine checked", pb.EnginesEnv, err)
+	}
+	if want := []string{"named in /scratch"}; !slices.Equal(checked, want) {
+		t.Errorf("checked %v, want %v", checked, want)
+	}
+	t.Setenv(pb.EnginesEnv, "worker-test-named, kaniko")
+	err := Check(context.Background(), Config{}, "/scratch")
+	if !errors.Is(err, engine.ErrUnknown) || !strings.Contains(err.Error(), pb.EnginesEnv) ||
+		!strings.Contains(err.Error(), `"kaniko"`) || !strings.Contains(err.Error(), "worker-test-named, worker-test-unnamed") {
+		t.Errorf("Check with an unknown engine = %v, want an error naming %s, the engine and what the binary carries", err, pb.EnginesEnv)
 	}
 }

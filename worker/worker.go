@@ -7,6 +7,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,8 +51,9 @@ type Config struct {
 	// the engine's image storage. Both belong to this build alone.
 	WorkDir     string
 	StorageRoot string
-	// Engines by name; nil: one of each engine the binary carries
-	// (engine.All), given the worker's environment.
+	// Engines by name; nil: one of each engine pb.EnginesEnv names,
+	// or of each the binary carries when it is unset (engine.Make), given
+	// the worker's environment.
 	Engines map[string]engine.Engine
 	// Egress is the outbound network policy for the job's source: its
 	// archive_url and git servers (nil: public addresses only).
@@ -97,7 +100,16 @@ func (c *Config) makeEngines() error {
 	if c.Engines != nil {
 		return nil
 	}
-	all, err := engine.All(engine.Options{Logger: c.Logger, Getenv: os.Getenv})
+	var names []string
+	for n := range strings.SplitSeq(os.Getenv(pb.EnginesEnv), ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			names = append(names, n)
+		}
+	}
+	all, err := engine.Make(engine.Options{Logger: c.Logger, Getenv: os.Getenv}, names)
+	if errors.Is(err, engine.ErrUnknown) {
+		return fmt.Errorf("worker: %s: %w", pb.EnginesEnv, err)
+	}
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -105,8 +117,8 @@ func (c *Config) makeEngines() error {
 	return nil
 }
 
-// Check is `berth worker --check`: the check of every engine that has one
-// (engine.Checker) that this machine can build as the engine must, run
+// Check is `berth worker --check`: the check of every engine the worker
+// makes (Config.Engines) that has one (engine.Checker) that this machine can build as the engine must, run
 // where a build would run, in scratch space dir.
 func Check(ctx context.Context, cfg Config, dir string) error {
 	cfg.defaults()
@@ -398,10 +410,7 @@ func (j *jobRun) build(ctx context.Context) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	name := job.GetEngine()
-	if name == "" {
-		name = "buildah"
-	}
+	name := cmp.Or(job.GetEngine(), pb.DefaultEngine)
 	eng, ok := j.cfg.Engines[name]
 	if !ok {
 		return nil, notRetryablef("this worker has no %q build engine", name)

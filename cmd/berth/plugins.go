@@ -9,4 +9,5 @@ import (
 	_ "github.com/berth-dev/berth/executors/local"
 	_ "github.com/berth-dev/berth/storage/filesystem"
 	_ "github.com/berth-dev/berth/worker/engine/buildah"
+	_ "github.com/berth-dev/berth/worker/engine/buildkit"
 )

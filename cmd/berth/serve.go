@@ -473,7 +473,7 @@ func buildManager(ctx context.Context, cfg *config.Config, log *slog.Logger, app
 				_ = c.Close(closeCtx)
 			})
 		}
-		execs = append(execs, buildmanager.Executor{Executor: ex, SetupTime: ec.SetupTime, MinimumRetryThreshold: ec.MinimumRetryThreshold})
+		execs = append(execs, buildmanager.Executor{Executor: ex, SetupTime: ec.SetupTime, MinimumRetryThreshold: ec.MinimumRetryThreshold, Engine: ec.Engine})
 	}
 
 	target := registryTarget(cfg, listenAddr)

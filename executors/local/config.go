@@ -6,6 +6,7 @@ import (
 	"maps"
 	"time"
 
+	"github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/executors"
 )
 
@@ -47,6 +48,7 @@ func open(ctx context.Context, name string, params map[string]any, deps executor
 //	STORAGE_DRIVER           STORAGE_DRIVER for the worker (vfs)
 //	HTTP_PROXY, HTTPS_PROXY, NO_PROXY  passed to the worker (Quay's keys)
 //	ENV                      extra worker environment, a map
+//	ENGINE                   build engine of this executor's workers: buildah (default) or buildkit
 //
 // Scheduling keys (SETUP_TIME, MINIMUM_RETRY_THRESHOLD, ...) belong to the
 // build manager and are ignored here. dataDir is the server's --data-dir.
@@ -123,6 +125,9 @@ func ConfigFromMap(m map[string]any, dataDir string) (Config, error) {
 			}
 			c.Command = append(c.Command, s)
 		}
+	}
+	if c.Engine, err = workerpb.ParseEngine(m); err != nil {
+		return Config{}, fmt.Errorf("local executor config: %w", err)
 	}
 	if v, ok := m["ENV"]; ok {
 		env, isMap := v.(map[string]any)

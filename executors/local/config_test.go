@@ -31,6 +31,7 @@ EXECUTORS:
     STOP_GRACE_S: 2.5
     HTTPS_PROXY: http://proxy:3128
     ENV: {GODEBUG: "x=1", RETRIES: 3}
+    ENGINE: buildkit
 `
 	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
 		t.Fatal(err)
@@ -42,11 +43,14 @@ EXECUTORS:
 	want := Config{
 		Name: "here", UserPrefix: "builder-", BuildRoot: "/srv/builds", DataDir: "/var/lib/berth",
 		Command:     []string{"/usr/local/bin/berth", "worker"},
-		MaxLifetime: 2 * time.Hour, StopGrace: 2500 * time.Millisecond,
+		MaxLifetime: 2 * time.Hour, StopGrace: 2500 * time.Millisecond, Engine: "buildkit",
 		Env: map[string]string{"HTTPS_PROXY": "http://proxy:3128", "GODEBUG": "x=1", "RETRIES": "3"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("ConfigFromMap =\n%+v\nwant\n%+v", c, want)
+	}
+	if c, err := ConfigFromMap(map[string]any{"EXECUTOR": "local"}, ""); err != nil || c.Engine != "buildah" {
+		t.Errorf("ConfigFromMap without ENGINE: engine %q, %v; want buildah", c.Engine, err)
 	}
 }
 
@@ -59,10 +63,19 @@ func TestConfigFromMapErrors(t *testing.T) {
 		"command entry": {"WORKER_COMMAND": []any{"berth", 1}},
 		"env":           {"ENV": []any{"A=1"}},
 		"old user key":  {"WORKER_USER": "berth-worker"},
+		"engine":        {"ENGINE": "kaniko"},
+		"engine type":   {"ENGINE": true},
 	} {
 		if _, err := ConfigFromMap(m, ""); err == nil || !strings.Contains(err.Error(), "local executor config") {
 			t.Errorf("%s: err = %v", name, err)
 		}
+	}
+}
+
+func TestConfigFromMapEngineError(t *testing.T) {
+	_, err := ConfigFromMap(map[string]any{"ENGINE": "kaniko"}, "")
+	if want := "local executor config: ENGINE must be one of buildah, buildkit, not kaniko"; err == nil || err.Error() != want {
+		t.Errorf("ENGINE kaniko: err = %v, want %q", err, want)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sort"
 	"syscall"
+
+	"github.com/berth-dev/berth/buildmanager/workerpb"
 )
 
 // buildDirs is one execution's directory tree under BuildRoot/builds.
@@ -213,6 +215,9 @@ func (e *Executor) workerEnv(d buildDirs, ident identity) []string {
 	for k, v := range e.cfg.Env {
 		env[k] = v
 	}
+	// The worker makes and checks only the executor's engine: a machine
+	// needs no other engine's programs.
+	env[workerpb.EnginesEnv] = e.cfg.Engine
 	// The marker that lets the executor find every process of this
 	// execution, even one that left the process group.
 	env[markerVar] = filepath.Base(d.root)

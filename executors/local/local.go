@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/executors"
 	"github.com/berth-dev/berth/internal/buildhost"
 )
@@ -91,6 +93,9 @@ type Config struct {
 	StopGrace time.Duration
 	// StorageDriver is passed to the worker as STORAGE_DRIVER.
 	StorageDriver string
+	// Engine is the one build engine the workers make and check, passed
+	// as workerpb.EnginesEnv (default workerpb.DefaultEngine).
+	Engine string
 	// Env is added to the worker's environment (after the defaults, so it
 	// can override them). The server's own environment is not passed on,
 	// apart from PATH, locale, time zone and proxy settings.
@@ -325,6 +330,11 @@ func (c *Config) setDefaults() error {
 	}
 	if c.StorageDriver == "" {
 		c.StorageDriver = DefaultStorageDriver
+	}
+	if c.Engine == "" {
+		c.Engine = workerpb.DefaultEngine
+	} else if !slices.Contains(workerpb.Engines, c.Engine) {
+		return fmt.Errorf("local executor: engine %q is not one of %s", c.Engine, strings.Join(workerpb.Engines, ", "))
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

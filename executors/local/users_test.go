@@ -139,3 +139,25 @@ func TestNewRefusesWhenTheWorkerCheckFails(t *testing.T) {
 		t.Fatalf("New = %v, want a refusal naming the failed check", err)
 	}
 }
+
+// The worker's check and the workers themselves are told the executor's
+// engine (BERTH_ENGINES), so they make and check only that one; buildah
+// when the executor names none.
+func TestWorkersGetTheEngine(t *testing.T) {
+	script := filepath.Join(buildRoot(t), "worker.sh")
+	// The check reports what it was told and fails, so New says it.
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"engines=$BERTH_ENGINES\" >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for engine, want := range map[string]string{"": "engines=buildah", "buildkit": "engines=buildkit"} {
+		_, err := local.New(context.Background(), local.Config{Name: "engine", Command: []string{script, "worker"},
+			BuildRoot: buildRoot(t), Engine: engine, Logger: testLogger()})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Engine %q: New = %v, want the check to have been told %s", engine, err, want)
+		}
+	}
+	if _, err := local.New(context.Background(), local.Config{Name: "engine", Command: []string{script, "worker"},
+		BuildRoot: buildRoot(t), Engine: "kaniko", Logger: testLogger()}); err == nil || !strings.Contains(err.Error(), "buildah, buildkit") {
+		t.Errorf("Engine kaniko: New = %v, want a refusal naming the engines", err)
+	}
+}

@@ -2,8 +2,10 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/plugin"
 )
@@ -17,8 +19,8 @@ type Options struct {
 	Getenv func(key string) string
 }
 
-// Factory makes an engine. It does no I/O: a worker makes every engine it
-// carries and uses the one its job names.
+// Factory makes an engine. It does no I/O: a worker makes every engine its
+// executor lets it use (Make) and uses the one its job names.
 type Factory func(opts Options) (Engine, error)
 
 var engines = plugin.NewTable[Factory]("build engine")
@@ -28,11 +30,23 @@ var engines = plugin.NewTable[Factory]("build engine")
 // panics when f is nil or name is taken.
 func Register(name string, f Factory) { engines.Register(name, f) }
 
-// All makes one engine of each registered, by name.
-func All(opts Options) (map[string]Engine, error) {
+// ErrUnknown is Make's error for a name no engine registered.
+var ErrUnknown = errors.New("no build engine")
+
+// Make makes one engine of each name in names, or of each registered when
+// names is empty, by name. A name not registered is an error naming those
+// the binary carries.
+func Make(opts Options, names []string) (map[string]Engine, error) {
+	carried := engines.Names()
+	if len(names) == 0 {
+		names = carried
+	}
 	all := map[string]Engine{}
-	for _, name := range engines.Names() {
-		f, _ := engines.Lookup(name)
+	for _, name := range names {
+		f, ok := engines.Lookup(name)
+		if !ok {
+			return nil, fmt.Errorf("%w %q: this binary carries %s", ErrUnknown, name, strings.Join(carried, ", "))
+		}
 		e, err := f(opts)
 		if err != nil {
 			return nil, fmt.Errorf("build engine %s: %w", name, err)

@@ -7,20 +7,23 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 )
 
-// Programs are what a sandboxed build runs, besides berth itself.
-var Programs = []string{"rootlesskit", "slirp4netns", "runc", "buildah", "newuidmap", "newgidmap", "ip", "nsenter"}
+// Programs are what the sandbox itself runs, besides berth; each engine
+// adds its own (Preflight's engine argument).
+var Programs = []string{"rootlesskit", "slirp4netns", "newuidmap", "newgidmap", "ip", "nsenter"}
 
 // Preflight checks that this machine can give builds a sandbox, and names
-// the check that failed: the programs are installed, the kernel allows
+// the check that failed: the programs are installed (Programs and the
+// engine's, engine), the kernel allows
 // unprivileged user namespaces, and a real sandbox starts and takes the
 // network policy. prepare sets up the probe command as a build would run
 // (its user, environment and directory). The error wraps ErrUnavailable.
-func Preflight(ctx context.Context, cfg Config, prepare func(*exec.Cmd)) error {
-	for _, p := range Programs {
+func Preflight(ctx context.Context, cfg Config, engine []string, prepare func(*exec.Cmd)) error {
+	for _, p := range slices.Concat(Programs, engine) {
 		if _, err := exec.LookPath(p); err != nil {
 			return fmt.Errorf("%w: %s is not installed (Debian package %s)", ErrUnavailable, p, debianPackage(p))
 		}

@@ -495,5 +495,5 @@ func (e *Engine) Check(ctx context.Context, dir string) error {
 	if _, err := exec.LookPath(e.binary()); err != nil {
 		return fmt.Errorf("%w: %s is not installed", sandbox.ErrUnavailable, e.binary())
 	}
-	return e.Sandbox.Preflight(ctx, Name, dir)
+	return e.Sandbox.Preflight(ctx, Name, []string{"runc"}, dir)
 }

@@ -76,7 +76,7 @@ func TestFromWorkerEnvironment(t *testing.T) {
 			return ""
 		}
 	}
-	all, err := engine.All(engine.Options{Getenv: env("10.30.0.0/24,192.168.7.7")})
+	all, err := engine.Make(engine.Options{Getenv: env("10.30.0.0/24,192.168.7.7")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,10 +87,10 @@ func TestFromWorkerEnvironment(t *testing.T) {
 	if got := egress.FormatNetworks(e.Sandbox.AllowedNetworks); got != "10.30.0.0/24,192.168.7.7/32" {
 		t.Errorf("allowed networks = %s", got)
 	}
-	if all, err := engine.All(engine.Options{Getenv: env("")}); err != nil || len(all[Name].(*Engine).Sandbox.AllowedNetworks) != 0 {
+	if all, err := engine.Make(engine.Options{Getenv: env("")}, nil); err != nil || len(all[Name].(*Engine).Sandbox.AllowedNetworks) != 0 {
 		t.Errorf("without exceptions: %v, %v", all, err)
 	}
-	if _, err := engine.All(engine.Options{Getenv: env("not-a-network")}); err == nil || !strings.Contains(err.Error(), sandbox.AllowedNetworksEnv) {
+	if _, err := engine.Make(engine.Options{Getenv: env("not-a-network")}, nil); err == nil || !strings.Contains(err.Error(), sandbox.AllowedNetworksEnv) {
 		t.Errorf("a bad exception = %v, want an error naming %s", err, sandbox.AllowedNetworksEnv)
 	}
 }

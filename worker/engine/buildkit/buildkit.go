@@ -473,7 +473,7 @@ func (e *Engine) Check(ctx context.Context, dir string) error {
 			return fmt.Errorf("%w: %s is not installed", sandbox.ErrUnavailable, p)
 		}
 	}
-	if err := e.Sandbox.Preflight(ctx, Name, dir); err != nil {
+	if err := e.Sandbox.Preflight(ctx, Name, nil, dir); err != nil {
 		return err
 	}
 	work := filepath.Join(dir, "buildkit-check")

@@ -184,15 +184,16 @@ func ReadDigest(what, path string) (string, error) {
 	return strings.TrimSpace(string(d)), nil
 }
 
-// Preflight checks that the sandbox starts on this machine
+// Preflight checks that the engine's programs and the sandbox's are
+// installed and that the sandbox starts on this machine
 // (sandbox.Preflight), with its state under dir, scratch space of the
 // caller's.
-func (s Sandbox) Preflight(ctx context.Context, name, dir string) error {
+func (s Sandbox) Preflight(ctx context.Context, name string, programs []string, dir string) error {
 	cfg, err := s.Config(name, filepath.Join(dir, "sandbox-check"))
 	if err != nil {
 		return err
 	}
-	return sandbox.Preflight(ctx, cfg, nil)
+	return sandbox.Preflight(ctx, cfg, programs, nil)
 }
 
 // State is one build's sandbox: its configuration and the state
