@@ -156,8 +156,4 @@ func TestWorkersGetTheEngine(t *testing.T) {
 			t.Errorf("Engine %q: New = %v, want the check to have been told %s", engine, err, want)
 		}
 	}
-	if _, err := local.New(context.Background(), local.Config{Name: "engine", Command: []string{script, "worker"},
-		BuildRoot: buildRoot(t), Engine: "kaniko", Logger: testLogger()}); err == nil || !strings.Contains(err.Error(), "buildah, buildkit") {
-		t.Errorf("Engine kaniko: New = %v, want a refusal naming the engines", err)
-	}
 }

@@ -17,8 +17,8 @@ import (
 var Programs = []string{"rootlesskit", "slirp4netns", "newuidmap", "newgidmap", "ip", "nsenter"}
 
 // Preflight checks that this machine can give builds a sandbox, and names
-// the check that failed: the programs are installed (Programs and the
-// engine's, engine), the kernel allows
+// the check that failed: the programs are installed (Programs and those of
+// the engine, engine), the kernel allows
 // unprivileged user namespaces, and a real sandbox starts and takes the
 // network policy. prepare sets up the probe command as a build would run
 // (its user, environment and directory). The error wraps ErrUnavailable.

@@ -1,8 +1,11 @@
 package sandbox
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -111,5 +114,22 @@ func TestHasSubordinateIDs(t *testing.T) {
 	}
 	if err := hasSubordinateIDs("carol", "1002", filepath.Join(dir, "missing")); err == nil {
 		t.Error("a missing file passed")
+	}
+}
+
+// Preflight asks for the sandbox's programs and the engine's, and no
+// engine's programs beyond those it is given.
+func TestPreflightPrograms(t *testing.T) {
+	if slices.Contains(Programs, "buildah") || slices.Contains(Programs, "buildkitd") {
+		t.Errorf("Programs = %v: an engine's programs are the engine's to name", Programs)
+	}
+	for _, p := range Programs {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("%s is not installed: Preflight stops there", p)
+		}
+	}
+	err := Preflight(context.Background(), Config{}, []string{"berth-no-such-engine"}, nil)
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "berth-no-such-engine is not installed") {
+		t.Errorf("Preflight with a missing engine program = %v, want ErrUnavailable naming it", err)
 	}
 }
