@@ -293,7 +293,7 @@ var (
 func (r *run) Build(ctx context.Context) error {
 	r.logDockerfile()
 	d, err := startDaemon(ctx, daemonConfig{
-		binary: r.e.buildkitd(), root: r.req.StorageRoot, socket: socketPath(r.req.WorkDir),
+		binary: r.e.buildkitd(), root: r.req.StorageRoot, socket: socketPath(r.sandbox.Dir),
 		env: r.env, dir: r.dir, sandbox: r.sandbox.Config,
 	})
 	if err != nil {
@@ -478,7 +478,7 @@ func (e *Engine) Check(ctx context.Context, dir string) error {
 	}
 	work := filepath.Join(dir, "buildkit-check")
 	root := filepath.Join(work, "root")
-	if err := os.MkdirAll(filepath.Join(work, "buildkit"), 0o700); err != nil {
+	if err := os.MkdirAll(work, 0o700); err != nil {
 		return err
 	}
 	defer func() {
@@ -492,7 +492,7 @@ func (e *Engine) Check(ctx context.Context, dir string) error {
 	}
 	defer st.Remove(e.Log())
 	d, err := startDaemon(ctx, daemonConfig{
-		binary: e.buildkitd(), root: root, socket: socketPath(work),
+		binary: e.buildkitd(), root: root, socket: socketPath(st.Dir),
 		env: privateEnv(work, work, work), dir: work, sandbox: st.Config,
 	})
 	if err != nil {

@@ -57,10 +57,13 @@ type daemonConfig struct {
 // runc and native snapshots (no kernel or FUSE support needed), RUN steps in
 // the sandbox's own network namespace ("host" is the sandbox's, not the
 // machine's), and no garbage collection (the root goes with the build).
+// Its tracing socket sits beside its own socket, not in XDG_RUNTIME_DIR,
+// whose path may be too long for one.
 func (c daemonConfig) argv() []string {
 	return c.sandbox.Wrap([]string{c.binary,
 		"--root", c.root,
 		"--addr", "unix://" + c.socket,
+		"--otel-socket-path", filepath.Join(filepath.Dir(c.socket), "otel-grpc.sock"),
 		"--oci-worker=true", "--containerd-worker=false",
 		"--oci-worker-binary=runc",
 		"--oci-worker-net=host",
@@ -150,9 +153,12 @@ func (d *daemon) stop() {
 	}
 }
 
-// socketPath is where buildkitd of a build listens: in its work directory.
-func socketPath(workDir string) string {
-	return filepath.Join(workDir, "buildkit", "buildkitd.sock")
+// socketPath is where buildkitd of a build listens: in its sandbox's
+// state directory (enginehost.State.Dir), private to the build and short
+// enough for a unix socket wherever the executor puts the build's own
+// directory (see buildhost.SandboxStateParent).
+func socketPath(stateDir string) string {
+	return filepath.Join(stateDir, "buildkitd.sock")
 }
 
 // tail keeps the last non-empty lines written to it, and the line being
