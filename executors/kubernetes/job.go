@@ -145,19 +145,16 @@ func (c *Config) makeObjects(name, instance string, spec executors.WorkerSpec, w
 }
 
 // containerSecurity is the worker container's security context: nothing
-// privileged, no capability beyond the runtime's defaults that the
-// sandbox needs (docs/kubernetes.md names each), and no way to gain more.
+// privileged, no capability at all, no way to gain one, and the runtime's
+// default seccomp profile. With user namespaces the worker's uid 0 is an
+// unprivileged host uid with no capability over the node.
 func (c *Config) containerSecurity() *corev1.SecurityContext {
 	no := false
 	return &corev1.SecurityContext{
 		Privileged:               &no,
 		AllowPrivilegeEscalation: &no,
-		// The build sandbox makes user, mount, PID and network namespaces
-		// of its own, which the runtime's default seccomp profile refuses
-		// to a process without CAP_SYS_ADMIN; inside a user-namespaced pod
-		// that freedom stays within the pod's unprivileged id range.
-		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined},
-		Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"NET_RAW"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 	}
 }
 

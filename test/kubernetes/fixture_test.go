@@ -3,7 +3,6 @@ package kubernetes
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,7 +96,8 @@ func newFixture(ctx context.Context, t *testing.T) (*fixture, error) {
 		return nil, err
 	}
 	make.Dir = root
-	make.Env = append(srv.tools.Env, "TLS_VERIFY=false")
+	// The gateway is no loopback address: plain HTTP is asked for.
+	make.Env = append(srv.tools.Env, "TLS_VERIFY=false", "BERTH_SERVER=http://"+srv.Addr)
 	if out, err := make.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("make worker-image: %v\n%s", err, tail(string(out), 40))
 	}
@@ -232,6 +232,3 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-// gatewayAddr is host:port on the pod network's gateway.
-func gatewayAddr(port string) string { return net.JoinHostPort(gatewayIP, port) }

@@ -3,13 +3,11 @@ package kubernetes
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/test/harness"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -19,8 +17,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-
-	"github.com/berth-dev/berth/internal/testenv"
 )
 
 // executorName names the service account, role and binding the executor
@@ -149,18 +145,22 @@ func TestJobAsExecutorServiceAccount(t *testing.T) {
 	}
 }
 
-// serveBusybox pushes a busybox image to a distribution registry and
-// serves that registry on the gateway port containerd trusts, returning
-// the image's reference there.
+// serveBusybox pushes a busybox image to the package's berth, on the
+// gateway port containerd trusts, as a public repository, and returns its
+// reference there.
 func serveBusybox(t *testing.T) string {
 	t.Helper()
-	reg := testenv.StartDistribution(t)
-	testenv.BusyboxImage(t, reg.Host, "k8s/busybox", testenv.Creds{})
-	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: reg.Host})
-	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(registryListener) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return registryListener.Addr().String() + "/k8s/busybox:latest"
+	fx := setupFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	ref := fx.berth.Addr + "/" + berthUser + "/busybox:latest"
+	if err := fx.berth.tools.PushBusybox(ctx, ref, fx.berth.Creds()); err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.NewClient(fx.berth.Server).SetVisibility(ctx, berthUser+"/busybox", "public"); err != nil {
+		t.Fatal(err)
+	}
+	return ref
 }
 
 // createNamespace makes a namespace whose pods must meet the restricted

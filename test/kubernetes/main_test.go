@@ -82,6 +82,13 @@ func run(m *testing.M) int {
 	if registryListener != nil {
 		registryListener.Close()
 	}
+	if shared != nil {
+		// berth stops its workers' Jobs before the cluster goes.
+		if err := shared.berth.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "kubernetes: stopping berth: %v\n", err)
+		}
+		os.RemoveAll(shared.berth.Opts.Dir)
+	}
 	if err := down(); err != nil {
 		fmt.Fprintf(os.Stderr, "kubernetes: taking the cluster down: %v\n", err)
 		code = 1
