@@ -34,6 +34,11 @@ var (
 	setupErr error
 	// kubeconfig is the admin kubeconfig (group system:masters).
 	kubeconfig string
+	// state is the cluster's state directory (up.sh --state): its pids/
+	// name the cluster's processes.
+	state string
+	// scripts is the directory of up.sh and down.sh.
+	scripts string
 	// registryListener holds the registry port on the gateway address from
 	// cluster start, the port containerd was told to trust.
 	registryListener net.Listener
@@ -42,7 +47,8 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	scripts, err := filepath.Abs("cluster")
+	var err error
+	scripts, err = filepath.Abs("cluster")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kubernetes:", err)
 		return 1
@@ -56,7 +62,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "kubernetes:", skipReason)
 		return m.Run()
 	}
-	state, err := os.MkdirTemp("", "berth-k8s-")
+	state, err = os.MkdirTemp("", "berth-k8s-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kubernetes:", err)
 		return 1

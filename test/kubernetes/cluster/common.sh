@@ -36,10 +36,14 @@ containerd_socket=$state/containerd/containerd.sock
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S.%N | cut -c1-12)" "$*"; }
 
-# pid_alive NAME: whether the process up.sh started as NAME is still running.
+# pid_alive NAME: whether the process up.sh started as NAME is still running. A process that
+# exited is a zombie until something reaps it (up.sh's launcher is gone; init may be slow to):
+# it counts as gone.
 pid_alive() {
-	local f=$state/pids/$1
-	[ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+	local f=$state/pids/$1 pid
+	[ -s "$f" ] || return 1
+	pid=$(cat "$f")
+	kill -0 "$pid" 2>/dev/null && ! awk '{exit $3 == "Z" ? 0 : 1}' "/proc/$pid/stat" 2>/dev/null
 }
 
 ctr_k8s() { "$bin/ctr" --address "$containerd_socket" --namespace k8s.io "$@"; }

@@ -29,7 +29,7 @@ terminate() {
 	pid=$(cat "$state/pids/$name")
 	if kill -0 "$pid" 2>/dev/null; then
 		kill "$pid" 2>/dev/null
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+		for _ in $(seq 50); do pid_alive "$name" || break; sleep 0.2; done
 		kill -9 "$pid" 2>/dev/null && log "killed $name (pid $pid)" || log "stopped $name (pid $pid)"
 	fi
 	rm -f "$state/pids/$name"
