@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/berth-dev/berth/buildmanager/workerpb"
 )
 
 // Defaults for keys left out of the EXECUTORS entry.
@@ -20,7 +22,6 @@ const (
 	DefaultWorkerImage        = "berth-worker"
 	DefaultWorkerTag          = "latest"
 	DefaultRetention          = 120 * time.Second
-	DefaultEngine             = "buildkit"
 	// DefaultWorkerUID is the uid the worker runs as inside the pod. With
 	// user namespaces (the default) the pod's uid 0 is an unprivileged
 	// host uid, and the worker needs to be root of its own namespace to
@@ -61,7 +62,8 @@ type Config struct {
 	// as pods reach it (host:port, or a host that keeps the manager's
 	// port). Empty: the address the manager gives.
 	ManagerAddr string
-	// Engine is ENGINE: the build engine the worker uses.
+	// Engine is ENGINE: the build engine the worker makes (buildah when
+	// absent, as for every executor).
 	Engine string
 	// UserNamespaces is USER_NAMESPACES (default true): pods get
 	// hostUsers: false.
@@ -95,7 +97,7 @@ var vmKeys = []string{"BUILDER_VM_CONTAINER_IMAGE", "VM_MEMORY_LIMIT"}
 func ConfigFromMap(m map[string]any) (Config, error) {
 	c := Config{
 		Namespace: DefaultNamespace, ServiceAccountName: DefaultServiceAccountName,
-		Retention: DefaultRetention, Engine: DefaultEngine, UserNamespaces: true,
+		Retention: DefaultRetention, UserNamespaces: true,
 		WorkerUID: DefaultWorkerUID, Env: map[string]string{},
 	}
 	for _, k := range vmKeys {
@@ -152,10 +154,13 @@ func ConfigFromMap(m map[string]any) (Config, error) {
 	}
 	c.Debug = r.boolean("DEBUG", false)
 	c.ManagerAddr = r.str("BUILDMAN_HOSTNAME")
-	r.setStr("ENGINE", &c.Engine)
-	if c.Engine != "buildkit" && c.Engine != "buildah" {
-		r.fail("ENGINE must be buildkit or buildah, not %q", c.Engine)
+	// The build manager reads the same key to tell the worker which engine
+	// to use: one parser, one default.
+	engine, err := workerpb.ParseEngine(m)
+	if err != nil {
+		r.fail("%v", err)
 	}
+	c.Engine = engine
 	c.UserNamespaces = r.boolean("USER_NAMESPACES", true)
 	if v, ok := m["WORKER_UID"]; ok {
 		n, isInt := v.(int)

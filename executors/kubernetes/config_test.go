@@ -65,7 +65,7 @@ func TestConfigFromMapRefusesWhatItCannotHonour(t *testing.T) {
 		want string
 	}{
 		"Quay's VM mode":        {map[string]any{"BUILDER_VM_CONTAINER_IMAGE": "quay.io/quay/quay-builder-qemu"}, "virtual machine in a privileged pod"},
-		"an unknown engine":     {map[string]any{"ENGINE": "docker"}, "ENGINE must be buildkit or buildah"},
+		"an unknown engine":     {map[string]any{"ENGINE": "docker"}, "ENGINE must be one of"},
 		"a bad quantity":        {map[string]any{"CONTAINER_MEMORY_LIMITS": "lots"}, "CONTAINER_MEMORY_LIMITS must be a Kubernetes quantity"},
 		"root on the node":      {map[string]any{"USER_NAMESPACES": false}, "node's root"},
 		"a bad toleration":      {map[string]any{"TOLERATIONS": []any{map[string]any{"operator": "Maybe"}}}, "operator must be Equal or Exists"},

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/executors"
 )
 
@@ -62,7 +63,7 @@ func (c *Config) makeObjects(name, instance string, spec executors.WorkerSpec, w
 		{Name: "BERTH_MANAGER_ADDR", Value: c.managerAddr(spec.ManagerAddr)},
 		{Name: "BERTH_MANAGER_INSECURE", Value: strconv.FormatBool(spec.ManagerInsecure)},
 		{Name: "BERTH_REGISTRATION_TOKEN", ValueFrom: secretRef(name, secretToken)},
-		{Name: "BERTH_ENGINES", Value: c.Engine},
+		{Name: workerpb.EnginesEnv, Value: c.Engine},
 		{Name: "BERTH_WORK_DIR", Value: scratchPath + "/work"},
 		{Name: "BERTH_STORAGE_ROOT", Value: scratchPath + "/storage"},
 		{Name: "HOME", Value: scratchPath + "/home"},
