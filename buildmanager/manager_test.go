@@ -574,18 +574,27 @@ func TestRestartStopsLeftoverWorkers(t *testing.T) {
 		running := h.submit(t)
 		h.waitPhase(t, running.ID, store.PhaseBuildScheduled, 10*time.Second)
 		h.stop()
-		// The second build is recorded as running on worker "live-1".
-		b, err := e.st.GetBuild(context.Background(), running.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if done.Phase != store.PhaseComplete {
 			t.Fatalf("first build %s", done.Phase)
 		}
-		b.Phase, b.Attempts, b.ExecutorName, b.ExecutionID = store.PhaseBuilding, 1, "fake", "live-1"
-		b.LeaseExpiry = time.Now().Add(time.Hour)
-		if err := e.st.UpdateBuild(context.Background(), b); err != nil {
-			t.Fatal(err)
+		// The second build is recorded as running on worker "live-1". The
+		// stopped manager's last writes may still land: read again when
+		// the row changed under us.
+		for try := 0; ; try++ {
+			b, err := e.st.GetBuild(context.Background(), running.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Phase, b.Attempts, b.ExecutorName, b.ExecutionID = store.PhaseBuilding, 1, "fake", "live-1"
+			b.LeaseExpiry = time.Now().Add(time.Hour)
+			err = e.st.UpdateBuild(context.Background(), b)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, store.ErrStale) || try == 20 {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 		ex := &listingExecutor{Executor: newFakeExecutor("fake", always(behaveHang)), leftovers: []executors.Worker{
 			{ExecutionID: "ended-1", BuildID: done.ID},

@@ -10,6 +10,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/berth-dev/berth/test/harness"
@@ -192,4 +193,70 @@ func checkStoredJob(t *testing.T, job *batchv1.Job) {
 	if !secretRef {
 		t.Error("the registration token is not taken from a Secret")
 	}
+}
+
+// TestRestartMidAttempt kills berth while a build's Job waits for its
+// worker and starts it again: the restarted server finds the Job of the
+// attempt it lost, supervises it, fails the attempt over when its setup
+// time lapses (deleting that Job) and starts the next one; a cancel then
+// leaves nothing of the build in the cluster.
+func TestRestartMidAttempt(t *testing.T) {
+	requireCluster(t)
+	fx := setupFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	config := fx.kubernetesConfig("")
+	config = strings.Replace(config, "WORKER_TAG: "+workerTag, "WORKER_TAG: no-such-tag", 1)
+	config = strings.Replace(config, "SETUP_TIME: 180", "SETUP_TIME: 20", 1)
+	fx.restartBerth(ctx, t, config)
+	c := harness.NewClient(fx.berth.Server)
+	if err := c.CreateRepo(ctx, berthUser, "restart"); err != nil {
+		t.Fatal(err)
+	}
+	archive, err := harness.TarGz(harness.Entry{Name: "Dockerfile", Body: "FROM scratch\nCOPY Dockerfile /\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileID, err := c.Upload(ctx, archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.RequestBuild(ctx, berthUser+"/restart", harness.BuildRequest{FileID: fileID, DockerTags: []string{"x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := fx.waitJobOf(ctx, t, b.ID)
+	if err := fx.berth.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.berth.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	poll(ctx, t, "the lost attempt failed over and its Job gone", func() (bool, error) {
+		logs, err := c.Logs(ctx, berthUser+"/restart", b.ID, 0)
+		if err != nil {
+			return false, err
+		}
+		failed := false
+		for _, e := range logs {
+			failed = failed || strings.HasPrefix(e.Message, "Attempt 1 of ")
+		}
+		_, err = fx.admin.BatchV1().Jobs(fx.namespace).Get(ctx, first.Name, metav1.GetOptions{})
+		return failed && apierrors.IsNotFound(err), nil
+	})
+	if err := c.Cancel(ctx, berthUser+"/restart", b.ID); err != nil {
+		t.Fatal(err)
+	}
+	poll(ctx, t, "nothing of the build left in the cluster", func() (bool, error) {
+		sel := metav1.ListOptions{LabelSelector: "berth.dev/build=" + b.ID}
+		jobs, err := fx.admin.BatchV1().Jobs(fx.namespace).List(ctx, sel)
+		if err != nil {
+			return false, err
+		}
+		pods, err := fx.admin.CoreV1().Pods(fx.namespace).List(ctx, sel)
+		if err != nil {
+			return false, err
+		}
+		return len(jobs.Items)+len(pods.Items) == 0, nil
+	})
 }
