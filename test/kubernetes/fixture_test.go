@@ -64,7 +64,7 @@ func setupFixture(t *testing.T) *fixture {
 	return shared
 }
 
-func newFixture(ctx context.Context, t *testing.T) (*fixture, error) {
+func newFixture(ctx context.Context, t *testing.T) (fx *fixture, err error) {
 	adminConfig, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return nil, err
@@ -85,6 +85,13 @@ func newFixture(ctx context.Context, t *testing.T) (*fixture, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		// TestMain stops only a fixture that came up.
+		if err != nil {
+			_ = srv.Stop()
+			os.RemoveAll(srv.Opts.Dir)
+		}
+	}()
 	srv.executorToken = token
 	srv.caFile = adminConfig.TLSClientConfig.CAFile
 	fmt.Fprintln(os.Stderr, "kubernetes: berth builds its worker image (make worker-image), a few minutes")
