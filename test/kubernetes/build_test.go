@@ -129,8 +129,15 @@ func TestWorkerImagePullFailure(t *testing.T) {
 	if err := c.Cancel(ctx, berthUser+"/pullfail", b.ID); err != nil {
 		t.Fatal(err)
 	}
+	fx.waitBuildGone(ctx, t, b.ID)
+}
+
+// waitBuildGone waits until no Job, pod or Secret of build id is left in
+// the cluster.
+func (fx *fixture) waitBuildGone(ctx context.Context, t *testing.T, buildID string) {
+	t.Helper()
 	poll(ctx, t, "nothing of the build left in the cluster", func() (bool, error) {
-		sel := metav1.ListOptions{LabelSelector: "berth.dev/build=" + b.ID}
+		sel := metav1.ListOptions{LabelSelector: "berth.dev/build=" + buildID}
 		jobs, err := fx.admin.BatchV1().Jobs(fx.namespace).List(ctx, sel)
 		if err != nil {
 			return false, err
@@ -247,16 +254,5 @@ func TestRestartMidAttempt(t *testing.T) {
 	if err := c.Cancel(ctx, berthUser+"/restart", b.ID); err != nil {
 		t.Fatal(err)
 	}
-	poll(ctx, t, "nothing of the build left in the cluster", func() (bool, error) {
-		sel := metav1.ListOptions{LabelSelector: "berth.dev/build=" + b.ID}
-		jobs, err := fx.admin.BatchV1().Jobs(fx.namespace).List(ctx, sel)
-		if err != nil {
-			return false, err
-		}
-		pods, err := fx.admin.CoreV1().Pods(fx.namespace).List(ctx, sel)
-		if err != nil {
-			return false, err
-		}
-		return len(jobs.Items)+len(pods.Items) == 0, nil
-	})
+	fx.waitBuildGone(ctx, t, b.ID)
 }
