@@ -18,8 +18,8 @@ import (
 
 // kubernetesConfig is berth's config.yaml with the Kubernetes executor
 // first and the local one behind it, workers reaching the manager and the
-// registry on the gateway. extra is added to the Kubernetes entry.
-func (fx *fixture) kubernetesConfig(extra string) string {
+// registry on the gateway.
+func (fx *fixture) kubernetesConfig() string {
 	addr := fx.berth.Addr
 	return fmt.Sprintf(`SERVER_HOSTNAME: %[1]s
 OUTBOUND_ALLOWED_NETWORKS: ["127.0.0.0/8", "10.244.0.0/24"]
@@ -41,20 +41,9 @@ BUILD_MANAGER:
     WORKER_TAG: %[7]s
     CONTAINER_MEMORY_LIMITS: 2Gi
     SETUP_TIME: 180
-%[8]s  - EXECUTOR: local
+  - EXECUTOR: local
     NAME: local
-`, addr, gatewayIP, fx.berth.caFile, fx.berth.executorToken, fx.namespace, berthUser, workerTag, indent(extra, "    "))
-}
-
-func indent(s, prefix string) string {
-	if s == "" {
-		return ""
-	}
-	var b strings.Builder
-	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
-		b.WriteString(prefix + l + "\n")
-	}
-	return b.String()
+`, addr, gatewayIP, fx.berth.caFile, fx.berth.executorToken, fx.namespace, berthUser, workerTag)
 }
 
 // restartBerth restarts the shared berth with config.
@@ -82,24 +71,9 @@ func TestWorkerImagePullFailure(t *testing.T) {
 	fx := setupFixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	fx.restartBerth(ctx, t, strings.Replace(fx.kubernetesConfig(""), "WORKER_TAG: "+workerTag, "WORKER_TAG: no-such-tag", 1))
-	c := harness.NewClient(fx.berth.Server)
-	if err := c.CreateRepo(ctx, berthUser, "pullfail"); err != nil {
-		t.Fatal(err)
-	}
-	archive, err := harness.TarGz(harness.Entry{Name: "Dockerfile", Body: "FROM scratch\nCOPY Dockerfile /\n"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fileID, err := c.Upload(ctx, archive)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fx.restartBerth(ctx, t, strings.Replace(fx.kubernetesConfig(), "WORKER_TAG: "+workerTag, "WORKER_TAG: no-such-tag", 1))
 	submitted := time.Now()
-	b, err := c.RequestBuild(ctx, berthUser+"/pullfail", harness.BuildRequest{FileID: fileID, DockerTags: []string{"x"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, b := fx.submitBuild(ctx, t, "pullfail", "x", copyDockerfile)
 	job := fx.waitJobOf(ctx, t, b.ID)
 	checkStoredJob(t, job)
 
@@ -131,6 +105,32 @@ func TestWorkerImagePullFailure(t *testing.T) {
 	}
 	fx.waitBuildGone(ctx, t, b.ID)
 }
+
+// submitBuild creates repository berth/repo and submits a build of the
+// context entries make, tagged tag, through the REST API.
+func (fx *fixture) submitBuild(ctx context.Context, t *testing.T, repo, tag string, entries ...harness.Entry) (*harness.Client, *harness.Build) {
+	t.Helper()
+	c := harness.NewClient(fx.berth.Server)
+	if err := c.CreateRepo(ctx, berthUser, repo); err != nil {
+		t.Fatal(err)
+	}
+	archive, err := harness.TarGz(entries...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileID, err := c.Upload(ctx, archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.RequestBuild(ctx, berthUser+"/"+repo, harness.BuildRequest{FileID: fileID, DockerTags: []string{tag}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, b
+}
+
+// copyDockerfile is a context whose build needs no base image and no RUN.
+var copyDockerfile = harness.Entry{Name: "Dockerfile", Body: "FROM scratch\nCOPY Dockerfile /\n"}
 
 // waitBuildGone waits until no Job, pod or Secret of build id is left in
 // the cluster.
@@ -212,26 +212,11 @@ func TestRestartMidAttempt(t *testing.T) {
 	fx := setupFixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	config := fx.kubernetesConfig("")
+	config := fx.kubernetesConfig()
 	config = strings.Replace(config, "WORKER_TAG: "+workerTag, "WORKER_TAG: no-such-tag", 1)
 	config = strings.Replace(config, "SETUP_TIME: 180", "SETUP_TIME: 20", 1)
 	fx.restartBerth(ctx, t, config)
-	c := harness.NewClient(fx.berth.Server)
-	if err := c.CreateRepo(ctx, berthUser, "restart"); err != nil {
-		t.Fatal(err)
-	}
-	archive, err := harness.TarGz(harness.Entry{Name: "Dockerfile", Body: "FROM scratch\nCOPY Dockerfile /\n"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fileID, err := c.Upload(ctx, archive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := c.RequestBuild(ctx, berthUser+"/restart", harness.BuildRequest{FileID: fileID, DockerTags: []string{"x"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, b := fx.submitBuild(ctx, t, "restart", "x", copyDockerfile)
 	first := fx.waitJobOf(ctx, t, b.ID)
 	if err := fx.berth.Kill(); err != nil {
 		t.Fatal(err)

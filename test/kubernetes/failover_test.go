@@ -22,7 +22,7 @@ func TestFailoverToLocal(t *testing.T) {
 	fx := setupFixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	fx.restartBerth(ctx, t, fx.kubernetesConfig(""))
+	fx.restartBerth(ctx, t, fx.kubernetesConfig())
 
 	stopAPIServer(t)
 	t.Cleanup(func() {
@@ -31,26 +31,10 @@ func TestFailoverToLocal(t *testing.T) {
 		}
 	})
 
-	c := harness.NewClient(fx.berth.Server)
-	if err := c.CreateRepo(ctx, berthUser, "failover"); err != nil {
-		t.Fatal(err)
-	}
 	stamp := harness.RandomHex(6)
-	archive, err := harness.TarGz(
+	c, b := fx.submitBuild(ctx, t, "failover", stamp,
 		harness.Entry{Name: "Dockerfile", Body: "FROM scratch\nCOPY stamp /stamp\n"},
-		harness.Entry{Name: "stamp", Body: stamp},
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fileID, err := c.Upload(ctx, archive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := c.RequestBuild(ctx, berthUser+"/failover", harness.BuildRequest{FileID: fileID, DockerTags: []string{stamp}})
-	if err != nil {
-		t.Fatal(err)
-	}
+		harness.Entry{Name: "stamp", Body: stamp})
 	final, err := c.Wait(ctx, berthUser+"/failover", b.ID, time.Second, func(b *harness.Build) bool {
 		return b.Phase == "complete" || b.Phase == "error" || b.Phase == "internalerror" || b.Phase == "cancelled"
 	}, nil)

@@ -8,37 +8,13 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/test/harness"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
-
-// executorName names the service account, role and binding the executor
-// acts through.
-const executorName = "berth-executor"
-
-// executorRole is a first draft of the Role berth's Kubernetes executor
-// will ship: it runs each build as a Job, follows the Job's pod and its
-// log, and hands the build its credentials in a Secret; nothing else, and
-// only in its own namespace.
-func executorRole(namespace string) *rbacv1.Role {
-	return &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: executorName, Namespace: namespace},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{"batch"}, Resources: []string{"jobs"},
-				Verbs: []string{"create", "get", "list", "watch", "delete"}},
-			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
-			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create", "get", "delete"}},
-		},
-	}
-}
 
 // buildJob is the shape of Job the executor will submit: one try, no
 // service-account token or service variables in the pod, the pod's users
@@ -80,8 +56,8 @@ func buildJob(name, image, script string) *batchv1.Job {
 	}
 }
 
-// TestJobAsExecutorServiceAccount gives a service account the executor's
-// Role in one namespace and, with a token the TokenRequest API issued for
+// TestJobAsExecutorServiceAccount applies the executor's shipped RBAC
+// (deploy/kubernetes/rbac.yaml) in one namespace and, with a token the TokenRequest API issued for
 // it, runs a Job whose image comes from a registry on the bridge gateway.
 // The Job must complete in a user namespace as uid 1000, its log must be
 // readable through the API, and the same account must be refused a Job in
@@ -100,7 +76,10 @@ func TestJobAsExecutorServiceAccount(t *testing.T) {
 
 	builds := createNamespace(ctx, t, admin, "berth-builds")
 	other := createNamespace(ctx, t, admin, "berth-other")
-	executor := executorClient(ctx, t, admin, adminConfig, builds)
+	executor, _, err := shippedExecutorAccount(ctx, admin, adminConfig, builds)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	refused := buildJob("refused", image, "true")
 	_, err = executor.BatchV1().Jobs(other).Create(ctx, refused, metav1.CreateOptions{})
@@ -175,51 +154,10 @@ func createNamespace(ctx context.Context, t *testing.T, admin kubernetes.Interfa
 	if err != nil {
 		t.Fatalf("create namespace: %v", err)
 	}
-	poll(ctx, t, "the default service account of "+ns.Name, func() (bool, error) {
-		_, err := admin.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return false, nil
-		}
-		return err == nil, err
-	})
-	return ns.Name
-}
-
-// executorClient creates the executor's service account, Role and
-// RoleBinding in namespace and returns a client authenticated as that
-// account by a token from the TokenRequest API.
-func executorClient(ctx context.Context, t *testing.T, admin kubernetes.Interface, adminConfig *rest.Config, namespace string) kubernetes.Interface {
-	t.Helper()
-	sa, err := admin.CoreV1().ServiceAccounts(namespace).Create(ctx,
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: executorName}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("create service account: %v", err)
-	}
-	if _, err := admin.RbacV1().Roles(namespace).Create(ctx, executorRole(namespace), metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create role: %v", err)
-	}
-	binding := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: executorName, Namespace: namespace},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: executorName},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa.Name, Namespace: namespace}},
-	}
-	if _, err := admin.RbacV1().RoleBindings(namespace).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create role binding: %v", err)
-	}
-	ttl := int64(600)
-	token, err := admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa.Name,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &ttl}},
-		metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("request a token for %s: %v", sa.Name, err)
-	}
-	config := rest.AnonymousClientConfig(adminConfig)
-	config.BearerToken = token.Status.Token
-	client, err := kubernetes.NewForConfig(config)
-	if err != nil {
+	if err := waitDefaultAccount(ctx, admin, ns.Name); err != nil {
 		t.Fatal(err)
 	}
-	return client
+	return ns.Name
 }
 
 // waitForJob waits for the Job to complete and returns its pod's name; a
