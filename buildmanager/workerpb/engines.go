@@ -23,6 +23,12 @@ var Engines = []string{EngineBuildah, EngineBuildKit}
 // every engine the binary carries when unset).
 const EnginesEnv = "BERTH_ENGINES"
 
+// SlirpInPlaceEnv is the worker's environment variable that asks its build
+// sandbox to leave slirp4netns in the mount namespace it starts in ("true")
+// instead of confining it to one of its own, which takes CAP_SYS_ADMIN: the
+// Kubernetes executor's pods do without it, and set this.
+const SlirpInPlaceEnv = "BERTH_SANDBOX_SLIRP_IN_PLACE"
+
 // ParseEngine reads an executor's ENGINE value from its EXECUTORS entry:
 // DefaultEngine when absent, else one of Engines. The build manager and
 // the executor read the same entry, so both refuse the same values.

@@ -24,6 +24,7 @@ commands:
   logs     print and follow a build's log
   worker   run one build (started by an executor)
   sandbox-init  inside a build sandbox: apply its network policy, then run the build engine
+  tun-device-plugin  on a Kubernetes node: lend build pods the node's /dev/net/tun
   admin    administration: admin token create --user U --scope S
   version  print the version
 `
@@ -58,6 +59,8 @@ func main() {
 	case "sandbox-init":
 		// Replaces this process with the build engine when it succeeds.
 		err = sandbox.Init(args)
+	case "tun-device-plugin":
+		err = runTunDevicePlugin(ctx, args)
 	case "admin":
 		err = runAdmin(ctx, args)
 	case "version":

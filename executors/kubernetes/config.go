@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/berth-dev/berth/buildmanager/workerpb"
+	"github.com/berth-dev/berth/executors/kubernetes/tundevice"
 )
 
 // Defaults for keys left out of the EXECUTORS entry.
@@ -70,6 +71,11 @@ type Config struct {
 	UserNamespaces bool
 	// WorkerUID is WORKER_UID, the uid inside the pod.
 	WorkerUID int64
+	// TunResource is TUN_DEVICE_RESOURCE: the extended resource through
+	// which a worker pod gets the node's /dev/net/tun for its build
+	// sandbox's network (the resource `berth tun-device-plugin`
+	// advertises, tundevice.ResourceName by default).
+	TunResource corev1.ResourceName
 	// Env is ENV plus HTTP_PROXY/HTTPS_PROXY/NO_PROXY: extra worker
 	// environment.
 	Env map[string]string
@@ -162,6 +168,10 @@ func ConfigFromMap(m map[string]any) (Config, error) {
 	}
 	c.Engine = engine
 	c.UserNamespaces = r.boolean("USER_NAMESPACES", true)
+	c.TunResource = corev1.ResourceName(tundevice.ResourceName)
+	if v := r.str("TUN_DEVICE_RESOURCE"); v != "" {
+		c.TunResource = corev1.ResourceName(v)
+	}
 	if v, ok := m["WORKER_UID"]; ok {
 		n, isInt := v.(int)
 		if !isInt || n < 0 {

@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -111,8 +112,25 @@ func TestJobShape(t *testing.T) {
 		t.Errorf("pod spec: %+v", p)
 	}
 	ctr := p.Containers[0]
-	if *ctr.SecurityContext.Privileged || *ctr.SecurityContext.AllowPrivilegeEscalation {
-		t.Error("the worker container may gain privileges")
+	sc := ctr.SecurityContext
+	if *sc.Privileged {
+		t.Error("the worker container is privileged")
+	}
+	// The sandbox's needs, and nothing more (containerSecurity says why).
+	if fmt.Sprint(sc.Capabilities.Drop) != "[ALL]" || fmt.Sprint(sc.Capabilities.Add) != "[SETUID SETGID SETFCAP]" {
+		t.Errorf("capabilities %+v", sc.Capabilities)
+	}
+	if *sc.ProcMount != corev1.UnmaskedProcMount || sc.SeccompProfile.Type != corev1.SeccompProfileTypeUnconfined {
+		t.Errorf("procMount %v, seccomp %v", *sc.ProcMount, sc.SeccompProfile.Type)
+	}
+	if q := ctr.Resources.Limits["berth.dev/tun"]; q.Value() != 1 {
+		t.Errorf("limits %v: no tap device", ctr.Resources.Limits)
+	}
+	if q := ctr.Resources.Limits[corev1.ResourceMemory]; q.String() != "1Gi" {
+		t.Errorf("limits %v: the memory limit is lost", ctr.Resources.Limits)
+	}
+	if _, shared := c.Resources.Limits["berth.dev/tun"]; shared {
+		t.Error("the executor's own resources were changed")
 	}
 	for _, env := range ctr.Env {
 		if strings.Contains(env.Value, "secret-token") || strings.Contains(env.Value, "CERTIFICATE") {

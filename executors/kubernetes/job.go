@@ -8,6 +8,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/berth-dev/berth/buildmanager/workerpb"
@@ -67,6 +68,9 @@ func (c *Config) makeObjects(name, instance string, spec executors.WorkerSpec, w
 		{Name: "BERTH_WORK_DIR", Value: scratchPath + "/work"},
 		{Name: "BERTH_STORAGE_ROOT", Value: scratchPath + "/storage"},
 		{Name: "HOME", Value: scratchPath + "/home"},
+		// Without SYS_ADMIN, slirp4netns cannot confine itself to a mount
+		// namespace of its own (containerSecurity).
+		{Name: workerpb.SlirpInPlaceEnv, Value: "true"},
 	}
 	if spec.ManagerCAPEM != "" {
 		env = append(env, corev1.EnvVar{Name: "BERTH_MANAGER_CA_PEM", ValueFrom: secretRef(name, secretCA)})
@@ -104,7 +108,7 @@ func (c *Config) makeObjects(name, instance string, spec executors.WorkerSpec, w
 			ImagePullPolicy: corev1.PullIfNotPresent,
 			Command:         []string{"berth", "worker"},
 			Env:             env,
-			Resources:       c.Resources,
+			Resources:       c.resources(),
 			VolumeMounts:    []corev1.VolumeMount{{Name: scratchVolume, MountPath: scratchPath}},
 			SecurityContext: c.containerSecurity(),
 		}},
@@ -145,18 +149,62 @@ func (c *Config) makeObjects(name, instance string, spec executors.WorkerSpec, w
 	return objects{secret: secret, job: job}
 }
 
-// containerSecurity is the worker container's security context: nothing
-// privileged, no capability at all, no way to gain one, and the runtime's
-// default seccomp profile. With user namespaces the worker's uid 0 is an
-// unprivileged host uid with no capability over the node.
+// containerSecurity is the worker container's security context. The
+// worker builds inside a sandbox of its own (worker/sandbox): rootlesskit
+// makes a user namespace nested in the pod's, with PID, mount and network
+// namespaces, and the engine runs each RUN step in a further container
+// under the engine's own seccomp profile. What that needs of the pod, and
+// nothing more (docs/kubernetes.md has what fails without each):
+//
+//   - SETUID, SETGID: newuidmap and newgidmap write the nested namespace's
+//     id maps, which span ids other than the worker's own.
+//   - SETFCAP: the kernel asks for it of whoever maps uid 0 of a new user
+//     namespace.
+//   - allowPrivilegeEscalation: rootlesskit executes itself again as root
+//     of the namespace it made, to take up its capabilities there;
+//     no_new_privs would strip them at that exec. What it can take up in
+//     the pod is bounded by the three above.
+//   - procMount Unmasked: a RUN step's container mounts a fresh /proc,
+//     and the kernel refuses that inside a user namespace while parts of
+//     the pod's /proc are masked. The API server allows it only with user
+//     namespaces.
+//   - seccomp Unconfined: the runtime's default profile refuses clone
+//     with namespace flags unless the container holds SYS_ADMIN, and
+//     keyctl (the session keyring runc gives every RUN step) and
+//     pivot_root whatever it holds. The RUN steps, the code a build
+//     brings, stay filtered: the engine applies its default profile to
+//     each, and slirp4netns applies its own filter to itself.
+//
+// Never privileged, and no SYS_ADMIN: the pod's root cannot mount, and
+// slirp4netns, which would confine itself to a mount namespace of its own,
+// stays in the pod's (workerpb.SlirpInPlaceEnv).
 func (c *Config) containerSecurity() *corev1.SecurityContext {
-	no := false
-	return &corev1.SecurityContext{
+	no, yes := false, true
+	sc := &corev1.SecurityContext{
 		Privileged:               &no,
-		AllowPrivilegeEscalation: &no,
-		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		AllowPrivilegeEscalation: &yes,
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined},
+		Capabilities: &corev1.Capabilities{
+			Drop: []corev1.Capability{"ALL"},
+			Add:  []corev1.Capability{"SETUID", "SETGID", "SETFCAP"},
+		},
 	}
+	if c.UserNamespaces {
+		unmasked := corev1.UnmaskedProcMount
+		sc.ProcMount = &unmasked
+	}
+	return sc
+}
+
+// resources are the worker container's requests and limits, with one of
+// the node's tap devices for its sandbox's network.
+func (c *Config) resources() corev1.ResourceRequirements {
+	r := *c.Resources.DeepCopy()
+	if r.Limits == nil {
+		r.Limits = corev1.ResourceList{}
+	}
+	r.Limits[c.TunResource] = resource.MustParse("1")
+	return r
 }
 
 func secretRef(name, key string) *corev1.EnvVarSource {

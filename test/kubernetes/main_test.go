@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+
+	"github.com/berth-dev/berth/test/harness"
 )
 
 // gatewayIP is the host's address on the pod bridge (cluster/common.sh): a
@@ -118,14 +120,19 @@ func missingPrerequisite() string {
 }
 
 // up starts the cluster, trusting a plain-HTTP registry on a port of the
-// gateway address, and then holds that port for the tests.
+// gateway address, with berth's tap device plugin beside the kubelet, and
+// then holds that port for the tests.
 func up(scripts, state string) error {
 	port, err := freePort()
 	if err != nil {
 		return err
 	}
+	berth, err := harness.BerthBinary()
+	if err != nil {
+		return err
+	}
 	registry := net.JoinHostPort(gatewayIP, strconv.Itoa(port))
-	if err := script(filepath.Join(scripts, "up.sh"), "--state", state, "--registry", registry); err != nil {
+	if err := script(filepath.Join(scripts, "up.sh"), "--state", state, "--registry", registry, "--tun-plugin", berth); err != nil {
 		return err
 	}
 	registryListener, err = net.Listen("tcp", registry)

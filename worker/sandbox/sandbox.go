@@ -41,6 +41,12 @@ type Config struct {
 	StateDir string
 	// Network decides what RUN steps may reach.
 	Network NetworkPolicy
+	// SlirpInPlace keeps slirp4netns in the mount namespace it starts in
+	// rather than confining it to one of its own (its --enable-sandbox),
+	// which takes CAP_SYS_ADMIN where the sandbox starts: a Kubernetes
+	// pod's root does without it. slirp4netns's own seccomp filter stays
+	// either way.
+	SlirpInPlace bool
 }
 
 // NetworkPolicy is what a sandbox may reach beyond slirp4netns's own
@@ -60,9 +66,13 @@ func (c Config) Wrap(argv []string) []string {
 	if kit == "" {
 		kit = "rootlesskit"
 	}
+	slirpSandbox := "--slirp4netns-sandbox=auto"
+	if c.SlirpInPlace {
+		slirpSandbox = "--slirp4netns-sandbox=false"
+	}
 	out := []string{kit,
 		"--net=slirp4netns", "--disable-host-loopback",
-		"--slirp4netns-sandbox=auto", "--slirp4netns-seccomp=auto",
+		slirpSandbox, "--slirp4netns-seccomp=auto",
 		"--copy-up=/etc", "--copy-up=/run",
 		"--pidns", "--utsns", "--ipcns",
 	}

@@ -52,6 +52,14 @@ func TestWrapAndParseFlags(t *testing.T) {
 	if argv[0] != "rootlesskit" || !slices.Contains(argv, "--disable-host-loopback") || !slices.Contains(argv, "--net=slirp4netns") || !slices.Contains(argv, "--pidns") {
 		t.Fatalf("Wrap = %v: not a slirp4netns sandbox without host loopback", argv)
 	}
+	if !slices.Contains(argv, "--slirp4netns-sandbox=auto") || !slices.Contains(argv, "--slirp4netns-seccomp=auto") {
+		t.Errorf("Wrap = %v: slirp4netns is not confined", argv)
+	}
+	inPlace := cfg
+	inPlace.SlirpInPlace = true
+	if a := inPlace.Wrap([]string{"true"}); !slices.Contains(a, "--slirp4netns-sandbox=false") || !slices.Contains(a, "--slirp4netns-seccomp=auto") {
+		t.Errorf("Wrap in place = %v: want no mount sandbox but the seccomp filter", a)
+	}
 	i := slices.Index(argv, "sandbox-init")
 	if i < 0 {
 		t.Fatalf("Wrap = %v: no sandbox-init", argv)

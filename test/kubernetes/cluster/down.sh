@@ -50,6 +50,7 @@ if pid_alive kube-apiserver && pid_alive kubelet; then
 	done
 fi
 terminate kubelet
+terminate tun-device-plugin
 
 # Whatever containers remain (the kubelet was gone or slow): killed through containerd. Their
 # shims are containerd's children that outlive it, so their pids are read from its state.

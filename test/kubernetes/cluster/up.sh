@@ -4,19 +4,23 @@
 # with runc, and the kubelet, pod network on a bridge. It returns when the node is Ready.
 # down.sh stops it and undoes what it changed on the host.
 #
-# Usage: up.sh [--state DIR] [--registry HOST:PORT]...
+# Usage: up.sh [--state DIR] [--registry HOST:PORT]... [--tun-plugin BERTH]
 #   --state DIR          where configs, data, logs and pid files go (default /tmp/berth-k8s;
 #                        also BERTH_K8S_STATE)
 #   --registry HOST:PORT a plain-HTTP registry containerd may pull from (repeatable), e.g. berth
 #                        on the bridge gateway 10.244.0.1:PORT
+#   --tun-plugin BERTH   run BERTH's `tun-device-plugin` beside the kubelet, so that pods can ask
+#                        for the node's /dev/net/tun (resource berth.dev/tun), as build pods do
 # The admin kubeconfig (group system:masters) is written to DIR/admin.kubeconfig.
 set -euo pipefail
 
 registries=()
+tun_plugin=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--state) BERTH_K8S_STATE=$2; shift 2 ;;
 	--registry) registries+=("$2"); shift 2 ;;
+	--tun-plugin) tun_plugin=$2; shift 2 ;;
 	*) echo "up.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -303,4 +307,11 @@ launch kubelet "$bin/kubelet" --config="$state/kubelet/config.yaml" --kubeconfig
 	--root-dir="$state/kubelet/root" --hostname-override="$node_name" --v=1
 await kubelet "node registered" 60 "$bin/kubectl" get node "$node_name"
 await kubelet "node Ready" 120 "$bin/kubectl" wait --for=condition=Ready "node/$node_name" --timeout=2s
+
+# --- the tap device plugin (a DaemonSet on a real cluster, deploy/kubernetes) ---
+if [ -n "$tun_plugin" ]; then
+	launch tun-device-plugin "$tun_plugin" tun-device-plugin --count 8
+	await tun-device-plugin "the node offering berth.dev/tun" 60 \
+		sh -c "\"$bin/kubectl\" get node \"$node_name\" -o jsonpath='{.status.allocatable.berth\\.dev/tun}' | grep -qx 8"
+fi
 log "cluster up: KUBECONFIG=$KUBECONFIG"

@@ -16,8 +16,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 
+	"github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/internal/buildhost"
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/engine"
@@ -37,6 +39,8 @@ type Sandbox struct {
 	// AllowedNetworks are the exceptions to sandbox.DefaultPolicy, for
 	// builds that must reach a mirror on a private network.
 	AllowedNetworks []netip.Prefix
+	// SlirpInPlace is sandbox.Config.SlirpInPlace.
+	SlirpInPlace bool
 }
 
 // Config is the sandbox of one build, whose rootlesskit state lives in
@@ -54,7 +58,7 @@ func (s Sandbox) Config(name, dir string) (sandbox.Config, error) {
 	if err != nil {
 		return sandbox.Config{}, err
 	}
-	return sandbox.Config{RootlessKit: s.RootlessKit, Init: init, StateDir: dir, Network: policy}, nil
+	return sandbox.Config{RootlessKit: s.RootlessKit, Init: init, StateDir: dir, Network: policy, SlirpInPlace: s.SlirpInPlace}, nil
 }
 
 // Host is what an engine holds of the worker's host: its logger and the
@@ -88,9 +92,17 @@ func Factory(newEngine func(Host) engine.Engine) engine.Factory {
 
 // HostFromOptions is the host of an engine a worker makes: logging to the
 // worker's logger, in berth's own sandbox with the network exceptions the
-// executor handed down (sandbox.AllowedNetworksEnv: comma-separated CIDRs).
+// executor handed down (sandbox.AllowedNetworksEnv: comma-separated CIDRs)
+// and the way of running slirp4netns it asked for (workerpb.SlirpInPlaceEnv).
 func HostFromOptions(opts engine.Options) (Host, error) {
 	h := Host{Logger: opts.Logger}
+	if v := opts.Getenv(workerpb.SlirpInPlaceEnv); v != "" {
+		inPlace, err := strconv.ParseBool(v)
+		if err != nil {
+			return Host{}, fmt.Errorf("%s: %w", workerpb.SlirpInPlaceEnv, err)
+		}
+		h.Sandbox.SlirpInPlace = inPlace
+	}
 	if v := opts.Getenv(sandbox.AllowedNetworksEnv); v != "" {
 		allowed, err := egress.ParseList(v)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berth-dev/berth/buildmanager/workerpb"
 	"github.com/berth-dev/berth/internal/egress"
 	"github.com/berth-dev/berth/worker/engine"
 	"github.com/berth-dev/berth/worker/sandbox"
@@ -130,13 +131,16 @@ func TestFactory(t *testing.T) {
 	type made struct{ engine.Engine }
 	var got Host
 	factory := Factory(func(h Host) engine.Engine { got = h; return made{} })
-	opts := engine.Options{Logger: slog.Default(), Getenv: func(string) string { return "10.1.0.0/16" }}
-	if e, err := factory(opts); err != nil || e == nil || egress.FormatNetworks(got.Sandbox.AllowedNetworks) != "10.1.0.0/16" {
+	env := map[string]string{sandbox.AllowedNetworksEnv: "10.1.0.0/16", workerpb.SlirpInPlaceEnv: "true"}
+	opts := engine.Options{Logger: slog.Default(), Getenv: func(k string) string { return env[k] }}
+	if e, err := factory(opts); err != nil || e == nil || egress.FormatNetworks(got.Sandbox.AllowedNetworks) != "10.1.0.0/16" || !got.Sandbox.SlirpInPlace {
 		t.Errorf("factory = %v, %v on %+v", e, err, got)
 	}
-	opts.Getenv = func(string) string { return "not-a-network" }
-	if e, err := factory(opts); err == nil || e != nil {
-		t.Errorf("with a bad exception: %v, %v", e, err)
+	for k, bad := range map[string]string{sandbox.AllowedNetworksEnv: "not-a-network", workerpb.SlirpInPlaceEnv: "maybe"} {
+		env = map[string]string{k: bad}
+		if e, err := factory(opts); err == nil || e != nil {
+			t.Errorf("with %s=%s: %v, %v", k, bad, e, err)
+		}
 	}
 }
 
